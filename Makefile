@@ -1,0 +1,27 @@
+# Every target creates .venv when missing; pins in requirements.lock keep pip from backtracking.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench install clean
+
+$(BIN)/gangeo: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
+	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1
+	touch $(BIN)/gangeo
+
+install: $(BIN)/gangeo
+
+demo: install
+	$(BIN)/python -m jobs.demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/metric_speed.py
+
+clean:
+	rm -rf $(VENV) gangeo-results
