@@ -1,0 +1,244 @@
+"""Layer geometry (Wang & Ponce 2021, Sec. 5): the metric pulled back from each layer.
+
+Example::
+
+    from geometry_core.layers import layer_metrics, amplification
+    H = layer_metrics(G, G.sample(1)[0])          # {layer: (D, D)}
+    amp = amplification(H)
+    amp["corr_log"]                               # (L, L), 1 on the diagonal
+
+The metric of layer ``l`` at ``z`` is the Hessian of the ``layer:<name>`` distance,
+the mean over the layer's M entries of ``(f_l(z) - f_l(z0))^2``, so
+``H_l = (2 / M) J_l^T J_l`` with ``J_l`` the Jacobian of ``z -> f_l(z)`` (flattened).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import GeometryError
+
+__all__ = [
+    "amplification",
+    "jacobian",
+    "layer_jacobian",
+    "layer_map",
+    "layers_map",
+    "layer_metrics",
+    "plot_amplification",
+]
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: nothing after the layer needs to run."""
+
+
+def _layer_names(G: nn.Module) -> list[str]:
+    return list(getattr(G, "layer_names", []) or [])
+
+
+def _module_of(G: nn.Module, layer: str) -> nn.Module:
+    if hasattr(G, "layer"):
+        return G.layer(layer)  # GeometryError listing the known layers
+    module = dict(G.named_modules()).get(layer)
+    if module is None:
+        raise GeometryError(f"unknown layer {layer!r}; known layers: {_layer_names(G)}")
+    return module
+
+
+def layers_map(G: nn.Module, layers: Sequence[str]) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """The map ``z (B, D) -> (f_l(z) (B, M_l) for l in layers)`` from one forward pass.
+
+    The pass stops once every layer has run (a hook raises), which is cheaper and
+    also shields the captured tensors from in-place activations that follow them.
+    """
+    modules = [_module_of(G, name) for name in layers]
+
+    def f(z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        box: dict[int, torch.Tensor] = {}
+
+        def make_hook(i: int):
+            def hook(_mod, _inp, out):
+                box[i] = out[0] if isinstance(out, (tuple, list)) else out
+                if len(box) == len(modules):
+                    raise _Stop
+
+            return hook
+
+        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
+        try:
+            G(z)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [layers[i] for i in range(len(modules)) if i not in box]
+        if missing:
+            raise GeometryError(f"layers {missing} were not reached in the forward pass")
+        return tuple(box[i].flatten(1) for i in range(len(modules)))
+
+    return f
+
+
+def layer_map(G: nn.Module, layer: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map ``z (B, D) -> f_layer(z) (B, M)``, flattened activations of one named layer.
+
+    ``layer=None`` gives the image itself, flattened.
+    """
+    if layer is None:
+        return lambda z: G(z).flatten(1)
+    f = layers_map(G, [layer])
+    return lambda z: f(z)[0]
+
+
+def jacobian(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+    """Jacobian of a batched map ``f: (B, D) -> (B, M)`` at each code, by forward mode.
+
+    ``z`` of shape ``(D,)`` gives ``(M, D)``; ``(B, D)`` gives ``(B, M, D)``. A map
+    returning a tuple of ``(B, M_l)`` tensors gives a tuple of Jacobians.
+    ``chunk_size`` bounds how many tangents are pushed forward at once.
+    """
+    if not isinstance(z, torch.Tensor) or z.ndim not in (1, 2):
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise GeometryError(f"expected z of shape (D,) or (B, D), got {got}")
+    single = z.ndim == 1
+    zs = z.unsqueeze(0) if single else z
+
+    def one(zi: torch.Tensor):
+        out = f(zi.unsqueeze(0))
+        return tuple(o[0] for o in out) if isinstance(out, tuple) else out[0]
+
+    jac = torch.func.jacfwd(one, chunk_size=chunk_size) if chunk_size else torch.func.jacfwd(one)
+    per_point = [jac(zi) for zi in zs]
+    if isinstance(per_point[0], tuple):
+        out = tuple(torch.stack(parts) for parts in zip(*per_point))
+        return tuple(o[0] for o in out) if single else out
+    out = torch.stack(per_point)
+    return out[0] if single else out
+
+
+def layer_jacobian(G: nn.Module, layer: str | None, z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+    """Jacobian of ``z -> f_layer(z)`` (flattened), ``(M, D)`` or ``(B, M, D)``."""
+    return jacobian(layer_map(G, layer), z, chunk_size=chunk_size)
+
+
+def layer_metrics(
+    G: nn.Module,
+    z: torch.Tensor,
+    *,
+    layers: Sequence[str] | None = None,
+    method: str = "jacobian",
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The pulled-back metric of every named layer: ``{layer: (D, D)}`` or ``{layer: (B, D, D)}``.
+
+    ``layers`` defaults to ``G.layer_names``. ``method="jacobian"`` computes
+    ``H_l = (2 / M) J_l^T J_l`` here (forward-mode Jacobian, in ``z``'s dtype: the
+    Hessian of the mean-squared ``layer:<name>`` distance); any other method name
+    is passed to ``geometry_core.metric.metric_tensor`` with that distance.
+    """
+    names = list(layers) if layers is not None else _layer_names(G)
+    if not names:
+        raise GeometryError("no layers: pass layers=[...] or use a generator with layer_names")
+    if method == "jacobian":
+        Js = jacobian(layers_map(G, names), z, chunk_size=chunk_size)
+        out = {}
+        for name, J in zip(names, Js):
+            H = (2.0 / J.shape[-2]) * J.transpose(-1, -2) @ J
+            out[name] = 0.5 * (H + H.transpose(-1, -2))  # exact symmetry despite rounding
+        return out
+    from .distances import load_distance
+    from .metric import metric_tensor
+
+    return {
+        name: metric_tensor(G, load_distance(f"layer:{name}", generator=G), z, method=method)
+        for name in names
+    }
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation along the last axis, NaN where either side is constant."""
+    x = x - x.mean(-1, keepdim=True)
+    y = y - y.mean(-1, keepdim=True)
+    den = x.norm(dim=-1) * y.norm(dim=-1)
+    return torch.where(den > 0, (x * y).sum(-1) / den, torch.full_like(den, float("nan")))
+
+
+def _masked_log_corr(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """corr(log10 v, log10 lam) over entries where both are positive (others dropped)."""
+    flat_v, flat_l = v.reshape(-1, v.shape[-1]), lam.reshape(-1, lam.shape[-1])
+    res = torch.empty(flat_v.shape[0], dtype=v.dtype)
+    for i in range(flat_v.shape[0]):
+        keep = (flat_v[i] > 0) & (flat_l[i] > 0)
+        if keep.sum() < 2:
+            res[i] = float("nan")
+            continue
+        res[i] = _pearson(flat_v[i][keep].log10(), flat_l[i][keep].log10())
+    return res.reshape(v.shape[:-1])
+
+
+def amplification(H_by_layer: Mapping[str, torch.Tensor]) -> dict:
+    """How each layer's metric amplifies the eigenvectors of every other layer's metric.
+
+    With ``u_ak`` the k-th eigenvector of ``H_a`` and ``l_bk`` the k-th eigenvalue of
+    ``H_b`` (both in descending order):
+
+    - ``energy[a, b, k] = u_ak^T H_b u_ak``: the amplification of a's k-th eigenvector
+      by layer b (the paper's Fig. 4B curves); ``energy[a, a] = l_a``.
+    - ``ratio[a, b, k] = energy[a, b, k] / l_bk``: against b's own k-th eigenvalue
+      (1 everywhere when the eigenframes agree).
+    - ``corr_log[a, b]``: Pearson correlation of ``log10 energy[a, b, :]`` with
+      ``log10 l_b`` over the entries where both are positive; ``corr_lin`` the same
+      on the linear scale. This is the homogeneity statistic applied across layers
+      instead of across points; the diagonal is exactly 1.
+
+    Input ``{layer: (D, D)}`` gives arrays ``(L, L, D)`` and ``(L, L)``; ``{layer:
+    (B, D, D)}`` gives a leading batch axis on every array and also ``corr_log_mean``
+    and ``corr_lin_mean`` (nan-mean over points). Computed in float64.
+    """
+    from .spectrum import eigen
+
+    names = list(H_by_layer)
+    if not names:
+        raise GeometryError("amplification needs at least one layer metric, got none")
+    shapes = {tuple(H.shape) for H in H_by_layer.values()}
+    shape = next(iter(shapes))
+    if len(shapes) != 1 or len(shape) not in (2, 3) or shape[-1] != shape[-2]:
+        raise GeometryError(f"expected every metric of shape (D, D) or (B, D, D), got {sorted(shapes)}")
+    H = torch.stack([torch.as_tensor(H_by_layer[n]).detach().cpu().double() for n in names])  # (L, [B,] D, D)
+    if H.ndim == 3:
+        H = H.unsqueeze(1)
+    H = H.transpose(0, 1)  # (B, L, D, D)
+    H = 0.5 * (H + H.transpose(-1, -2))  # float32 products are symmetric only to rounding
+    B, L, D = H.shape[0], H.shape[1], H.shape[-1]
+    lam, U = eigen(H.reshape(B * L, D, D))
+    lam, U = lam.reshape(B, L, D), U.reshape(B, L, D, D)
+    # energy[b_, a, c, k] = u_ak^T H_c u_ak
+    energy = torch.einsum("pajk,pcjm,pamk->pack", U, H, U)
+    lam_b = lam.unsqueeze(1).expand_as(energy)
+    ratio = energy / lam_b
+    corr_log = _masked_log_corr(energy, lam_b)
+    corr_lin = _pearson(energy, lam_b)
+    out = {"layers": names, "eigvals": lam, "energy": energy, "ratio": ratio, "corr_log": corr_log, "corr_lin": corr_lin}
+    if len(shape) == 2:
+        return {k: (v[0] if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+    out["corr_log_mean"] = torch.nanmean(corr_log, dim=0)
+    out["corr_lin_mean"] = torch.nanmean(corr_lin, dim=0)
+    return out
+
+
+def plot_amplification(result: Mapping, path, *, title: str | None = None) -> str:
+    """Save the amplification result as a PNG (corr_log heatmap and energy curves); returns the path."""
+    from .plots import plot_amplification as _plot
+
+    corr = result.get("corr_log_mean", result["corr_log"])
+    energy = result["energy"]
+    eigvals = result["eigvals"]
+    if energy.ndim == 4:  # batched: show the mean over points
+        energy, eigvals = energy.mean(0), eigvals.mean(0)
+    return _plot(np.asarray(corr), np.asarray(energy), np.asarray(eigvals), list(result["layers"]), path, title=title)

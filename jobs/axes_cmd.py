@@ -1,0 +1,173 @@
+"""`gangeo axes` and `gangeo localdim`: interpretable axes and local dimension from the command line.
+
+Example::
+
+    gangeo axes --generator dcgan-faces --distance mse --seed 0 --topk 5 --delta 0.05 --out axes/
+    gangeo axes ... --directions ganspace.npy --sefa
+    gangeo localdim --generator dcgan-faces --n 8 --layers main.2 main.5 image
+
+`axes` writes ``axes_grid.png``, ``axes_curve.png`` and ``axes.json`` into ``--out``
+and prints the JSON summary on stdout. `localdim` prints a JSON table.
+Errors: one line on stderr, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["add_parser", "main", "run_axes", "run_localdim"]
+
+DEFAULTS = {"generator": "dcgan-faces", "distance": "mse", "seed": 0, "topk": 5, "delta": 0.05, "steps": 3}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``axes`` and ``localdim`` on a ``gangeo`` subparsers object."""
+    p = subparsers.add_parser("axes", help="traverse the top eigenvectors of the metric; align external directions")
+    p.add_argument("--generator", default=DEFAULTS["generator"])
+    p.add_argument("--space", default=None, help="latent space (default: the generator's first)")
+    p.add_argument("--distance", default=DEFAULTS["distance"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of the reference code")
+    p.add_argument("--topk", type=int, default=DEFAULTS["topk"])
+    p.add_argument("--delta", type=float, default=DEFAULTS["delta"], help="distance per step")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="steps each side of the code")
+    p.add_argument("--mode", choices=("linear", "spherical"), default="linear")
+    p.add_argument("--method", default="exact", help="metric_tensor method")
+    p.add_argument("--max-step", type=float, default=None, help="clip |t| of the calibrated steps")
+    p.add_argument("--directions", default=None, help=".npy of (n, D) directions to align")
+    p.add_argument("--sefa", action="store_true", help="also align SeFa's closed-form directions")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run_axes)
+
+    q = subparsers.add_parser("localdim", help="local dimension per layer and Distortion")
+    q.add_argument("--generator", default=DEFAULTS["generator"])
+    q.add_argument("--space", default=None)
+    q.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    q.add_argument("--n", type=int, default=4, help="number of codes")
+    q.add_argument("--layers", nargs="*", default=None, help="layer names ('image' for the output)")
+    q.add_argument("--distortion", action="store_true", help="also compute Distortion per layer")
+    q.set_defaults(func=run_localdim)
+
+
+def _fail(msg: str) -> int:
+    print(f"gangeo: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _load_directions(path: str, dim: int):
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read directions {path}: {err}") from None
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != dim or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"directions {path}: expected a float array (n, {dim}), got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _alignment_summary(res: dict) -> list[dict]:
+    return [
+        {
+            "power": float(res["power"][i]),
+            "power_z": float(res["power_z"][i]),
+            "rate": float(res["rate"][i]),
+            "rate_z": float(res["rate_z"][i]),
+            "aligned": res["aligned_indices"][i],
+        }
+        for i in range(len(res["aligned_indices"]))
+    ]
+
+
+def run_axes(args: argparse.Namespace) -> int:
+    """Compute, then write the grid, the curve and ``axes.json``; print the JSON."""
+    from geometry_core import eigen, load_distance, load_generator, metric_tensor
+    from geometry_core.alignment import alignment, sefa_directions
+    from geometry_core.axes import explore_axes
+
+    try:
+        if args.topk < 1 or args.steps < 1 or not args.delta > 0:
+            raise ValueError(f"need --topk >= 1, --steps >= 1, --delta > 0; got {args.topk}, {args.steps}, {args.delta}")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out} exists and is not a directory")
+        G = load_generator(args.generator, space=args.space)
+        d = load_distance(args.distance, generator=G) if args.distance.startswith("layer:") else load_distance(args.distance)
+        directions = _load_directions(args.directions, G.latent_dim) if args.directions else None
+        z = G.sample(1, seed=args.seed)[0]
+        lam, U = eigen(metric_tensor(G, d, z, method=args.method).detach().cpu().double())
+        res = explore_axes(
+            G, d, z, eigvals=lam, eigvecs=U, topk=args.topk, delta=args.delta,
+            n_steps=args.steps, mode=args.mode, max_step=args.max_step,
+        )
+        summary = {
+            "generator": args.generator, "distance": args.distance, "seed": args.seed, "mode": args.mode,
+            "topk": args.topk, "delta": args.delta,
+            "eigvals_top": lam[: args.topk].tolist(),
+            "steps": res["steps"].tolist(), "target": res["target"].tolist(), "measured": res["measured"].tolist(),
+        }
+        if directions is not None:
+            summary["alignment"] = _alignment_summary(alignment(directions, U, lam, topk=args.topk, seed=args.seed))
+        if args.sefa:
+            _, sefa_vecs = sefa_directions(G)
+            summary["sefa_alignment"] = _alignment_summary(
+                alignment(sefa_vecs[:, : args.topk].T, U, lam, topk=args.topk, seed=args.seed)
+            )
+    except (ValueError, RuntimeError) as err:  # GeometryError is a ValueError
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    from geometry_core.axes import save_grid
+    from geometry_core.plots import plot_distance_curve
+
+    os.makedirs(args.out, exist_ok=True)
+    summary["grid_png"] = save_grid(res["images"], os.path.join(args.out, "axes_grid.png"))
+    summary["curve_png"] = plot_distance_curve(
+        res["target"].numpy(), res["measured"].numpy(), os.path.join(args.out, "axes_curve.png"),
+        title=f"{args.generator} / {args.distance}, {args.mode}",
+    )
+    with open(os.path.join(args.out, "axes.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    print(json.dumps(summary))
+    return 0
+
+
+def run_localdim(args: argparse.Namespace) -> int:
+    """Print ``{layer: {dims, mean, median, min, max, shape[, distortion]}}`` as JSON."""
+    from geometry_core import load_generator
+    from geometry_core.local_dim import distortion, local_dimension_table
+
+    try:
+        if args.n < 2 and args.distortion:
+            raise ValueError(f"--distortion needs --n >= 2, got {args.n}")
+        if args.n < 1:
+            raise ValueError(f"--n must be >= 1, got {args.n}")
+        G = load_generator(args.generator, space=args.space)
+        names = args.layers if args.layers else list(G.layer_names) + ["image"]
+        layers = [None if n == "image" else n for n in names]
+        for layer in layers:
+            if layer is not None:
+                G.layer(layer)
+        zs = G.sample(args.n, seed=args.seed)
+        table = local_dimension_table(G, zs, layers)
+        out = {("image" if k is None else k): v for k, v in table.items()}
+        if args.distortion:
+            for name, layer in zip(names, layers):
+                out[name]["distortion"] = distortion(G, zs, layer)["distortion"]
+    except (ValueError, RuntimeError) as err:
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    print(json.dumps(out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m jobs.axes_cmd axes ...``); ``gangeo`` registers the same parsers."""
+    parser = argparse.ArgumentParser(prog="gangeo")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
