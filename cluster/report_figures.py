@@ -1,0 +1,121 @@
+"""Figures of the run report, rendered in memory as PNG bytes (matplotlib, Agg backend).
+
+Example::
+
+    from cluster.report_figures import spectrum_band_png
+    png = spectrum_band_png(eigvals)          # bytes of a PNG file
+
+Each function takes plain numpy arrays and returns the PNG's bytes, so the report
+can embed them as data URIs and write the same bytes beside the HTML file.
+"""
+
+from __future__ import annotations
+
+import io
+import numpy as np
+
+__all__ = [
+    "global_spectrum_png",
+    "homogeneity_png",
+    "spectrum_band_png",
+    "traversal_grid_png",
+]
+
+# Eigenvalues are clipped here before a log axis: exact zeros (null space) and
+# round-off negatives have no logarithm.
+_FLOOR = 1e-30
+
+
+def _pyplot():
+    # Agg: reports are built on headless cluster nodes; imported lazily.
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def spectrum_band_png(eigvals: np.ndarray, *, title: str = "") -> bytes:
+    """Mean spectrum of ``(N, D)`` eigenvalues with its 5th-95th percentile band, log scale.
+
+    As the paper's Fig. 2: eigenvalue rank on x, eigenvalue on a log y axis.
+    """
+    plt = _pyplot()
+    lam = np.clip(np.asarray(eigvals, dtype=float), _FLOOR, None)
+    ranks = np.arange(1, lam.shape[1] + 1)
+    lo, hi = np.percentile(lam, [5, 95], axis=0)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.fill_between(ranks, lo, hi, alpha=0.3, label="90% band (5th-95th pct)")
+    ax.plot(ranks, lam.mean(axis=0), lw=1.5, label=f"mean of {lam.shape[0]} codes")
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue rank")
+    ax.set_ylabel("eigenvalue")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def global_spectrum_png(eigvals: np.ndarray, *, title: str = "") -> bytes:
+    """Spectrum of the global (mean) metric on a log scale."""
+    plt = _pyplot()
+    lam = np.clip(np.asarray(eigvals, dtype=float), _FLOOR, None)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(np.arange(1, lam.size + 1), lam, lw=1.5, color="C3")
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue rank")
+    ax.set_ylabel("eigenvalue of the global metric")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def homogeneity_png(corr_log: np.ndarray, corr_lin: np.ndarray, *, title: str = "") -> bytes:
+    """Heatmaps (top) and histograms of off-diagonal entries (bottom) of both homogeneity matrices."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 7.5), layout="constrained")
+    for col, (name, m) in enumerate((("log", corr_log), ("linear", corr_lin))):
+        m = np.asarray(m, dtype=float)
+        im = axes[0, col].imshow(m, vmin=-1, vmax=1, cmap="RdBu_r", interpolation="nearest")
+        axes[0, col].set_title(f"corr ({name} scale)", fontsize=9)
+        axes[0, col].set_xlabel("point j (metric H_j)")
+        axes[0, col].set_ylabel("point i (eigenvectors of H_i)")
+        fig.colorbar(im, ax=axes[0, col], fraction=0.046)
+        vals = m[np.isfinite(m)]
+        axes[1, col].hist(vals, bins=40, range=(-1, 1), color="C0")
+        axes[1, col].set_xlabel(f"corr ({name} scale), off-diagonal")
+        axes[1, col].set_ylabel("pairs")
+        if vals.size:
+            axes[1, col].axvline(vals.mean(), color="k", ls="--", lw=1)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def traversal_grid_png(images: np.ndarray, steps: np.ndarray, *, title: str = "") -> bytes:
+    """Image grid ``(K, S, H, W, 3)`` in [0, 1]: rows are eigenvectors, columns steps ``t`` (K, S).
+
+    One mosaic in one axes (dozens of small axes are slow to draw); rows name their
+    edge step, columns the fraction of it.
+    """
+    plt = _pyplot()
+    k, s, h, w = images.shape[:4]
+    pad = 2
+    mosaic = np.ones((k * (h + pad) - pad, s * (w + pad) - pad, 3))
+    for r in range(k):
+        for c in range(s):
+            mosaic[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = images[r, c]
+    fig, ax = plt.subplots(figsize=(0.9 * s + 1.2, 0.9 * k + 0.6))
+    ax.imshow(np.clip(mosaic, 0.0, 1.0), interpolation="nearest")
+    ax.set_yticks([r * (h + pad) + h / 2 for r in range(k)],
+                  [f"eig {r + 1}\n|t|<={abs(steps[r]).max():.3g}" for r in range(k)], fontsize=7)
+    ax.set_xticks([c * (w + pad) + w / 2 for c in range(s)],
+                  [f"{f:+.2g}" for f in steps[0] / abs(steps[0]).max()], fontsize=7)
+    ax.set_xlabel("step t as a fraction of the row's edge step", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)

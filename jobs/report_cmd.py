@@ -1,0 +1,49 @@
+"""`gangeo report RUN`: write the run's self-contained HTML report and its figures.
+
+Example::
+
+    gangeo report quickstart --store ./gangeo-results --out report/
+    gangeo report nightly --store s3://bucket/runs --s3-endpoint http://127.0.0.1:9000
+
+Prints the HTML file's path on stdout; a progress bar over the figures goes to
+stderr on a terminal (none with ``--quiet``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_parser", "run_report"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``report RUN [--store URL] [--s3-endpoint URL] [--out DIR] [--no-traversals] [--quiet]``."""
+    from cluster.report import DEFAULT_REPORT_DIR
+    from cluster.storage import DEFAULT_STORE
+
+    p = subparsers.add_parser("report", help="self-contained HTML report of a run (figures also as PNG files)")
+    p.add_argument("run", help="run name in the store")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    p.add_argument("--out", default=None, help=f"output directory (default {DEFAULT_REPORT_DIR}/RUN)")
+    p.add_argument("--no-traversals", action="store_true",
+                   help="skip traversal grids (they load the run's generator here)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_report)
+    return p
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Build the report and print its path; one line on stderr and exit 2 on error (nothing written)."""
+    from cluster.report import build_report
+    from cluster.storage import StoreError
+
+    try:
+        path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
+                            progress=not args.quiet, traversals=not args.no_traversals)
+    except (StoreError, ValueError) as exc:
+        print(f"gangeo report: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
