@@ -8,8 +8,9 @@ Table cells show 4 significant digits, so floats compare at rtol 1e-3
 (rounding to 4 digits moves a number by at most 5e-4 relative).
 """
 
-from __future__ import os
-import annotations
+from __future__ import annotations
+
+import os
 
 import argparse
 import base64
