@@ -1,0 +1,176 @@
+"""BigGAN-deep through ``pytorch_pretrained_biggan``, from local files only.
+
+Example::
+
+    G = load_biggan_deep(space="class", weights_dir="~/models/biggan-deep-256")
+    G = load_generator("biggan-deep", space="noise", weights_dir=..., class_index=1)
+
+The package's ``BigGAN.from_pretrained`` downloads and unpickles; this adapter
+reads ``config.json`` and ``pytorch_model.bin`` from a directory (or explicit
+``config=`` / ``weights=`` paths) with ``weights_only=True`` and never downloads.
+
+Latent spaces (after Wang & Ponce, who study BigGAN's noise and class spaces):
+
+- ``"noise"``: the noise vector (``z_dim``, 128 for the released models), class fixed.
+- ``"class"``: the class embedding vector itself (``z_dim``), noise fixed. The
+  embedding of a one-hot class is that class's code; any vector is allowed.
+- ``"joint"``: noise ++ class embedding (``2 * z_dim`` = 256), the full input.
+
+Truncation defaults to 0.7, the value the paper's BigGAN wrapper used; it picks
+the batch-norm statistics and scales sampled noise (truncated normal in [-2, 2]
+times ``truncation``, as the package's ``truncated_noise_sample``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+from ..errors import GeometryError, MissingWeightsError
+from .base import Generator
+from .checkpoint import load_state_dict_strict, safe_load
+
+__all__ = ["BigGANSpace", "load_biggan_deep", "truncated_normal"]
+
+SPACES = ("joint", "noise", "class")
+
+
+def truncated_normal(n: int, dim: int, gen: torch.Generator, *, bound: float = 2.0) -> torch.Tensor:
+    """Standard normal draws conditioned on ``|x| <= bound``, float64 on CPU, seeded by ``gen``."""
+    x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    bad = x.abs() > bound
+    while bad.any():  # resample only the rejected entries; ~4.6% per round at bound 2
+        x[bad] = torch.randn(int(bad.sum()), generator=gen, dtype=torch.float64)
+        bad = x.abs() > bound
+    return x
+
+
+class BigGANSpace(nn.Module):
+    """BigGAN-deep as a map from one latent space to images in [-1, 1].
+
+    Holds the package's ``embeddings`` and ``generator`` under those names, so
+    layer names match the checkpoint (``generator.layers.3``).
+    """
+
+    def __init__(self, net: BigGAN, space: str, truncation: float, class_index: int, noise: torch.Tensor):
+        super().__init__()
+        self.embeddings = net.embeddings
+        self.generator = net.generator
+        self.space = space
+        self.truncation = float(truncation)
+        self.z_dim = int(net.config.z_dim)
+        self.num_classes = int(net.config.num_classes)
+        onehot = torch.zeros(1, self.num_classes)
+        onehot[0, class_index] = 1.0
+        self.register_buffer("fixed_class", onehot)
+        self.register_buffer("fixed_noise", noise.reshape(1, self.z_dim).to(torch.float32))
+
+    @property
+    def latent_dim(self) -> int:
+        return 2 * self.z_dim if self.space == "joint" else self.z_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B = z.shape[0]
+        if self.space == "noise":
+            cond = torch.cat([z, self.embeddings(self.fixed_class.to(z.dtype)).expand(B, -1)], dim=1)
+        elif self.space == "class":
+            cond = torch.cat([self.fixed_noise.to(z.dtype).expand(B, -1), z], dim=1)
+        else:
+            cond = z
+        return self.generator(cond, self.truncation)
+
+    def sample_codes(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Codes on CPU: truncated noise, class embeddings of uniform random classes, or both."""
+        parts = []
+        if self.space in ("noise", "joint"):
+            parts.append(self.truncation * truncated_normal(n, self.z_dim, gen))
+        if self.space in ("class", "joint"):
+            idx = torch.randint(self.num_classes, (n,), generator=gen)
+            table = self.embeddings.weight.detach().to("cpu", torch.float64)  # (z_dim, num_classes)
+            parts.append(table[:, idx].T.contiguous())
+        return torch.cat(parts, dim=1)
+
+
+def _read_config(config: str | Path | dict) -> BigGANConfig:
+    if isinstance(config, dict):
+        return BigGANConfig.from_dict(config)
+    path = Path(config).expanduser().absolute()
+    if not path.is_file():
+        raise MissingWeightsError(f"biggan-deep: config file not found: {path}")
+    try:
+        return BigGANConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GeometryError(f"biggan-deep: {path} is not a JSON config: {err}") from None
+
+
+def _strip_spectral_norm(net: nn.Module) -> None:
+    # Eval-mode spectral norm is a fixed rescaling; folding it into plain weights
+    # makes forward-mode and double-backward autograd simpler and faster.
+    for module in net.modules():
+        if hasattr(module, "weight_orig"):
+            nn.utils.remove_spectral_norm(module)
+
+
+def _fixed_noise(noise, z_dim: int, truncation: float) -> torch.Tensor:
+    if noise is None:
+        return truncation * truncated_normal(1, z_dim, torch.Generator().manual_seed(0))
+    noise = torch.as_tensor(noise, dtype=torch.float64).reshape(-1)
+    if noise.numel() != z_dim or not torch.isfinite(noise).all():
+        raise GeometryError(f"biggan-deep: noise must be {z_dim} finite numbers, got shape {tuple(noise.shape)}")
+    return noise
+
+
+def load_biggan_deep(
+    *,
+    space: str = "joint",
+    weights_dir: str | Path | None = None,
+    config: str | Path | dict | None = None,
+    weights: str | Path | None = None,
+    truncation: float = 0.7,
+    class_index: int = 0,
+    noise: Sequence[float] | torch.Tensor | None = None,
+) -> Generator:
+    """BigGAN-deep in latent ``space`` from local files.
+
+    ``weights_dir`` holds ``config.json`` and ``pytorch_model.bin`` (the
+    package's layout); or give ``config`` (path or dict) and ``weights``.
+    ``class_index`` fixes the class of the noise space; ``noise`` fixes the
+    noise of the class space (default: a truncated-normal draw with seed 0).
+    """
+    if space not in SPACES:
+        raise GeometryError(f"biggan-deep: unknown latent space {space!r}; its spaces: {list(SPACES)}")
+    if weights_dir is not None:
+        if config is not None or weights is not None:
+            raise GeometryError("biggan-deep: give weights_dir, or config and weights, not both")
+        root = Path(weights_dir).expanduser()
+        config, weights = root / "config.json", root / "pytorch_model.bin"
+    if config is None or weights is None:
+        raise GeometryError(
+            "biggan-deep: needs weights_dir=DIR (config.json + pytorch_model.bin), or config= and weights="
+        )
+    if not isinstance(truncation, (int, float)) or not 0 < truncation <= 1:
+        raise GeometryError(f"biggan-deep: truncation must be in (0, 1], got {truncation!r}")
+    cfg = _read_config(config)
+    if not isinstance(class_index, int) or not 0 <= class_index < cfg.num_classes:
+        raise GeometryError(f"biggan-deep: class_index must be an int in [0, {cfg.num_classes}), got {class_index!r}")
+    fixed_noise = _fixed_noise(noise, cfg.z_dim, float(truncation))
+    state = safe_load(weights, what="biggan-deep weights")
+    net = BigGAN(cfg)
+    load_state_dict_strict(net, state, what="biggan-deep weights")
+    net.eval()
+    _strip_spectral_norm(net)
+    module = BigGANSpace(net, space, float(truncation), class_index, fixed_noise)
+    n_layers = len(net.generator.layers)
+    layer_names = ["generator.gen_z", *[f"generator.layers.{i}" for i in range(n_layers)], "generator.conv_to_rgb"]
+    return Generator(
+        module,
+        module.latent_dim,
+        name=f"biggan-deep/{space}",
+        layer_names=layer_names,
+        sampler=module.sample_codes,
+    )

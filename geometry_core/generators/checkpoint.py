@@ -1,0 +1,131 @@
+"""Safe checkpoint loading: tensors only, never pickled code.
+
+Example::
+
+    state = safe_load("weights.pt", what="dcgan-faces weights")
+    load_state_dict_strict(net, state, what="dcgan-faces weights")
+
+``safe_load`` always uses ``torch.load(..., weights_only=True)``; a checkpoint
+that would need arbitrary code to unpickle is refused with
+:class:`UnsafeCheckpointError` before any of that code runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import GeometryError, MissingWeightsError, UnsafeCheckpointError
+
+__all__ = ["load_state_dict_strict", "safe_load"]
+
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_SIZE = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
+    r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)"
+)
+
+
+def safe_load(path: str | Path, *, what: str = "checkpoint", safe_globals: Iterable[type] = ()) -> object:
+    """Load a checkpoint with ``weights_only=True`` onto the CPU.
+
+    ``safe_globals`` allowlists plain data classes that some checkpoints carry
+    (e.g. ``argparse.Namespace`` in StyleGAN2 training checkpoints).
+
+    Raises :class:`MissingWeightsError` (names the absolute path) when the file
+    is absent, :class:`UnsafeCheckpointError` when it needs pickled code, and
+    :class:`GeometryError` when it is not a readable checkpoint.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.exists():
+        raise MissingWeightsError(f"{what}: weight file not found: {path}")
+    if not path.is_file():
+        raise GeometryError(f"{what}: expected a checkpoint file, got a directory or special file: {path}")
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _GLOBAL.search(str(err))
+        if found:
+            raise UnsafeCheckpointError(
+                f"{what}: {path} contains pickled code ({found.group(1)}) and is refused; "
+                "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
+            ) from None
+        raise GeometryError(f"{what}: {path} is not a readable torch checkpoint (corrupted?)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {first}") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in text.split(",") if s.strip())
+
+
+def load_state_dict_strict(
+    module: nn.Module,
+    state: object,
+    *,
+    what: str = "checkpoint",
+    allow_missing: str | None = None,
+) -> list[str]:
+    """``module.load_state_dict(state, strict=True)`` with one clear error line.
+
+    ``allow_missing`` is a regular expression of keys that may be absent (for
+    example StyleGAN2's fixed noise buffers in older checkpoints); the keys
+    actually missing and matching it are returned so the caller can fill them.
+    Raises :class:`GeometryError` naming the first mismatched parameter with
+    both shapes, or the missing / unexpected keys.
+    """
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise GeometryError(f"{what}: expected a state_dict (str -> tensor), got {type(state).__name__}")
+    result = None
+    try:
+        result = module.load_state_dict(state, strict=allow_missing is None)
+    except RuntimeError as err:
+        _raise_load_error(err, what)
+    if allow_missing is None:
+        return []
+    pattern = re.compile(allow_missing)
+    bad_missing = [k for k in result.missing_keys if not pattern.fullmatch(k)]
+    if bad_missing or result.unexpected_keys:
+        _raise_keys(bad_missing, result.unexpected_keys, what)
+    return list(result.missing_keys)
+
+
+def _raise_load_error(err: RuntimeError, what: str) -> None:
+    text = str(err)
+    size = _SIZE.search(text)
+    if size:
+        name, ckpt, model = size.group(1), _shape(size.group(2)), _shape(size.group(3))
+        raise GeometryError(
+            f"{what}: parameter {name!r} has shape {ckpt} in the checkpoint but {model} in the model "
+            "(wrong architecture options, e.g. latent size?)"
+        ) from None
+    missing = _quoted_after(text, "Missing key(s) in state_dict:")
+    unexpected = _quoted_after(text, "Unexpected key(s) in state_dict:")
+    if missing or unexpected:
+        _raise_keys(missing, unexpected, what)
+    raise GeometryError(f"{what}: state_dict does not fit the model: {text.splitlines()[0]}") from None
+
+
+def _quoted_after(text: str, header: str) -> list[str]:
+    # torch lists keys as "a", "b" on the line after its header.
+    if header not in text:
+        return []
+    return re.findall(r'"([^"]+)"', text.split(header, 1)[1].split("\n", 1)[0])
+
+
+def _raise_keys(missing: list[str], unexpected: list[str], what: str) -> None:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) (first: {missing[:3]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) (first: {unexpected[:3]})")
+    raise GeometryError(
+        f"{what}: state_dict does not fit the model: {'; '.join(parts)} (wrong architecture or options?)"
+    ) from None

@@ -1,0 +1,164 @@
+"""StyleGAN2 from rosinality-format checkpoints, in Z or W space, with fixed noise.
+
+Example::
+
+    G = load_generator("stylegan2", space="w", weights="stylegan2-ffhq-config-f.pt",
+                       size=1024, arch="model:Generator", allow_import=True)
+
+No StyleGAN2 architecture is installed with this project (rosinality's
+``model.py`` needs its own ``op`` package, with CUDA kernels and CPU
+fallbacks), so the architecture comes from a module the user names with
+``arch="package.module:Generator"`` and opts into with ``allow_import=True``.
+It must follow rosinality's interface: ``Generator(size, style_dim, n_mlp,
+channel_multiplier=...)``, a mapping network ``.style``, and
+``forward(styles, input_is_latent=..., noise=None, randomize_noise=...,
+truncation=..., truncation_latent=...) -> (image, latents)``.
+
+The checkpoint is ``{"g_ema": state_dict, "latent_avg": (style_dim,)}`` (other
+entries, such as the training ``args``, are ignored). Noise is fixed: the
+``noises.noise_i`` buffers of the checkpoint, or, where an older checkpoint
+lacks them, normal draws seeded by ``noise_seed``. Images are clamped to
+[-1, 1] as the paper's wrapper did (``clamp=False`` keeps the raw output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import GeometryError
+from .base import Generator
+from .checkpoint import load_state_dict_strict, safe_load
+from .module import check_output, import_arch, no_inplace_activations
+
+__all__ = ["StyleGAN2Space", "load_stylegan2"]
+
+SPACES = ("z", "w")
+_NOISE_KEY = r"noises\.noise_\d+"
+# Codes averaged through the mapping network when a checkpoint has no latent_avg.
+_N_MEAN_LATENT = 4096
+
+
+class StyleGAN2Space(nn.Module):
+    """A rosinality-style generator as a map from Z or W codes to images."""
+
+    def __init__(self, net: nn.Module, space: str, truncation: float, latent_avg: torch.Tensor | None, clamp: bool):
+        super().__init__()
+        self.g_ema = net
+        self.space = space
+        self.truncation = float(truncation)
+        self.clamp = clamp
+        self.style_dim = int(net.style_dim)
+        avg = torch.zeros(1, self.style_dim) if latent_avg is None else latent_avg.reshape(1, -1)
+        self.register_buffer("latent_avg", avg.to(torch.float32))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        kwargs = {"input_is_latent": self.space == "w", "randomize_noise": False}
+        if self.truncation < 1:
+            kwargs.update(truncation=self.truncation, truncation_latent=self.latent_avg)
+        out = self.g_ema([z], **kwargs)
+        image = out[0] if isinstance(out, (tuple, list)) else out
+        return image.clamp(-1, 1) if self.clamp else image
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """``w = style(z)`` on a float64 CPU copy of the mapping network (same codes on any device)."""
+        style = copy.deepcopy(self.g_ema.style).to("cpu", torch.float64)
+        with torch.no_grad():
+            return style(z.to("cpu", torch.float64))
+
+    def sample_codes(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        z = torch.randn(n, self.style_dim, generator=gen, dtype=torch.float64)
+        return z if self.space == "z" else self.mapping(z)
+
+
+def _layer_names(net: nn.Module) -> list[str]:
+    # Forward order of rosinality's synthesis network: conv1, to_rgb1, then per
+    # resolution two convs and one to_rgb.
+    known = dict(net.named_modules())
+    names = ["conv1", "to_rgb1"]
+    n_rgb = len(getattr(net, "to_rgbs", []))
+    for i in range(n_rgb):
+        names += [f"convs.{2 * i}", f"convs.{2 * i + 1}", f"to_rgbs.{i}"]
+    return [f"g_ema.{n}" for n in names if n in known]
+
+
+def _fill_noise(net: nn.Module, missing: list[str], seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    state = net.state_dict()
+    for key in sorted(missing, key=lambda k: int(k.rsplit("_", 1)[1])):
+        buf = state[key]
+        buf.copy_(torch.randn(buf.shape, generator=gen, dtype=torch.float64).to(buf.dtype))
+
+
+def _read_checkpoint(weights: str | Path) -> tuple[dict, torch.Tensor | None]:
+    ckpt = safe_load(weights, what="stylegan2 checkpoint", safe_globals=[argparse.Namespace])
+    if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
+        keys = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise GeometryError(f"stylegan2: expected a rosinality checkpoint with a 'g_ema' entry, got {keys}")
+    avg = ckpt.get("latent_avg")
+    if avg is not None and not (isinstance(avg, torch.Tensor) and avg.is_floating_point()):
+        raise GeometryError(f"stylegan2: latent_avg must be a floating tensor, got {type(avg).__name__}")
+    return ckpt["g_ema"], avg
+
+
+def load_stylegan2(
+    *,
+    space: str = "z",
+    weights: str | Path | None = None,
+    size: int | None = None,
+    arch: str | None = None,
+    allow_import: bool = False,
+    style_dim: int = 512,
+    n_mlp: int = 8,
+    channel_multiplier: int = 2,
+    truncation: float = 1.0,
+    noise_seed: int = 0,
+    clamp: bool = True,
+) -> Generator:
+    """StyleGAN2 in ``space`` "z" (input of the mapping network) or "w" (its output).
+
+    ``truncation`` < 1 pulls styles toward ``latent_avg`` (from the checkpoint,
+    or the mean of the mapping over 4096 codes seeded 0), in both spaces, so
+    ``G_w(mapping(z)) == G_z(z)``. W-space samples are ``mapping(z)``.
+    """
+    if space not in SPACES:
+        raise GeometryError(f"stylegan2: unknown latent space {space!r}; its spaces: {list(SPACES)}")
+    if weights is None or size is None:
+        raise GeometryError("stylegan2: needs weights=PATH (rosinality checkpoint) and size=int (image side)")
+    if arch is None:
+        raise GeometryError(
+            "stylegan2: no StyleGAN2 architecture is installed; pass arch='package.module:Generator' "
+            "(rosinality's model.py interface) with allow_import=True"
+        )
+    if not isinstance(truncation, (int, float)) or not 0 < truncation <= 1:
+        raise GeometryError(f"stylegan2: truncation must be in (0, 1], got {truncation!r}")
+    cls = import_arch(arch, allow_import=allow_import, what="stylegan2")
+    state, latent_avg = _read_checkpoint(weights)
+    try:
+        net = cls(size, style_dim, n_mlp, channel_multiplier=channel_multiplier)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise GeometryError(f"stylegan2: {arch}({size}, {style_dim}, {n_mlp}, ...) failed: {err}") from None
+    missing = load_state_dict_strict(net, state, what="stylegan2 g_ema", allow_missing=_NOISE_KEY)
+    _fill_noise(net, missing, noise_seed)
+    no_inplace_activations(net)
+    net.eval()
+    if latent_avg is not None and latent_avg.numel() != style_dim:
+        raise GeometryError(f"stylegan2: latent_avg has {latent_avg.numel()} entries, expected style_dim={style_dim}")
+    module = StyleGAN2Space(net, space, float(truncation), latent_avg, clamp)
+    if latent_avg is None and truncation < 1:
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn(_N_MEAN_LATENT, module.style_dim, generator=gen, dtype=torch.float64)
+        module.latent_avg.copy_(module.mapping(z).mean(0, keepdim=True))
+    G = Generator(
+        module,
+        module.style_dim,
+        name=f"stylegan2/{space}",
+        layer_names=_layer_names(net),
+        sampler=module.sample_codes,
+    )
+    check_output(G, range_check=False)
+    return G
