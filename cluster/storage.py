@@ -1,0 +1,200 @@
+"""Open a results store: a local directory (the default) or ``s3://bucket/prefix``.
+
+Example::
+
+    from cluster.storage import open_root
+    root = open_root("./gangeo-results")                   # zarr.Group, Zarr v3
+    root = open_root("s3://bucket/runs", s3_endpoint="http://127.0.0.1:9000")
+
+S3 goes through zarr's ``FsspecStore`` on an asynchronous ``s3fs`` filesystem.
+Credentials come only from the standard AWS environment variables or profile;
+they are never passed as arguments, stored in attributes or printed. Before
+opening, one ``HeadBucket`` call turns an unreachable endpoint, a missing bucket
+or wrong credentials into a :class:`StoreError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import zarr
+
+__all__ = [
+    "DEFAULT_STORE",
+    "StoreError",
+    "StoreURL",
+    "open_root",
+    "parse_store_url",
+    "resolve_endpoint",
+    "store_env",
+]
+
+DEFAULT_STORE = "./gangeo-results"
+
+# What a Ray worker needs to reach the same store; copied into runtime_env only.
+_ENV_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_REQUEST_CHECKSUM_CALCULATION",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION",
+)
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class StoreError(RuntimeError):
+    """The results store cannot be opened or used (one line, never a secret)."""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed store location: ``kind`` is "local" or "s3"."""
+
+    kind: str
+    path: str  # local: absolute directory; s3: "bucket/prefix" without slashes at the ends
+    bucket: str = ""
+    prefix: str = ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.path}" if self.kind == "s3" else self.path
+
+
+def parse_store_url(url: str | os.PathLike | None) -> StoreURL:
+    """Normalise a store URL: a local path (``file://`` allowed) or ``s3://bucket[/prefix]``."""
+    if url is None or str(url).strip() == "":
+        url = DEFAULT_STORE
+    text = str(url).strip()
+    if "://" not in text:
+        return StoreURL("local", str(Path(text).expanduser().resolve()))
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "file":
+        return StoreURL("local", str(Path(rest).expanduser().resolve()))
+    if scheme not in ("s3", "s3a"):
+        raise StoreError(f"store URL must be a local path or s3://bucket/prefix, got scheme {scheme!r}")
+    bucket, _, prefix = rest.strip("/").partition("/")
+    if not _BUCKET_RE.match(bucket):
+        raise StoreError(f"store URL {text!r}: expected a valid S3 bucket name, got {bucket!r}")
+    prefix = prefix.strip("/")
+    return StoreURL("s3", f"{bucket}/{prefix}" if prefix else bucket, bucket, prefix)
+
+
+def resolve_endpoint(s3_endpoint: str | None = None) -> str | None:
+    """The S3 endpoint: the explicit option, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``."""
+    return s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def store_env(s3_endpoint: str | None = None) -> dict[str, str]:
+    """Environment variables a Ray worker needs to open the same store (for ``runtime_env``).
+
+    They travel in memory to the workers; never write them into attributes or logs.
+    """
+    env = {k: os.environ[k] for k in _ENV_KEYS if os.environ.get(k)}
+    if s3_endpoint:
+        env["AWS_ENDPOINT_URL"] = s3_endpoint
+    return env
+
+
+def _redact(endpoint: str | None) -> str:
+    """An endpoint for messages, with any ``user:password@`` removed."""
+    if not endpoint:
+        return "the default AWS endpoint"
+    return re.sub(r"//[^/@]*@", "//", endpoint)
+
+
+def _check_bucket(loc: StoreURL, endpoint: str | None) -> None:
+    """One HeadBucket call with short timeouts; raise StoreError on any failure."""
+    import boto3
+    import botocore.exceptions as bexc
+    from botocore.config import Config
+
+    where = _redact(endpoint)
+    cfg = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+    try:
+        client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=cfg)
+        client.head_bucket(Bucket=loc.bucket)
+    except bexc.NoCredentialsError:
+        raise StoreError(
+            f"no AWS credentials found for s3://{loc.bucket}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+        ) from None
+    except (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ReadTimeoutError):
+        raise StoreError(f"cannot reach the S3 endpoint {where} (connection failed)") from None
+    except bexc.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchBucket") or status == 404:
+            raise StoreError(f"S3 bucket {loc.bucket!r} does not exist at {where}") from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+            raise StoreError(
+                f"access to S3 bucket {loc.bucket!r} at {where} was denied (HTTP 403): "
+                "check the AWS credentials"
+            ) from None
+        raise StoreError(f"S3 bucket {loc.bucket!r} at {where}: error {code or status}") from None
+    except (bexc.BotoCoreError, ValueError) as exc:
+        raise StoreError(f"S3 endpoint {where}: {type(exc).__name__}") from None
+
+
+def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.store.Store:
+    import s3fs
+    from zarr.storage import FsspecStore
+
+    # skip_instance_cache: s3fs instances are bound to an event loop; never share them.
+    fs = s3fs.S3FileSystem(
+        asynchronous=True,
+        skip_instance_cache=True,
+        endpoint_url=endpoint,
+        config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
+    )
+    return FsspecStore(fs, read_only=read_only, path=loc.path)
+
+
+def open_root(
+    url: str | os.PathLike | None = None,
+    *,
+    s3_endpoint: str | None = None,
+    mode: str = "a",
+    create: bool = True,
+) -> zarr.Group:
+    """Open the root group of a results store (Zarr v3).
+
+    ``url``: a local directory (created when ``create``) or ``s3://bucket/prefix``
+    (the bucket must exist). ``mode`` is zarr's: "a" read/write, "r" read-only.
+    Raises :class:`StoreError` with one line when the store cannot be reached.
+    """
+    if mode not in ("a", "r", "r+", "w"):
+        raise StoreError(f"store mode must be one of 'a', 'r', 'r+', 'w', got {mode!r}")
+    loc = parse_store_url(url)
+    read_only = mode == "r"
+    if loc.kind == "local":
+        path = Path(loc.path)
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"store {loc.path} exists and is not a directory")
+        if not path.exists():
+            if not create or read_only:
+                raise StoreError(f"no results store at {loc.path}")
+            path.mkdir(parents=True, exist_ok=True)
+        store = zarr.storage.LocalStore(loc.path, read_only=read_only)
+    else:
+        endpoint = resolve_endpoint(s3_endpoint)
+        _check_bucket(loc, endpoint)
+        store = _s3_store(loc, endpoint, read_only)
+    if not create and mode == "a":
+        mode = "r+"
+    try:
+        return zarr.open_group(store, mode=mode, zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise StoreError(f"no results store at {loc}") from None
+    except PermissionError:
+        raise StoreError(f"store {loc} is not writable") from None

@@ -1,0 +1,252 @@
+"""The results of sweep runs in a Zarr v3 store (see DESIGN.md, "Results store").
+
+Example::
+
+    from cluster.store import RunStore, GroupPlan
+    rs = RunStore("./gangeo-results")
+    plan = GroupPlan("dcgan-faces", "z", "mse", n=64, dim=100, chunk=8)
+    rs.create("quickstart", spec, [plan])          # idempotent: same spec -> same run
+    rs.write_chunk("quickstart", plan.key, 0, {"z": z, "eigvals": l, "eigvecs": V})
+    rs.mark_done("quickstart", plan.key, 0)         # written last: the chunk counts now
+    rs.done_mask("quickstart", plan.key)            # (n_chunks,) bool
+
+A task owns whole chunks (no sharding, ``done`` and the per-chunk records are
+chunked one entry per chunk), so concurrent workers never share a Zarr chunk.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from .storage import StoreError, open_root, parse_store_url
+
+__all__ = ["ARRAYS", "GroupPlan", "RunExistsError", "RunStore", "safe_name"]
+
+# name -> (dimension names, trailing shape from D, stored when)
+ARRAYS = {
+    "z": ("code", "dim"),
+    "eigvals": ("code", "eig"),
+    "eigvecs": ("code", "dim", "eig"),
+    "hessian": ("code", "dim", "dim2"),
+}
+_CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
+    "done": "u1",        # 1 once the chunk's arrays are complete; written last
+    "seconds": "f4",     # compute time of the chunk
+    "computed_at": "f8",  # unix time the chunk was written
+    "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, float32 C order)
+}
+
+
+class RunExistsError(StoreError):
+    """A run of that name exists with a different spec."""
+
+
+def safe_name(target: str) -> str:
+    """A group name for a target: ``layer:main.5`` -> ``layer-main.5``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", target)
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """One (model, latent space, target) group of a run: N codes of dimension D in chunks of c."""
+
+    model: str
+    space: str
+    target: str
+    n: int
+    dim: int
+    chunk: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.space}/{safe_name(self.target)}"
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n // self.chunk)
+
+    def rows(self, chunk_index: int) -> slice:
+        """The code rows of chunk ``chunk_index``."""
+        if not 0 <= chunk_index < self.n_chunks:
+            raise StoreError(f"{self.key}: chunk index must be in [0, {self.n_chunks}), got {chunk_index}")
+        start = chunk_index * self.chunk
+        return slice(start, min(start + self.chunk, self.n))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "zarr": zarr.__version__,
+           "torch": torch.__version__}
+    try:
+        import ray
+
+        out["ray"] = ray.__version__
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        out["gan-geometry"] = version("gan-geometry")
+    except Exception:  # not installed as a distribution: leave it out
+        pass
+    return out
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+class RunStore:
+    """Runs in one results store (local directory or ``s3://``); opened once, used many times."""
+
+    def __init__(self, url=None, *, s3_endpoint: str | None = None, mode: str = "a", create: bool = True):
+        self.url = str(parse_store_url(url))
+        self.root = open_root(url, s3_endpoint=s3_endpoint, mode=mode, create=create)
+
+    # -- runs ---------------------------------------------------------------
+    def run_group(self, run: str) -> zarr.Group:
+        try:
+            return self.root[run]
+        except KeyError:
+            raise StoreError(f"no run {run!r} in store {self.url}") from None
+
+    def has_run(self, run: str) -> bool:
+        return run in self.root.group_keys()
+
+    def create(self, run: str, spec, groups: list[GroupPlan]) -> bool:
+        """Create run ``run`` for ``spec`` with ``groups``; True if new, False when resuming.
+
+        The same spec under an existing name resumes it (missing arrays are added);
+        a different one raises :class:`RunExistsError`.
+        """
+        identity = spec.identity()
+        if self.has_run(run):
+            old = dict(self.run_group(run).attrs).get("identity")
+            if old != identity:
+                fields = _diff(old or {}, identity)
+                raise RunExistsError(
+                    f"run {run!r} already exists in {self.url} with a different spec "
+                    f"(differs in: {', '.join(fields)}); choose another name"
+                )
+            g, new = self.run_group(run), False
+        else:
+            g, new = self.root.require_group(run), True
+            g.attrs.update({"spec": spec.to_dict(), "identity": identity, "status": "created",
+                            "created": _now(), "versions": _versions(), "groups": [], "failed": []})
+        for plan in groups:
+            self._create_group(g, plan, spec)
+        keys = list(dict.fromkeys([*g.attrs.get("groups", []), *(p.key for p in groups)]))
+        g.attrs["groups"] = keys
+        return new
+
+    def _create_group(self, run_g: zarr.Group, plan: GroupPlan, spec) -> None:
+        g = run_g.require_group(plan.key)
+        g.attrs.update({"model": plan.model, "space": plan.space, "target": plan.target, "n": plan.n,
+                        "dim": plan.dim, "chunk": plan.chunk, "n_chunks": plan.n_chunks,
+                        "method": spec.method, "topk": spec.topk})
+        names = ["z", "eigvals"] + (["eigvecs"] if spec.keep_eigvecs else []) + (
+            ["hessian"] if spec.keep_hessian else [])
+        existing = set(g.array_keys())
+        for name in names:
+            dims = ARRAYS[name]
+            shape = (plan.n, plan.dim) + (plan.dim,) * (len(dims) - 2)
+            if name in existing:
+                if g[name].shape != shape:
+                    raise StoreError(f"{plan.key}/{name}: stored shape {g[name].shape}, expected {shape}")
+                continue
+            g.create_array(name, shape=shape, chunks=(plan.chunk,) + shape[1:], dtype="f4",
+                           compressors=[ZstdCodec(level=1), Crc32cCodec()], dimension_names=dims,
+                           fill_value=0.0)
+        for name, dtype in _CHUNK_RECORDS.items():
+            if name not in existing:
+                g.create_array(name, shape=(plan.n_chunks,), chunks=(1,), dtype=dtype,
+                               dimension_names=("chunk",), fill_value=0)
+
+    def attrs(self, run: str) -> dict:
+        """The run's attributes: spec, identity, status, created, versions, timing, failed, groups."""
+        return dict(self.run_group(run).attrs)
+
+    def update_attrs(self, run: str, **values) -> None:
+        """Set run attributes (the driver is their only writer)."""
+        self.run_group(run).attrs.update({**values, "updated": _now()})
+
+    def ls(self) -> list[dict]:
+        """The runs in this store: name, status, created, groups."""
+        out = []
+        for name in sorted(self.root.group_keys()):
+            a = dict(self.root[name].attrs)
+            if "identity" in a:
+                out.append({"run": name, "status": a.get("status"), "created": a.get("created"),
+                            "groups": a.get("groups", [])})
+        return out
+
+    # -- groups and chunks ----------------------------------------------------
+    def group(self, run: str, key: str) -> zarr.Group:
+        try:
+            return self.run_group(run)[key]
+        except KeyError:
+            raise StoreError(f"run {run!r} has no group {key!r}") from None
+
+    def write_chunk(self, run: str, key: str, chunk_index: int, arrays: dict[str, np.ndarray],
+                    *, seconds: float = 0.0) -> int:
+        """Write one chunk's rows of each array (whole Zarr chunks) and its records; returns the checksum."""
+        g = self.group(run, key)
+        c, n = g.attrs["chunk"], g.attrs["n"]
+        rows = slice(chunk_index * c, min(chunk_index * c + c, n))
+        crc = 0
+        for name in sorted(arrays):
+            if name not in g.array_keys() or name not in ARRAYS:
+                continue  # an array the spec does not keep
+            data = np.ascontiguousarray(arrays[name], dtype=np.float32)
+            if data.shape != (rows.stop - rows.start,) + g[name].shape[1:]:
+                raise StoreError(f"{key}/{name} chunk {chunk_index}: expected shape "
+                                 f"{(rows.stop - rows.start,) + g[name].shape[1:]}, got {data.shape}")
+            g[name][rows] = data
+            crc = zlib.crc32(data.tobytes(), crc)
+        g["checksum"][chunk_index] = crc
+        g["seconds"][chunk_index] = seconds
+        g["computed_at"][chunk_index] = time.time()
+        return crc
+
+    def mark_done(self, run: str, key: str, chunk_index: int) -> None:
+        """Mark a chunk complete; call only after :meth:`write_chunk` returned."""
+        self.group(run, key)["done"][chunk_index] = 1
+
+    def done_mask(self, run: str, key: str) -> np.ndarray:
+        """(n_chunks,) bool: which chunks are complete."""
+        return self.group(run, key)["done"][:] == 1
+
+    def read(self, run: str, key: str, array: str, index=None) -> np.ndarray:
+        """An array of a group (``z``, ``eigvals``, ``eigvecs``, ``hessian``, ``done``, ...), optionally indexed."""
+        g = self.group(run, key)
+        try:
+            arr = g[array]
+        except KeyError:
+            arr = None
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(f"{key}: no array {array!r}; stored: {sorted(g.array_keys())}")
+        return np.asarray(arr[:] if index is None else arr[index])
+
+    def progress(self, run: str) -> dict:
+        """Per group: chunks done out of chunks, and for the run in total."""
+        groups = {}
+        for key in self.attrs(run).get("groups", []):
+            mask = self.done_mask(run, key)
+            groups[key] = {"done": int(mask.sum()), "chunks": int(mask.size)}
+        return {"groups": groups, "done": sum(v["done"] for v in groups.values()),
+                "chunks": sum(v["chunks"] for v in groups.values())}

@@ -1,0 +1,128 @@
+"""The sweep worker: one per GPU (or CPU slot); loads a generator once, serves many chunks.
+
+Example (the driver does this)::
+
+    import ray
+    from cluster.worker import SweepWorker, worker_options
+    Actor = ray.remote(SweepWorker).options(**worker_options(gpus=0, cpus=1))
+    w = Actor.remote("./gangeo-results", threads=1)
+    status = ray.get(w.compute.remote(task))   # {"key", "chunk", "ok", "seconds", "error"}
+
+The worker computes ``metric_tensor`` and ``eigen`` for a chunk's codes, writes
+the chunk to the store itself and its ``done`` entry last, and returns only a
+small status record. Codes are regenerated from the spec's seed
+(``G.sample(n, seed)[rows]``), so a recomputed chunk is identical to a lost one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .store import RunStore
+
+__all__ = ["SweepWorker", "chunk_task", "compute_chunk", "worker_options"]
+
+# Test-only fault injection: "<chunk index>@<marker file>" makes the first worker that
+# reaches that chunk (and finds no marker) die abruptly after writing its data but
+# before its done entry, as a crashed machine would.
+FAULT_ENV = "GANGEO_FAULT_CRASH_CHUNK"
+
+
+def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -> dict:
+    """Ray actor options: ``num_gpus`` when GPUs are used, else ``num_cpus``; restartable."""
+    opts: dict = {"max_restarts": max_restarts, "max_task_retries": 0}
+    if gpus:
+        opts.update(num_gpus=gpus, num_cpus=cpus or 0)
+    else:
+        opts["num_cpus"] = cpus
+    return opts
+
+
+def chunk_task(run: str, plan, chunk_index: int, gen, space: str, spec) -> dict:
+    """The small record that describes one chunk to a worker."""
+    return {"run": run, "key": plan.key, "model": gen.name, "space": space, "options": dict(gen.options),
+            "target": plan.target, "chunk": chunk_index, "n": plan.n, "chunk_size": plan.chunk,
+            "seed": spec.seed, "method": spec.method, "topk": spec.topk}
+
+
+def compute_chunk(G, distance, task: dict) -> dict[str, torch.Tensor]:
+    """z, eigvals, eigvecs and hessian (CPU float32) of one chunk's codes."""
+    from geometry_core.metric import metric_tensor
+    from geometry_core.spectrum import eigen
+
+    start = task["chunk"] * task["chunk_size"]
+    stop = min(start + task["chunk_size"], task["n"])
+    z = G.sample(task["n"], seed=task["seed"])[start:stop]
+    H = metric_tensor(G, distance, z.to(G.device), method=task["method"], topk=task["topk"])
+    eigvals, eigvecs = eigen(H)
+    return {name: t.detach().to("cpu", torch.float32)
+            for name, t in (("z", z), ("eigvals", eigvals), ("eigvecs", eigvecs), ("hessian", H))}
+
+
+class SweepWorker:
+    """Holds one generator (and its distances) and a store handle; computes chunks."""
+
+    def __init__(self, store_url: str, *, s3_endpoint: str | None = None, threads: int | None = None,
+                 device: str | None = None) -> None:
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.store = RunStore(store_url, s3_endpoint=s3_endpoint, create=False)
+        self._gen_key: tuple | None = None
+        self._G = None
+        self._distances: dict[str, torch.nn.Module] = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def _load(self, model: str, space: str, options: dict, target: str | None):
+        import geometry_core
+
+        key = (model, space, tuple(sorted((k, repr(v)) for k, v in options.items())))
+        if key != self._gen_key:  # one generator at a time: a GPU holds one model
+            self._G, self._distances, self._gen_key = None, {}, None
+            self._G = geometry_core.load_generator(model, space=space, device=self.device, **options)
+            self._gen_key = key
+        if target is not None and target not in self._distances:
+            self._distances[target] = geometry_core.load_distance(target, generator=self._G, device=self.device)
+        return self._G, self._distances.get(target)
+
+    def describe(self, model: str, space: str, options: dict) -> dict:
+        """Latent size and layer names of a generator (for planning a sweep)."""
+        G, _ = self._load(model, space, options, None)
+        return {"dim": int(G.latent_dim), "layers": list(G.layer_names)}
+
+    def compute(self, task: dict) -> dict:
+        """Compute, write and mark one chunk; never raises (errors come back in the record)."""
+        t0 = time.perf_counter()
+        record = {"key": task["key"], "chunk": task["chunk"], "pid": os.getpid()}
+        try:
+            G, distance = self._load(task["model"], task["space"], task["options"], task["target"])
+            arrays = compute_chunk(G, distance, task)
+            seconds = time.perf_counter() - t0
+            self.store.write_chunk(task["run"], task["key"], task["chunk"],
+                                   {k: v.numpy() for k, v in arrays.items()}, seconds=seconds)
+            _maybe_crash(task["chunk"])
+            self.store.mark_done(task["run"], task["key"], task["chunk"])
+            return {**record, "ok": True, "seconds": time.perf_counter() - t0, "error": None}
+        except Exception as exc:  # reported per chunk; the driver retries or gives up
+            last = traceback.extract_tb(exc.__traceback__)[-1:]
+            where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+            msg = " ".join(str(exc).split())[:300]
+            return {**record, "ok": False, "seconds": time.perf_counter() - t0,
+                    "error": f"{type(exc).__name__}: {msg}{where}"}
+
+
+def _maybe_crash(chunk_index: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    index, _, marker = spec.partition("@")
+    if int(index) == chunk_index and marker and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(1)

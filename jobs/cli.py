@@ -1,0 +1,243 @@
+"""The ``gangeo`` command line: sweeps, their status and their results.
+
+Examples::
+
+    gangeo run jobs/examples/quickstart.yaml                  # embedded Ray, ./gangeo-results
+    gangeo run spec.yaml --store s3://bucket/runs --s3-endpoint http://127.0.0.1:9000
+    gangeo resume quickstart                                  # only chunks without done
+    gangeo status quickstart
+    gangeo ls
+    gangeo query quickstart --array eigvals --index 0:4 --format table
+    gangeo query quickstart --array eigvecs --format npy --out vecs.npy
+
+Results go to stdout as JSON (or a table / .npy); errors are one line each on
+stderr with exit status 2; a sweep that ends partial exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import import_module
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+# Subcommands written in their own modules, each with add_parser(subparsers).
+HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd")
+FORMATS = ("json", "table", "npy")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _err(cmd: str, message: object) -> int:
+    print(f"gangeo {cmd}: {message}", file=sys.stderr)
+    return 2
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    from cluster.storage import DEFAULT_STORE
+
+    p.add_argument("--store", default=None, help=f"store URL: a directory or s3://bucket/prefix "
+                                                 f"(run: the spec's store; else {DEFAULT_STORE})")
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cluster.driver import run_sweep
+    from cluster.storage import StoreError
+    from jobs.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        for problem in exc.problems:
+            _err("run", problem)
+        return 2
+    return _sweep("run", lambda: run_sweep(spec, address=args.address, store=args.store,
+                                            s3_endpoint=args.s3_endpoint, progress=not args.quiet),
+                  StoreError)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from cluster.driver import resume_sweep
+    from cluster.storage import StoreError
+
+    return _sweep("resume", lambda: resume_sweep(args.run, store=args.store, address=args.address,
+                                                  s3_endpoint=args.s3_endpoint, progress=not args.quiet),
+                  StoreError)
+
+
+def _sweep(cmd: str, fn, store_error) -> int:
+    from geometry_core.errors import GeometryError
+
+    try:
+        summary = fn()
+    except (store_error, GeometryError) as exc:
+        return _err(cmd, exc)
+    _print_json(summary)
+    for f in summary["failed"]:
+        _err(cmd, f"chunk {f['chunk']} of {f['key']} failed: {f['error']}")
+    return 0 if summary["status"] == "complete" else 1
+
+
+def _open(args, cmd: str):
+    from cluster.store import RunStore
+
+    return RunStore(args.store, s3_endpoint=args.s3_endpoint, create=False)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cluster.storage import StoreError
+
+    try:
+        rs = _open(args, "status")
+        attrs = rs.attrs(args.run)
+        prog = rs.progress(args.run)
+    except StoreError as exc:
+        return _err("status", exc)
+    keys = ("status", "created", "updated", "timing", "failed", "versions")
+    _print_json({"run": args.run, "store": rs.url, **{k: attrs.get(k) for k in keys}, "progress": prog})
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from cluster.storage import StoreError
+
+    try:
+        rs = _open(args, "ls")
+        runs = rs.ls()
+    except StoreError as exc:
+        return _err("ls", exc)
+    _print_json({"store": rs.url, "runs": runs})
+    return 0
+
+
+def parse_index(text: str | None):
+    """``"3"`` -> 3, ``"0:4"`` -> slice(0, 4), ``"1:9:2"`` -> a stepped slice; None -> everything."""
+    if text is None:
+        return None
+    try:
+        if ":" not in text:
+            return int(text)
+        parts = [int(p) if p.strip() else None for p in text.split(":")]
+        if len(parts) > 3:
+            raise ValueError
+        return slice(*parts)
+    except ValueError:
+        raise ValueError(f"--index: expected an integer or a slice like 0:8, got {text!r}") from None
+
+
+def _pick_group(rs, run: str, args) -> str:
+    from cluster.store import safe_name
+
+    keys = rs.attrs(run).get("groups", [])
+    want = [args.generator, args.space, safe_name(args.target) if args.target else None]
+    hits = [k for k in keys if all(w is None or w == part for w, part in zip(want, k.split("/")))]
+    if len(hits) != 1:
+        what = "no group matches" if not hits else "several groups match"
+        raise ValueError(f"{what} --generator/--space/--target; groups of {run!r}: {keys}")
+    return hits[0]
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from cluster.storage import StoreError
+
+    try:
+        index = parse_index(args.index)
+        rs = _open(args, "query")
+        key = _pick_group(rs, args.run, args)
+        data = rs.read(args.run, key, args.array, index)
+    except (StoreError, ValueError, IndexError) as exc:
+        return _err("query", exc)
+    if args.format == "npy":
+        if args.out:
+            np.save(args.out, data)
+        else:
+            np.save(sys.stdout.buffer, data)
+            sys.stdout.flush()
+    elif args.format == "table":
+        if data.ndim > 2:
+            return _err("query", f"--format table shows at most 2 dimensions, got shape {data.shape}; "
+                                 "use --index or --format npy")
+        for row in np.atleast_2d(data):
+            print("\t".join(f"{v:.9g}" if np.issubdtype(data.dtype, np.floating) else str(v) for v in row))
+    else:
+        _print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
+                     "shape": list(data.shape), "dtype": str(data.dtype), "data": data.tolist()})
+    return 0
+
+
+def _add_core(sub) -> None:
+    p = sub.add_parser("run", help="run a sweep spec (embedded Ray unless --address)")
+    p.add_argument("spec", help="YAML sweep spec")
+    _store_args(p)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("resume", help="finish a run: recompute only chunks without a done entry")
+    p.add_argument("run")
+    _store_args(p)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON)")
+    p.add_argument("run")
+    _store_args(p)
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("ls", help="runs in a store (JSON)")
+    _store_args(p)
+    p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("query", help="read an array of a run")
+    p.add_argument("run")
+    _store_args(p)
+    p.add_argument("--generator", default=None)
+    p.add_argument("--space", default=None)
+    p.add_argument("--target", default=None, help="distance or layer:<name>")
+    p.add_argument("--array", default="eigvals",
+                   help="z, eigvals, eigvecs, hessian, done, seconds, or reduce/<name> (default eigvals)")
+    p.add_argument("--index", default=None, help="code index or slice, e.g. 3 or 0:8")
+    p.add_argument("--format", choices=FORMATS, default="json")
+    p.add_argument("--out", default=None, help="with --format npy: write this file instead of stdout")
+    p.set_defaults(func=cmd_query)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser and the hook modules that could not be imported (their commands are absent)."""
+    parser = _Parser(prog="gangeo", description="Geometry of generative image models, at cluster scale.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_core(sub)
+    missing = []
+    for name in HOOKS:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            missing.append(name)
+            continue
+        module.add_parser(sub)
+    return parser, missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gangeo`` console script; returns the exit status."""
+    parser, _missing = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
