@@ -234,7 +234,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gangeo`` console script; returns the exit status."""
-    parser, _missing = build_parser()
+    parser, missing = build_parser()
+    if missing:
+        # A command module that fails to import is an installation fault, not a smaller CLI.
+        print(f"gangeo: broken installation, missing command modules: {', '.join(missing)}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
