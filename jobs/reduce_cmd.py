@@ -1,0 +1,50 @@
+"""`gangeo reduce RUN`: run the reducers of a sweep from what its store holds.
+
+Example::
+
+    gangeo reduce quickstart --store ./gangeo-results
+    gangeo reduce nightly --store s3://bucket/runs --address ray://head:10001
+
+Prints one JSON object (per target group: codes used, top global eigenvalues,
+anisotropy counts, homogeneity mean and std) on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_parser", "run_reduce"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``reduce RUN [--store URL] [--s3-endpoint URL] [--address ADDR] [--tile N] [--no-ray]``."""
+    from cluster.reduce import DEFAULT_TILE
+    from cluster.storage import DEFAULT_STORE
+
+    p = subparsers.add_parser("reduce", help="global metric, homogeneity and anisotropy of a run, from the store")
+    p.add_argument("run", help="run name in the store")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
+    p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
+    p.set_defaults(func=run_reduce)
+    return p
+
+
+def run_reduce(args: argparse.Namespace) -> int:
+    """Reduce the run and print its summary as JSON; one line on stderr and exit 2 on error."""
+    from cluster.reduce import reduce_run
+    from cluster.storage import StoreError
+
+    try:
+        summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
+                             tile=args.tile, use_ray=not args.no_ray)
+    except (StoreError, ValueError) as exc:
+        print(f"gangeo reduce: {exc}", file=sys.stderr)
+        return 2
+    json.dump({"run": args.run, "store": str(args.store), "groups": summary}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
