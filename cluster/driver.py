@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from .storage import StoreError, store_env
+from .storage import StoreError, check_store, store_env
 from .store import GroupPlan, RunStore
 from .worker import FAULT_ENV, SweepWorker, chunk_task, worker_options
 
@@ -36,12 +36,12 @@ def _init_ray(address: str | None, env: dict) -> bool:
 
     if ray.is_initialized():
         return False
-    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
-              "runtime_env": {"env_vars": env}}
+    kwargs = {"log_to_driver": False, "logging_level": "ERROR", "runtime_env": {"env_vars": env}}
+    # No dashboard: an embedded Ray must not open a web server on the machine's interfaces.
     if address:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, include_dashboard=False, **kwargs)
     else:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
     return True
 
 
@@ -107,13 +107,29 @@ def plan_groups(spec, pool: _Pool) -> list[tuple[object, str, GroupPlan]]:
     out = []
     for gen in spec.generators:
         for space in gen.spaces:
-            info = ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options)))
+            info = _describe(pool, gen, space)
             targets = []
             for t in spec.targets:
                 targets += [f"layer:{n}" for n in info["layers"]] if t == ALL_LAYERS else [t]
             for t in dict.fromkeys(targets):
                 out.append((gen, space, GroupPlan(gen.name, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
     return out
+
+
+def _describe(pool: _Pool, gen, space: str) -> dict:
+    """The worker's description of a generator; a load failure becomes one GeometryError line."""
+    import ray
+
+    from geometry_core.errors import GeometryError
+
+    try:
+        return ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options)))
+    except Exception as exc:  # RayTaskError wraps the worker's exception (multi-line traceback)
+        cause = getattr(exc, "cause", None) or exc
+        text = str(cause).strip().splitlines()
+        msg = text[0] if isinstance(cause, GeometryError) and text else f"{type(cause).__name__}: " + (
+            text[-1] if text else "")
+        raise GeometryError(f"generator {gen.name!r} ({space}): {msg}") from None
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -123,20 +139,29 @@ def _progress_bar(total: int, enabled: bool):
                 disable=not (enabled and sys.stderr.isatty()))
 
 
-def _schedule(pool: _Pool, tasks: list[dict], bar, max_attempts: int) -> tuple[int, list[dict]]:
-    """Run every task on the pool; returns (chunks computed, failed chunk records)."""
+def _schedule(pool: _Pool, tasks, bar, max_attempts: int) -> tuple[int, list[dict], int]:
+    """Run every task of the iterator ``tasks`` on the pool.
+
+    Returns (chunks computed, failed chunk records, store retries the workers made).
+    Only the in-flight window and chunks awaiting a retry are held, so the
+    driver's memory does not grow with the number of chunks.
+    """
     import ray
     from ray.exceptions import RayActorError
 
-    queue, inflight, attempts, failed, computed = list(reversed(tasks)), {}, {}, [], 0
+    tasks = iter(tasks)
+    retry_queue, inflight, attempts, failed, computed, store_retries = [], {}, {}, [], 0, 0
     load = [0] * len(pool.actors)
 
     def submit() -> None:
-        while queue:
+        while True:
             slot = min(range(len(load)), key=load.__getitem__)
             if load[slot] >= _PER_WORKER_IN_FLIGHT:
                 return
-            task, actor = queue.pop(), pool.actors[slot]
+            task = retry_queue.pop() if retry_queue else next(tasks, None)
+            if task is None:
+                return
+            actor = pool.actors[slot]
             inflight[actor.compute.remote(task)] = (slot, actor, task)
             load[slot] += 1
 
@@ -151,18 +176,56 @@ def _schedule(pool: _Pool, tasks: list[dict], bar, max_attempts: int) -> tuple[i
             except RayActorError as exc:  # the worker process died: replace it, retry the chunk
                 pool.replace(slot, actor)
                 record = {"ok": False, "error": f"worker died: {type(exc).__name__}"}
+            store_retries += int(record.get("store_retries") or 0)
             tid = (task["key"], task["chunk"])
             if record["ok"]:
                 computed += 1
+                attempts.pop(tid, None)
                 bar.update(min(task["chunk_size"], task["n"] - task["chunk"] * task["chunk_size"]))
                 continue
             attempts[tid] = attempts.get(tid, 0) + 1
             if attempts[tid] < max_attempts:
-                queue.append(task)
+                retry_queue.append(task)
             else:
+                attempts.pop(tid)
                 failed.append({"key": task["key"], "chunk": task["chunk"], "error": record["error"]})
         submit()
-    return computed, failed
+    return computed, failed, store_retries
+
+
+def _pending(spec, plans, masks):
+    """Chunk tasks of every chunk without done, generated lazily."""
+    for (gen, space, plan), mask in zip(plans, masks):
+        for i in range(plan.n_chunks):
+            if not mask[i]:
+                yield chunk_task(spec.name, plan, i, gen, space, spec)
+
+
+def _precheck(spec, s3_endpoint: str | None) -> None:
+    """Fail fast, before Ray starts and without writing: store reachable, same spec, no live driver."""
+    from .lock import RunLockedError, _stale, lock_info
+
+    loc = check_store(spec.store, s3_endpoint=s3_endpoint)
+    if loc.kind == "local" and not os.path.isdir(loc.path):
+        return  # a new store: nothing to compare with
+    try:
+        rs = RunStore(spec.store, s3_endpoint=s3_endpoint, mode="r", create=False)
+    except StoreError:
+        return  # an empty S3 prefix: created later
+    if not rs.has_run(spec.name):
+        return
+    if rs.attrs(spec.name).get("identity") != spec.identity():
+        RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
+    info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if _lock_group_exists(rs) else None
+    if info is not None and not _stale(info, time.time()):
+        raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
+                             f"pid {info.get('pid')}); wait for it to finish")
+
+
+def _lock_group_exists(rs: RunStore) -> bool:
+    from .lock import LOCK_GROUP
+
+    return LOCK_GROUP in rs.root.group_keys()
 
 
 def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_endpoint: str | None = None,
@@ -176,40 +239,46 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
     """
     import ray
 
+    from .lock import RunLock
+
     spec = spec.with_store(store)
-    rs = RunStore(spec.store, s3_endpoint=s3_endpoint)
-    if rs.has_run(spec.name) and rs.attrs(spec.name).get("identity") != spec.identity():
-        rs.create(spec.name, spec, [])  # raises RunExistsError naming the differing fields
+    _precheck(spec, s3_endpoint)
     env = _worker_env(s3_endpoint)
     started_ray = _init_ray(address, env)
-    pool = None
+    pool = lock = None
     try:
         pool = _Pool(spec, _n_workers(spec), env, s3_endpoint)
-        plans = plan_groups(spec, pool)
+        plans = plan_groups(spec, pool)  # loads each generator once: bad options fail here, nothing written
+        rs = RunStore(spec.store, s3_endpoint=s3_endpoint)
+        lock = RunLock(spec.store, spec.name, s3_endpoint=s3_endpoint).acquire()
         rs.create(spec.name, spec, [p for _, _, p in plans])
-        tasks = [chunk_task(spec.name, plan, i, gen, space, spec)
-                 for gen, space, plan in plans
-                 for i, done in enumerate(rs.done_mask(spec.name, plan.key)) if not done]
+        masks = [rs.done_mask(spec.name, plan.key) for _, _, plan in plans]
         total_chunks = sum(p.n_chunks for _, _, p in plans)
+        pending = sum(int((~m).sum()) for m in masks)
+        points = sum(len(range(plan.n)[plan.rows(i)]) for (_, _, plan), m in zip(plans, masks)
+                     for i in range(plan.n_chunks) if not m[i])
         t0, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rs.update_attrs(spec.name, status="running", failed=[])
-        points = sum(min(t["chunk_size"], t["n"] - t["chunk"] * t["chunk_size"]) for t in tasks)
         with _progress_bar(points, progress) as bar:
-            computed, failed = _schedule(pool, tasks, bar, max_attempts)
+            computed, failed, retries = _schedule(pool, _pending(spec, plans, masks), bar, max_attempts)
         seconds = time.time() - t0
         status = "complete" if not failed else "partial"
         timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": computed,
                   "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
         rs.update_attrs(spec.name, status=status, failed=failed, timing=timing)
         summary = {"run": spec.name, "store": rs.url, "status": status, "chunks": total_chunks,
-                   "skipped": total_chunks - len(tasks), "computed": computed, "failed": failed,
+                   "skipped": total_chunks - pending, "computed": computed, "failed": failed,
                    "workers": len(pool.actors), "workers_replaced": pool.replaced,
+                   "store_retries": retries + rs.retry.retries,
+                   "lock_taken_over": lock.took_over is not None,
                    "groups": [p.key for _, _, p in plans], **timing}
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
         summary["reduce"] = _reduce(rs, spec) if status == "complete" else None
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         if pool is not None:
             pool.close()
         if started_ray:

@@ -29,16 +29,17 @@ __all__ = [
     "open_root",
     "parse_store_url",
     "resolve_endpoint",
+    "check_store",
     "store_env",
 ]
 
 DEFAULT_STORE = "./gangeo-results"
 
-# What a Ray worker needs to reach the same store; copied into runtime_env only.
+# What a Ray worker needs to reach the same store; copied into runtime_env only. Ray logs a
+# runtime_env in clear (runtime_env_agent.log), so secrets are not among these: workers
+# inherit them from the node (embedded Ray: this process's environment; a cluster: each
+# node's instance profile or environment). GANGEO_SHIP_AWS_CREDENTIALS=1 ships them anyway.
 _ENV_KEYS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
     "AWS_PROFILE",
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
@@ -49,12 +50,21 @@ _ENV_KEYS = (
     "AWS_REQUEST_CHECKSUM_CALCULATION",
     "AWS_RESPONSE_CHECKSUM_VALIDATION",
 )
+_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+SHIP_CREDENTIALS_ENV = "GANGEO_SHIP_AWS_CREDENTIALS"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
 class StoreError(RuntimeError):
-    """The results store cannot be opened or used (one line, never a secret)."""
+    """The results store cannot be opened or used (one line, never a secret).
+
+    ``transient`` is True when retrying may help (no connection, throttling, 5xx).
+    """
+
+    def __init__(self, message: str = "", *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,10 @@ def resolve_endpoint(s3_endpoint: str | None = None) -> str | None:
 def store_env(s3_endpoint: str | None = None) -> dict[str, str]:
     """Environment variables a Ray worker needs to open the same store (for ``runtime_env``).
 
-    They travel in memory to the workers; never write them into attributes or logs.
+    No secrets unless ``GANGEO_SHIP_AWS_CREDENTIALS=1`` (Ray writes a runtime_env to its logs).
     """
-    env = {k: os.environ[k] for k in _ENV_KEYS if os.environ.get(k)}
+    keys = _ENV_KEYS + (_SECRET_KEYS if os.environ.get(SHIP_CREDENTIALS_ENV) == "1" else ())
+    env = {k: os.environ[k] for k in keys if os.environ.get(k)}
     if s3_endpoint:
         env["AWS_ENDPOINT_URL"] = s3_endpoint
     return env
@@ -130,7 +141,7 @@ def _check_bucket(loc: StoreURL, endpoint: str | None) -> None:
             "AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
         ) from None
     except (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ReadTimeoutError):
-        raise StoreError(f"cannot reach the S3 endpoint {where} (connection failed)") from None
+        raise StoreError(f"cannot reach the S3 endpoint {where} (connection failed)", transient=True) from None
     except bexc.ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -141,9 +152,20 @@ def _check_bucket(loc: StoreURL, endpoint: str | None) -> None:
                 f"access to S3 bucket {loc.bucket!r} at {where} was denied (HTTP 403): "
                 "check the AWS credentials"
             ) from None
-        raise StoreError(f"S3 bucket {loc.bucket!r} at {where}: error {code or status}") from None
+        raise StoreError(f"S3 bucket {loc.bucket!r} at {where}: error {code or status}",
+                         transient=status in (500, 502, 503, 504) or code == "SlowDown") from None
     except (bexc.BotoCoreError, ValueError) as exc:
         raise StoreError(f"S3 endpoint {where}: {type(exc).__name__}") from None
+
+
+def check_store(url: str | os.PathLike | None, *, s3_endpoint: str | None = None) -> StoreURL:
+    """Parse ``url`` and, for S3, check that the bucket is reachable; writes nothing."""
+    loc = parse_store_url(url)
+    if loc.kind == "s3":
+        _check_bucket(loc, resolve_endpoint(s3_endpoint))
+    elif Path(loc.path).exists() and not Path(loc.path).is_dir():
+        raise StoreError(f"store {loc.path} exists and is not a directory")
+    return loc
 
 
 def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.store.Store:

@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
 __all__ = ["ARRAYS", "GroupPlan", "RunExistsError", "RunStore", "safe_name"]
@@ -114,9 +115,16 @@ def _diff(a: dict, b: dict) -> list[str]:
 class RunStore:
     """Runs in one results store (local directory or ``s3://``); opened once, used many times."""
 
-    def __init__(self, url=None, *, s3_endpoint: str | None = None, mode: str = "a", create: bool = True):
+    def __init__(self, url=None, *, s3_endpoint: str | None = None, mode: str = "a", create: bool = True,
+                 retry: RetryPolicy | None = None):
         self.url = str(parse_store_url(url))
+        self.s3_endpoint = s3_endpoint
         self.root = open_root(url, s3_endpoint=s3_endpoint, mode=mode, create=create)
+        # Writes (and the reads that decide what to write) retry transient S3 errors.
+        self.retry = retry or RetryPolicy()
+
+    def _retry(self, fn, what: str):
+        return retry_call(fn, policy=self.retry, what=what)
 
     # -- runs ---------------------------------------------------------------
     def run_group(self, run: str) -> zarr.Group:
@@ -182,8 +190,8 @@ class RunStore:
         return dict(self.run_group(run).attrs)
 
     def update_attrs(self, run: str, **values) -> None:
-        """Set run attributes (the driver is their only writer)."""
-        self.run_group(run).attrs.update({**values, "updated": _now()})
+        """Set run attributes (the driver is their only writer); transient errors are retried."""
+        self._retry(lambda: self.run_group(run).attrs.update({**values, "updated": _now()}), f"{run} attrs")
 
     def ls(self) -> list[dict]:
         """The runs in this store: name, status, created, groups."""
@@ -204,32 +212,37 @@ class RunStore:
 
     def write_chunk(self, run: str, key: str, chunk_index: int, arrays: dict[str, np.ndarray],
                     *, seconds: float = 0.0) -> int:
-        """Write one chunk's rows of each array (whole Zarr chunks) and its records; returns the checksum."""
-        g = self.group(run, key)
+        """Write one chunk's rows of each array (whole Zarr chunks) and its records; returns the checksum.
+
+        Each write is retried on transient errors; an error that persists propagates, so the
+        caller never reaches :meth:`mark_done` for a chunk whose data did not land.
+        """
+        g = self._retry(lambda: self.group(run, key), f"{key} group")
+        arrs = self._retry(lambda: {name: g[name] for name in g.array_keys()}, f"{key} arrays")
         c, n = g.attrs["chunk"], g.attrs["n"]
         rows = slice(chunk_index * c, min(chunk_index * c + c, n))
         crc = 0
         for name in sorted(arrays):
-            if name not in g.array_keys() or name not in ARRAYS:
+            if name not in arrs or name not in ARRAYS:
                 continue  # an array the spec does not keep
             data = np.ascontiguousarray(arrays[name], dtype=np.float32)
-            if data.shape != (rows.stop - rows.start,) + g[name].shape[1:]:
-                raise StoreError(f"{key}/{name} chunk {chunk_index}: expected shape "
-                                 f"{(rows.stop - rows.start,) + g[name].shape[1:]}, got {data.shape}")
-            g[name][rows] = data
+            expected = (rows.stop - rows.start,) + arrs[name].shape[1:]
+            if data.shape != expected:
+                raise StoreError(f"{key}/{name} chunk {chunk_index}: expected shape {expected}, got {data.shape}")
+            self._retry(lambda a=arrs[name], d=data: a.__setitem__(rows, d), f"{key}/{name} chunk {chunk_index}")
             crc = zlib.crc32(data.tobytes(), crc)
-        g["checksum"][chunk_index] = crc
-        g["seconds"][chunk_index] = seconds
-        g["computed_at"][chunk_index] = time.time()
+        stamp = time.time()
+        for name, value in (("checksum", crc), ("seconds", seconds), ("computed_at", stamp)):
+            self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk_index, v), f"{key}/{name} {chunk_index}")
         return crc
 
     def mark_done(self, run: str, key: str, chunk_index: int) -> None:
         """Mark a chunk complete; call only after :meth:`write_chunk` returned."""
-        self.group(run, key)["done"][chunk_index] = 1
+        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk_index, 1), f"{key}/done {chunk_index}")
 
     def done_mask(self, run: str, key: str) -> np.ndarray:
         """(n_chunks,) bool: which chunks are complete."""
-        return self.group(run, key)["done"][:] == 1
+        return self._retry(lambda: self.group(run, key)["done"][:], f"{key}/done") == 1
 
     def read(self, run: str, key: str, array: str, index=None) -> np.ndarray:
         """An array of a group (``z``, ``eigvals``, ``eigvecs``, ``hessian``, ``done``, ...), optionally indexed."""

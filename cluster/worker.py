@@ -17,12 +17,14 @@ small status record. Codes are regenerated from the spec's seed
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from pathlib import Path
 
 import torch
 
+from .retry import retry_call
 from .store import RunStore
 
 __all__ = ["SweepWorker", "chunk_task", "compute_chunk", "worker_options"]
@@ -47,7 +49,8 @@ def chunk_task(run: str, plan, chunk_index: int, gen, space: str, spec) -> dict:
     """The small record that describes one chunk to a worker."""
     return {"run": run, "key": plan.key, "model": gen.name, "space": space, "options": dict(gen.options),
             "target": plan.target, "chunk": chunk_index, "n": plan.n, "chunk_size": plan.chunk,
-            "seed": spec.seed, "method": spec.method, "topk": spec.topk}
+            "seed": spec.seed, "method": spec.method, "topk": spec.topk,
+            "driver": {"host": socket.gethostname(), "pid": os.getpid()}}
 
 
 def compute_chunk(G, distance, task: dict) -> dict[str, torch.Tensor]:
@@ -72,10 +75,22 @@ class SweepWorker:
         if threads:
             torch.set_num_threads(int(threads))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.store = RunStore(store_url, s3_endpoint=s3_endpoint, create=False)
+        self._store_args = (store_url, s3_endpoint)
+        self._store: RunStore | None = None  # opened on first write: planning needs no store
         self._gen_key: tuple | None = None
         self._G = None
         self._distances: dict[str, torch.nn.Module] = {}
+
+    @property
+    def store(self) -> RunStore:
+        if self._store is None:
+            url, endpoint = self._store_args
+            self._store = retry_call(lambda: RunStore(url, s3_endpoint=endpoint, create=False),
+                                     what=f"open {url}")
+        return self._store
+
+    def _retries(self) -> int:
+        return self._store.retry.retries if self._store is not None else 0
 
     def pid(self) -> int:
         return os.getpid()
@@ -101,21 +116,38 @@ class SweepWorker:
         """Compute, write and mark one chunk; never raises (errors come back in the record)."""
         t0 = time.perf_counter()
         record = {"key": task["key"], "chunk": task["chunk"], "pid": os.getpid()}
+        retries0 = self._retries()
         try:
             G, distance = self._load(task["model"], task["space"], task["options"], task["target"])
             arrays = compute_chunk(G, distance, task)
             seconds = time.perf_counter() - t0
+            _check_driver(task)
             self.store.write_chunk(task["run"], task["key"], task["chunk"],
                                    {k: v.numpy() for k, v in arrays.items()}, seconds=seconds)
             _maybe_crash(task["chunk"])
             self.store.mark_done(task["run"], task["key"], task["chunk"])
-            return {**record, "ok": True, "seconds": time.perf_counter() - t0, "error": None}
+            return {**record, "ok": True, "seconds": time.perf_counter() - t0, "error": None,
+                    "store_retries": self._retries() - retries0}
         except Exception as exc:  # reported per chunk; the driver retries or gives up
             last = traceback.extract_tb(exc.__traceback__)[-1:]
             where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
             msg = " ".join(str(exc).split())[:300]
             return {**record, "ok": False, "seconds": time.perf_counter() - t0,
-                    "error": f"{type(exc).__name__}: {msg}{where}"}
+                    "error": f"{type(exc).__name__}: {msg}{where}",
+                    "store_retries": self._retries() - retries0}
+
+
+def _check_driver(task: dict) -> None:
+    """Refuse to write for a driver that died on this host: its run may be resumed by another."""
+    driver = task.get("driver") or {}
+    if driver.get("host") != socket.gethostname():
+        return
+    try:
+        os.kill(int(driver["pid"]), 0)
+    except ProcessLookupError:
+        raise RuntimeError(f"driver pid {driver['pid']} is gone; chunk {task['chunk']} not written") from None
+    except (PermissionError, KeyError, ValueError):
+        pass
 
 
 def _maybe_crash(chunk_index: int) -> None:

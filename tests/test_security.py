@@ -1,0 +1,104 @@
+"""Security properties, checked on the source tree and on what a real run writes."""
+
+from __future__ import annotations
+
+import ast
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from geometry_core.errors import GeometryError
+from jobs.cli import main
+from jobs.spec import SpecError, load_spec
+from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
+from tests.s3_server import s3_server  # noqa: F401  (session fixture)
+from tests.test_verify import tanh_spec
+
+REPO = Path(__file__).resolve().parent.parent
+# The product and its benchmarks; tests/ is left out because one test unpickles a payload on purpose.
+SOURCES = [p for d in ("geometry_core", "cluster", "jobs", "bench") for p in (REPO / d).rglob("*.py")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _s3_env_before_ray(s3_server):  # noqa: F811
+    yield
+
+
+def _calls(name: str, attr: str):
+    """Every call ``name.attr(...)`` in the source tree, as (file, line, keywords)."""
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == attr
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == name):
+                yield path.relative_to(REPO), node.lineno, {k.arg: k.value for k in node.keywords}
+
+
+def _const(node) -> object:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def test_every_torch_load_is_weights_only():
+    calls = list(_calls("torch", "load"))
+    assert calls, "expected torch.load calls to check"
+    bad = [(str(f), line) for f, line, kw in calls if _const(kw.get("weights_only")) is not True]
+    assert bad == []
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    unsafe = [(str(f), line) for attr in ("load", "unsafe_load", "full_load", "load_all")
+              for f, line, _ in _calls("yaml", attr)]
+    assert unsafe == []
+    marker = tmp_path / "pwned"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(spec)
+    assert not marker.exists()
+
+
+def test_user_named_import_only_with_opt_in():
+    import geometry_core as gc
+
+    opts = {"arch": "torch.nn:Tanh", "latent_dim": 12, "input_shape": [3, 2, 2]}
+    for flag in ({}, {"allow_import": False}, {"allow_import": "yes"}, {"allow_import": 1}):
+        with pytest.raises(GeometryError, match="allow_import=True"):
+            gc.load_generator("module", **opts, **flag)
+    assert gc.load_generator("module", **opts, allow_import=True).latent_dim == 12
+
+
+def test_ray_and_servers_bind_to_loopback():
+    calls = list(_calls("ray", "init"))
+    assert calls
+    for f, line, kw in calls:
+        local_dashboard = _const(kw.get("include_dashboard")) is False or _const(kw.get("dashboard_host")) == "127.0.0.1"
+        assert local_dashboard, f"{f}:{line}: ray.init must pass include_dashboard=False or dashboard_host='127.0.0.1'"
+    for path in SOURCES:
+        assert "0.0.0.0" not in path.read_text(), f"{path}: binds to every interface"
+
+
+def test_credentials_never_written_or_printed(ray_local, s3_server, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import ray
+
+    secret = f"gangeoSecret{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)  # moto accepts any secret unless told otherwise
+    url = s3_server.new_bucket("secret") + "/r"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(tanh_spec("sec", n=4, resources={"workers": 1})))
+    assert main(["run", str(spec), "--store", url, "--quiet"]) == 0
+    assert main(["status", "sec", "--store", url]) == 0
+    assert main(["verify", "sec", "--store", url]) == 0
+    assert main(["status", "sec", "--store", url + "-absent"]) == 2  # an error message too
+    out, err = capsys.readouterr()
+    bucket = url.removeprefix("s3://").partition("/")[0]
+    client = s3_server.client()
+    keys = s3_server.keys(f"s3://{bucket}")
+    assert any(k.endswith("sec/zarr.json") for k in keys)
+    leaks = [k for k in keys if secret.encode() in client.get_object(Bucket=bucket, Key=k)["Body"].read()]
+    assert leaks == [] and secret not in out and secret not in err
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    logs = [p for p in (session / "logs").rglob("*") if p.is_file()]
+    assert logs, "expected Ray session logs to search"
+    leaked_logs = [str(p.name) for p in logs if secret.encode() in p.read_bytes()]
+    assert leaked_logs == []
