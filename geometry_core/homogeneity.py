@@ -1,0 +1,166 @@
+"""How alike the metric is across the latent space, and the global (mean) metric.
+
+Homogeneity between points i and j (ordered, i != j), after Wang & Ponce 2021:
+with ``u_ik`` the k-th eigenvector of ``H_i`` and ``l_jk`` the k-th eigenvalue of
+``H_j`` (same rank order), ``v_k = u_ik^T H_j u_ik``; ``corr_log[i, j]`` is the
+Pearson correlation of ``log10 v`` with ``log10 l_j`` and ``corr_lin[i, j]`` the
+same on the linear scale. Entries where ``v_k <= 0`` or ``l_jk <= 0`` (round-off
+around a null space) have no logarithm: they are left out of that pair's log
+correlation and counted. The matrices are asymmetric, with NaN on the diagonal.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import GeometryError
+from .spectrum import check_metric, eigen
+
+__all__ = ["global_metric", "homogeneity", "homogeneity_summary", "homogeneity_tile"]
+
+# Bytes of the (ni, nj, D, D) intermediate one tile may hold.
+_TILE_BYTES = 2**27
+
+
+def homogeneity_tile(
+    eigvecs_i: torch.Tensor,
+    H_j: torch.Tensor,
+    eigvals_j: torch.Tensor,
+    *,
+    offsets: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One tile of the homogeneity matrices: rows from ``eigvecs_i``, columns from ``H_j``.
+
+    Example::
+
+        log_t, lin_t, masked_t = homogeneity_tile(U[0:8], H[8:16], L[8:16], offsets=(0, 8))
+
+    ``eigvecs_i`` (ni, D, D) eigenvectors as columns in descending eigenvalue order,
+    ``H_j`` (nj, D, D), ``eigvals_j`` (nj, D) descending. Returns ``(corr_log, corr_lin,
+    masked)`` of shape (ni, nj), computed in float64; ``masked`` counts the entries
+    left out of each log correlation. With ``offsets=(i0, j0)`` (the tile's place in
+    the full matrix) entries with ``i0 + a == j0 + b`` are set to NaN (count 0).
+    """
+    if eigvecs_i.ndim != 3 or H_j.ndim != 3 or eigvals_j.ndim != 2:
+        raise GeometryError(
+            "homogeneity_tile: expected eigvecs_i (ni, D, D), H_j (nj, D, D), eigvals_j (nj, D); got "
+            f"{tuple(eigvecs_i.shape)}, {tuple(H_j.shape)}, {tuple(eigvals_j.shape)}"
+        )
+    D = H_j.shape[-1]
+    if eigvecs_i.shape[1:] != (D, D) or eigvals_j.shape != H_j.shape[:2]:
+        raise GeometryError(
+            f"homogeneity_tile: sizes disagree: eigvecs_i {tuple(eigvecs_i.shape)}, H_j "
+            f"{tuple(H_j.shape)}, eigvals_j {tuple(eigvals_j.shape)}"
+        )
+    U = eigvecs_i.to(torch.float64)
+    HU = torch.einsum("bde,aek->abdk", H_j.to(U), U)  # H_j u_ik for every pair
+    v = (U.unsqueeze(1) * HU).sum(dim=-2)  # (ni, nj, D): u_ik^T H_j u_ik
+    lam = eigvals_j.to(v).unsqueeze(0).expand_as(v)
+    corr_lin = _pearson(v, lam, torch.ones_like(v, dtype=torch.bool))
+    valid = (v > 0) & (lam > 0)
+    tiny = torch.finfo(v.dtype).tiny
+    corr_log = _pearson(v.clamp_min(tiny).log10(), lam.clamp_min(tiny).log10(), valid)
+    masked = (~valid).sum(dim=-1)
+    if offsets is not None:
+        i0, j0 = offsets
+        rows = torch.arange(i0, i0 + v.shape[0], device=v.device).unsqueeze(1)
+        cols = torch.arange(j0, j0 + v.shape[1], device=v.device).unsqueeze(0)
+        diag = rows == cols
+        corr_log = corr_log.masked_fill(diag, float("nan"))
+        corr_lin = corr_lin.masked_fill(diag, float("nan"))
+        masked = masked.masked_fill(diag, 0)
+    return corr_log, corr_lin, masked
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation over the last axis using only ``valid`` entries; NaN if undefined."""
+    w = valid.to(x.dtype)
+    n = w.sum(dim=-1, keepdim=True)
+    mx = (w * x).sum(dim=-1, keepdim=True) / n.clamp_min(1)
+    my = (w * y).sum(dim=-1, keepdim=True) / n.clamp_min(1)
+    dx, dy = w * (x - mx), w * (y - my)
+    cov = (dx * dy).sum(dim=-1)
+    var = (dx * dx).sum(dim=-1) * (dy * dy).sum(dim=-1)
+    corr = cov / var.sqrt()
+    return torch.where((n[..., 0] >= 2) & (var > 0), corr, torch.full_like(corr, float("nan")))
+
+
+def homogeneity(
+    H_stack: torch.Tensor,
+    *,
+    eigvals: torch.Tensor | None = None,
+    eigvecs: torch.Tensor | None = None,
+    block: int | None = None,
+    return_masked: bool = False,
+):
+    """Homogeneity matrices ``(corr_log, corr_lin)`` of ``N`` metrics, each (N, N), NaN diagonal.
+
+    Example::
+
+        corr_log, corr_lin = homogeneity(H)                     # H: (N, D, D)
+        corr_log, corr_lin, masked = homogeneity(H, return_masked=True)
+
+    ``eigvals`` / ``eigvecs`` (from :func:`spectrum.eigen`) skip the decomposition.
+    ``block`` is the tile side (default: tiles of at most 128 MiB); tiles run on
+    ``H_stack``'s device. ``masked`` counts the entries left out of each log correlation.
+    """
+    check_metric(H_stack, name="homogeneity")
+    if H_stack.ndim != 3 or H_stack.shape[0] < 2:
+        raise GeometryError(f"homogeneity: expected a stack (N, D, D) with N >= 2, got {tuple(H_stack.shape)}")
+    N, D = H_stack.shape[:2]
+    if (eigvals is None) != (eigvecs is None):
+        raise GeometryError("homogeneity: pass both eigvals and eigvecs, or neither")
+    if eigvals is None:
+        eigvals, eigvecs = eigen(H_stack)
+    elif eigvals.shape != (N, D) or eigvecs.shape != (N, D, D):
+        raise GeometryError(
+            f"homogeneity: expected eigvals ({N}, {D}) and eigvecs ({N}, {D}, {D}), got "
+            f"{tuple(eigvals.shape)} and {tuple(eigvecs.shape)}"
+        )
+    if block is None:
+        block = max(1, int((_TILE_BYTES / (8 * D * D)) ** 0.5))
+    if not isinstance(block, int) or block < 1:
+        raise GeometryError(f"homogeneity: block must be a positive int, got {block!r}")
+    dev = H_stack.device
+    corr_log = torch.empty(N, N, dtype=torch.float64, device=dev)
+    corr_lin = torch.empty_like(corr_log)
+    masked = torch.empty(N, N, dtype=torch.long, device=dev)
+    for i0 in range(0, N, block):
+        for j0 in range(0, N, block):
+            i1, j1 = min(N, i0 + block), min(N, j0 + block)
+            tile = homogeneity_tile(eigvecs[i0:i1], H_stack[j0:j1], eigvals[j0:j1], offsets=(i0, j0))
+            corr_log[i0:i1, j0:j1], corr_lin[i0:i1, j0:j1], masked[i0:i1, j0:j1] = tile
+    return (corr_log, corr_lin, masked) if return_masked else (corr_log, corr_lin)
+
+
+def homogeneity_summary(corr: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard deviation (Bessel-corrected) of the finite off-diagonal entries.
+
+    Example::
+
+        mean, std = homogeneity_summary(corr_log)
+    """
+    if not isinstance(corr, torch.Tensor) or corr.ndim != 2 or corr.shape[0] != corr.shape[1]:
+        got = tuple(corr.shape) if isinstance(corr, torch.Tensor) else type(corr).__name__
+        raise GeometryError(f"homogeneity_summary: expected a square (N, N) matrix, got {got}")
+    off = ~torch.eye(corr.shape[0], dtype=torch.bool, device=corr.device)
+    vals = corr[off & torch.isfinite(corr)].double()
+    if vals.numel() == 0:
+        return float("nan"), float("nan")
+    std = float(vals.std()) if vals.numel() > 1 else float("nan")
+    return float(vals.mean()), std
+
+
+def global_metric(H_stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The arithmetic mean of the metrics and its eigen-decomposition.
+
+    Example::
+
+        H_mean, eigvals, eigvecs = global_metric(H)            # H: (N, D, D)
+    """
+    check_metric(H_stack, name="global_metric")
+    if H_stack.ndim != 3:
+        raise GeometryError(f"global_metric: expected a stack (N, D, D), got {tuple(H_stack.shape)}")
+    H_mean = H_stack.mean(dim=0)
+    eigvals, eigvecs = eigen(H_mean)
+    return H_mean, eigvals, eigvecs

@@ -1,0 +1,71 @@
+"""Shared fixtures for the mathematics: small float64 generators, the face DCGAN, MSE.
+
+Other suites keep their own fixtures in their own test files.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from geometry_core.distances.mse import MSEDistance
+from geometry_core.generators.base import Generator
+from geometry_core.generators.dcgan_faces import load_dcgan_faces
+
+IMAGE_SHAPE = (3, 4, 4)
+
+
+class _ToImage(nn.Module):
+    """(B, 3 * 4 * 4) -> (B, 3, 4, 4)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *IMAGE_SHAPE)
+
+
+def _linear_generator(A: torch.Tensor, b: torch.Tensor) -> Generator:
+    """``G(z) = A z + b`` reshaped to (3, 4, 4) images, float64."""
+    M, D = A.shape
+    lin = nn.Linear(D, M, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(A)
+        lin.bias.copy_(b)
+    return Generator(nn.Sequential(lin, _ToImage()), D, name="linear", layer_names=["0"])
+
+
+@pytest.fixture
+def make_linear_generator():
+    """Factory: ``make_linear_generator(A, b)`` -> a float64 Generator with ``G(z) = A z + b``."""
+    return _linear_generator
+
+
+@pytest.fixture
+def linear_generator() -> Generator:
+    """``G(z) = A z + b`` with D = 6 and 3x4x4 images, float64; ``A`` is ``G.module[0].weight``."""
+    gen = torch.Generator().manual_seed(1)
+    M = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+    A = torch.randn(M, 6, generator=gen, dtype=torch.float64) / M**0.5
+    b = torch.randn(M, generator=gen, dtype=torch.float64) * 0.1
+    return _linear_generator(A, b)
+
+
+@pytest.fixture
+def nonlinear_generator() -> Generator:
+    """A two-layer tanh MLP, D = 5 -> 3x4x4 images in [-1, 1], float64, fixed seed."""
+    torch.manual_seed(2)
+    M = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+    net = nn.Sequential(
+        nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, M), nn.Tanh(), _ToImage()
+    ).to(torch.float64)
+    return Generator(net, 5, name="mlp", layer_names=["1", "3"])
+
+
+@pytest.fixture(scope="session")
+def dcgan() -> Generator:
+    """The shipped face DCGAN (100-d latent, 64x64), float32 on CPU."""
+    return load_dcgan_faces()
+
+
+@pytest.fixture
+def mse() -> MSEDistance:
+    return MSEDistance()
