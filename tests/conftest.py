@@ -5,6 +5,8 @@ Other suites keep their own fixtures in their own test files.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,9 @@ from torch import nn
 from geometry_core.distances.mse import MSEDistance
 from geometry_core.generators.base import Generator
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
+
+# Tests never reach the network: a backbone missing from the cache is an error, not a download.
+os.environ.setdefault("GANGEO_OFFLINE", "1")
 
 IMAGE_SHAPE = (3, 4, 4)
 
