@@ -36,7 +36,11 @@ def _init_ray(address: str | None, env: dict) -> bool:
 
     if ray.is_initialized():
         return False
-    kwargs = {"log_to_driver": False, "logging_level": "ERROR", "runtime_env": {"env_vars": env}}
+    kwargs = {"log_to_driver": False, "logging_level": "ERROR"}
+    # Inside a Ray job the job's runtime_env already reaches the workers, and Ray refuses
+    # to merge a second one that sets the same variables; workers get the endpoint explicitly.
+    if env and not os.environ.get("RAY_JOB_ID"):
+        kwargs["runtime_env"] = {"env_vars": env}
     # No dashboard: an embedded Ray must not open a web server on the machine's interfaces.
     if address:
         ray.init(address=address, include_dashboard=False, **kwargs)
@@ -274,7 +278,7 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
                    "groups": [p.key for _, _, p in plans], **timing}
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
-        summary["reduce"] = _reduce(rs, spec) if status == "complete" else None
+        summary["reduce"] = _reduce(rs, spec, progress) if status == "complete" else None
         return summary
     finally:
         if lock is not None:
@@ -285,14 +289,15 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
             ray.shutdown()
 
 
-def _reduce(rs: RunStore, spec) -> dict | None:
+def _reduce(rs: RunStore, spec, progress: bool = False) -> dict | None:
     """The spec's reducers over the finished run (on the Ray instance already running)."""
     chosen = tuple(k for k, on in spec.reducers.items() if on)
     if not chosen:
         return None
     from cluster.reduce import reduce_run
 
-    return reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True)
+    return reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True,
+                      progress=progress and sys.stderr.isatty())
 
 
 def resume_sweep(run: str, *, store: str | None = None, address: str | None = None,

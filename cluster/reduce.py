@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -163,21 +164,34 @@ def _tile(group: zarr.Group, lay: _Layout, rows: tuple[int, int], cols: tuple[in
 # ---- execution: in-process or as Ray tasks, with a bounded window ----
 
 
-def _map(fn, args: list[tuple], use_ray: bool) -> list:
+def _map(fn, args: list[tuple], use_ray: bool, *, desc: str = "reduce", progress: bool = False) -> list:
     """fn(*a) for each a, in order; as Ray tasks keeping at most _WINDOW in flight."""
-    if not use_ray:
-        return [fn(*a) for a in args]
-    import ray
+    from tqdm import tqdm
 
-    remote = ray.remote(num_cpus=1, max_retries=2)(fn)
-    refs: list = []
-    pending: list = []
-    for a in args:
-        if len(pending) >= _WINDOW:
+    bar = tqdm(total=len(args), desc=desc, unit="tile", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, leave=False)
+    with bar:
+        if not use_ray:
+            out = []
+            for a in args:
+                out.append(fn(*a))
+                bar.update(1)
+            return out
+        import ray
+
+        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+        refs: list = []
+        pending: list = []
+        for a in args:
+            if len(pending) >= _WINDOW:
+                _, pending = ray.wait(pending, num_returns=1, fetch_local=False)
+                bar.update(1)
+            refs.append(remote.remote(*a))
+            pending.append(refs[-1])
+        while pending:
             _, pending = ray.wait(pending, num_returns=1, fetch_local=False)
-        refs.append(remote.remote(*a))
-        pending.append(refs[-1])
-    return ray.get(refs)
+            bar.update(1)
+        return ray.get(refs)
 
 
 def _tree_sum(leaves: list, use_ray: bool):
@@ -240,7 +254,7 @@ def _reduce_global(group, lay, red, use_ray) -> dict:
     return {"n_summed": int(count), "top_eigvals": [float(v) for v in vals[:5]], "eigvals": vals}
 
 
-def _reduce_homogeneity(group, lay, red, tile, use_ray, dtype) -> dict:
+def _reduce_homogeneity(group, lay, red, tile, use_ray, dtype, progress=False) -> dict:
     if not (lay.has_hessian or lay.has_eigvecs):
         return {"skipped": "the run kept neither hessian nor eigvecs"}
     n = lay.n
@@ -255,7 +269,7 @@ def _reduce_homogeneity(group, lay, red, tile, use_ray, dtype) -> dict:
     else:
         g_ref, l_ref = group, lay
     args = [(g_ref, l_ref, r, c, dtype) for r in blocks for c in blocks]
-    s = np.sum(_map(_tile, args, use_ray), axis=0)
+    s = np.sum(_map(_tile, args, use_ray, desc="homogeneity tiles", progress=progress), axis=0)
     out = {"tiles": len(args), "masked_total": int(s[6])}
     for k, name in ((0, "log"), (3, "lin")):
         cnt = s[k + 2]
@@ -297,6 +311,7 @@ def reduce_group(
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
     dtype: torch.dtype = torch.float64,
+    progress: bool = False,
 ) -> dict:
     """Reduce one ``<model>/<space>/<target>`` group; write ``reduce/`` and return a summary dict.
 
@@ -325,7 +340,7 @@ def reduce_group(
         global_vals = g.pop("eigvals", None)
         summary["global"] = g
     if "homogeneity" in reducers:
-        summary["homogeneity"] = _reduce_homogeneity(group, lay, red, tile, use_ray, dtype)
+        summary["homogeneity"] = _reduce_homogeneity(group, lay, red, tile, use_ray, dtype, progress)
     if "anisotropy" in reducers:
         summary["anisotropy"] = _reduce_anisotropy(group, lay, red, global_vals)
     if not summary["complete"]:
@@ -371,6 +386,7 @@ def reduce_run(
     reducers: tuple[str, ...] | list[str] | None = None,
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -400,7 +416,8 @@ def reduce_run(
                      runtime_env={"env_vars": store_env(s3_endpoint)})
             started = True
     try:
-        return {path: reduce_group(run_group[path], reducers=chosen, tile=tile, use_ray=use_ray)
+        return {path: reduce_group(run_group[path], reducers=chosen, tile=tile, use_ray=use_ray,
+                                   progress=progress)
                 for path in targets}
     finally:
         if started:

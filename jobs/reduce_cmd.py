@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_reduce)
     return p
 
@@ -41,7 +42,8 @@ def run_reduce(args: argparse.Namespace) -> int:
 
     try:
         summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
-                             tile=args.tile, use_ray=not args.no_ray)
+                             tile=args.tile, use_ray=not args.no_ray,
+                             progress=not args.quiet and sys.stderr.isatty())
     except (StoreError, ValueError) as exc:
         print(f"gangeo reduce: {exc}", file=sys.stderr)
         return 2
