@@ -26,7 +26,7 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
-HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd",
+HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
          "jobs.verify_cmd")
 FORMATS = ("json", "table", "npy")
 
