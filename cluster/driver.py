@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from .storage import StoreError, check_store, store_env
+from .storage import StoreError, check_store, parse_store_url, store_env
 from .store import GroupPlan, RunStore
 from .worker import FAULT_ENV, SweepWorker, chunk_task, worker_options
 
@@ -245,7 +245,8 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
 
     from .lock import RunLock
 
-    spec = spec.with_store(store)
+    # Workers run in other directories: a relative local store means the driver's cwd.
+    spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
     _precheck(spec, s3_endpoint)
     env = _worker_env(s3_endpoint)
     started_ray = _init_ray(address, env)

@@ -32,6 +32,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -108,6 +109,10 @@ def _client(address: str, client=None):
         raise SubmitError(f"cannot reach the Ray job server at {address}: {type(exc).__name__}{hint}") from None
 
 
+# How long a submission waits for a freshly started head's job agent.
+AGENT_WAIT_S = 60.0
+
+
 def submit_spec(
     spec_path: str | os.PathLike,
     address: str,
@@ -129,12 +134,18 @@ def submit_spec(
         request = build_submission(spec_path, staging, store=store, s3_endpoint=s3_endpoint,
                                    submission_id=submission_id)
         jsc = _client(address, client)
-        try:
-            return jsc.submit_job(**request)
-        except Exception as exc:  # the SDK raises RuntimeError with the server's text
-            text = str(exc).strip().splitlines()
-            line = next((t for t in text if "already exists" in t), text[0] if text else type(exc).__name__)
-            raise SubmitError(f"submission to {address} refused: {line.strip()}") from None
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return jsc.submit_job(**request)
+            except Exception as exc:  # the SDK raises RuntimeError with the server's text
+                text = str(exc).strip().splitlines()
+                # A head that just started has no job agent yet and says to try again later.
+                if any("No available agent" in t for t in text) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                line = next((t for t in text if "already exists" in t), text[0] if text else type(exc).__name__)
+                raise SubmitError(f"submission to {address} refused: {line.strip()}") from None
     finally:
         # Ray has uploaded the working directory by now; the local copy is not needed.
         shutil.rmtree(staging, ignore_errors=True)

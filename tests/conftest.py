@@ -15,8 +15,14 @@ from geometry_core.distances.mse import MSEDistance
 from geometry_core.generators.base import Generator
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
 
+from tests.s3_server import DUMMY_ENV
+
 # Tests never reach the network: a backbone missing from the cache is an error, not a download.
 os.environ.setdefault("GANGEO_OFFLINE", "1")
+# Credentials never travel in a runtime_env: Ray workers inherit them from the environment of
+# whichever test starts Ray first, as on a real node, so the dummies for moto are set up front.
+for _key, _value in DUMMY_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 IMAGE_SHAPE = (3, 4, 4)
 

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-__all__ = ["ray_local"]
+__all__ = ["ray_local", "start_embedded_ray"]
+
+
+def start_embedded_ray() -> None:
+    """The tests' embedded Ray: 2 CPUs, no dashboard, quiet."""
+    import ray
+
+    from cluster.storage import store_env
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR", runtime_env={"env_vars": store_env()})
 
 
 @pytest.fixture(scope="session")
@@ -17,10 +27,7 @@ def ray_local():
 
     started = False
     if not ray.is_initialized():
-        from cluster.storage import store_env
-
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", runtime_env={"env_vars": store_env()})
+        start_embedded_ray()
         started = True
     yield ray
     if started:

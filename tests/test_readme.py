@@ -48,7 +48,7 @@ def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):  # noqa: F811
     raw = load_spec(QUICKSTART).to_dict()
     raw["codes"]["n"], raw["chunk_size"] = 6, 3  # the quickstart's layout, fewer codes
     summary = run_sweep(parse_spec(raw), progress=False)
-    assert summary["status"] == "complete"
+    assert summary["status"] == "complete", summary["failed"]
     block = next(b for b in _python_blocks() if "open_zarr" in b)
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)

@@ -208,6 +208,14 @@ def ray_head(tmp_path, monkeypatch):
     import sys
     import time
 
+    import ray
+
+    from tests.ray_fixture import start_embedded_ray
+
+    # Two Ray clusters on one machine confuse `--address auto` and the job agent lookup:
+    # stop the tests' embedded Ray for this test and bring it back afterwards.
+    embedded = ray.is_initialized()
+    ray.shutdown()
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
@@ -233,6 +241,8 @@ def ray_head(tmp_path, monkeypatch):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.stdout.close()
         shutil.rmtree(temp, ignore_errors=True)
+        if embedded:
+            start_embedded_ray()
 
 
 @pytest.mark.timeout(300)
