@@ -35,6 +35,10 @@ __all__ = [
     "register_generator",
 ]
 
+# `homogeneity` names both a function and its module: importing the submodule would bind the
+# module over the lazy attribute, so the function is bound eagerly.
+from .homogeneity import homogeneity  # noqa: E402
+
 # Attribute -> submodule; imported on first use so `import geometry_core` stays cheap.
 _WHERE = {
     "Distance": "distances",

@@ -193,6 +193,14 @@ def test_long_outage_fires_latest_once_quickly(book):
     assert out["sweep"]["submission_id"] == "sweep-20990101T0000"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def ray_head(tmp_path, monkeypatch):
     """A real Ray head with its job server on 127.0.0.1, in its own process group, stopped by pid.
@@ -208,21 +216,16 @@ def ray_head(tmp_path, monkeypatch):
     import sys
     import time
 
-    import ray
-
-    from tests.ray_fixture import start_embedded_ray
-
-    # Two Ray clusters on one machine confuse `--address auto` and the job agent lookup:
-    # stop the tests' embedded Ray for this test and bring it back afterwards.
-    embedded = ray.is_initialized()
-    ray.shutdown()
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     temp = Path("/tmp") / f"gangeo-rayhead-{os.getpid()}"  # Ray's socket paths must stay short
     cmd = [str(Path(bindir, "ray")), "start", "--head", "--block", "--port=0", "--num-cpus=2",
-           "--dashboard-host=127.0.0.1", "--dashboard-port=0", f"--temp-dir={temp}"]
+           "--dashboard-host=127.0.0.1", "--dashboard-port=0", f"--temp-dir={temp}",
+           # The tests' embedded Ray already holds the default agent port (52365): without a
+           # port of its own this head's job agent never starts ("No available agent").
+           f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     address, deadline = None, time.monotonic() + 90
@@ -241,8 +244,6 @@ def ray_head(tmp_path, monkeypatch):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.stdout.close()
         shutil.rmtree(temp, ignore_errors=True)
-        if embedded:
-            start_embedded_ray()
 
 
 @pytest.mark.timeout(300)
