@@ -24,4 +24,4 @@ bench: install
 	$(BIN)/python bench/metric_speed.py
 
 clean:
-	rm -rf $(VENV) gangeo-results
+	rm -rf $(VENV) gangeo-results gangeo-reports

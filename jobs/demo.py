@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['points_per_second']} codes/s")
     print("\n".join(_summary_lines(summary.get("reduce") or {})))
     print(f"store:  {summary['store']}/{summary['run']}")
-    print(f"report: {report}")
+    print(f"report: {Path(report).resolve()}")
     return 0
 
 
