@@ -103,6 +103,8 @@ def _open(args, cmd: str):
 def cmd_status(args: argparse.Namespace) -> int:
     from cluster.storage import StoreError
 
+    if args.address:  # RUN is the id `gangeo submit` printed: follow the Ray job
+        return _job_status(args)
     try:
         rs = _open(args, "status")
         attrs = rs.attrs(args.run)
@@ -112,6 +114,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     keys = ("status", "created", "updated", "timing", "failed", "versions")
     _print_json({"run": args.run, "store": rs.url, **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
+
+
+def _job_status(args: argparse.Namespace) -> int:
+    from jobs.submit import SubmitError, follow_job, job_status
+
+    try:
+        info = follow_job(args.run, args.address) if args.follow else job_status(args.run, args.address)
+    except SubmitError as exc:
+        return _err("status", exc)
+    _print_json(info)
+    return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -194,9 +207,12 @@ def _add_core(sub) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_resume)
-    p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON)")
-    p.add_argument("run")
+    p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON); "
+                                      "with --address, a submitted Ray job's status")
+    p.add_argument("run", help="run name, or with --address the job id `gangeo submit` printed")
     _store_args(p)
+    p.add_argument("--address", default=None, help="Ray job server, e.g. http://HEAD:8265: follow a job")
+    p.add_argument("--follow", action="store_true", help="with --address: stream the job's logs until it ends")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("ls", help="runs in a store (JSON)")
     _store_args(p)

@@ -27,7 +27,7 @@ def test_cli_reference_matches_the_parser():
     text = README.read_text()
     assert BEGIN in text and END in text, "README lacks the generated CLI reference block"
     block = text[text.index(BEGIN): text.index(END) + len(END)]
-    assert block == reference(), "README CLI reference is stale: run `python -m jobs.cli_reference`"
+    assert block == reference(), "README CLI reference is stale: run `python -m jobs.cli_reference --write README.md`"
 
 
 def test_python_api_example_runs():

@@ -247,7 +247,7 @@ def ray_head(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(300)
-def test_submit_end_to_end_on_a_real_ray_head(ray_head, tmp_path):
+def test_submit_end_to_end_on_a_real_ray_head(ray_head, tmp_path, capsys):
     import numpy as np
 
     from cluster.reduce import find_target_groups
@@ -276,6 +276,11 @@ def test_submit_end_to_end_on_a_real_ray_head(ray_head, tmp_path):
 
     info = follow_job(job, ray_head, out=Sink())
     assert info["status"] == "SUCCEEDED", "".join(lines)[-2000:]
+    from jobs.cli import main
+
+    capsys.readouterr()
+    assert main(["status", job, "--address", ray_head]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "SUCCEEDED"
     run = zarr.open_group(str(store), mode="r", zarr_format=3)["tiny"]
     (path,) = find_target_groups(run)
     target = run[path]
