@@ -116,7 +116,7 @@ def plan_groups(spec, pool: _Pool) -> list[tuple[object, str, GroupPlan]]:
             for t in spec.targets:
                 targets += [f"layer:{n}" for n in info["layers"]] if t == ALL_LAYERS else [t]
             for t in dict.fromkeys(targets):
-                out.append((gen, space, GroupPlan(gen.name, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
+                out.append((gen, space, GroupPlan(gen.label, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
     return out
 
 

@@ -292,12 +292,15 @@ def _generator(ctx: dict, model: str, space: str):
         from geometry_core.generators import load_generator
 
         spec = ctx["spec"] if isinstance(ctx["spec"], dict) else {}
-        entries = [e for e in spec.get("generators") or [] if isinstance(e, dict) and e.get("name") == model]
+        # Groups are named by the spec entry's label (e.g. a shuffled control), which defaults to its name.
+        entries = [e for e in spec.get("generators") or [] if isinstance(e, dict)
+                   and (e.get("label") or e.get("name")) == model]
         options = dict(entries[0].get("options") or {}) if entries else {}
+        name = entries[0].get("name", model) if entries else model
         if space:
             options["space"] = space
         try:
-            ctx["generators"][key] = load_generator(model, **options)
+            ctx["generators"][key] = load_generator(name, **options)
         except (GeometryError, OSError, ImportError, TypeError, ValueError, RuntimeError) as exc:
             ctx["generators"][key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return ctx["generators"][key]

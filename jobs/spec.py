@@ -62,11 +62,17 @@ class SpecError(GeometryError):
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """One generator of a sweep: registry name, latent spaces, loader options."""
+    """One generator of a sweep: registry name, latent spaces, loader options.
+
+    ``label`` names its groups in the store (default: the name, with
+    ``-shuffled<seed>`` for a weight-shuffled control), so the same generator can
+    appear twice, trained and shuffled.
+    """
 
     name: str
     spaces: tuple[str, ...] = (DEFAULT_SPACE,)
     options: dict = field(default_factory=dict)
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class SweepSpec:
             "name": self.name,
             "store": self.store,
             "generators": [
-                {"name": g.name, "spaces": list(g.spaces), "options": dict(g.options)}
+                {"name": g.name, "label": g.label, "spaces": list(g.spaces), "options": dict(g.options)}
                 for g in self.generators
             ],
             "targets": list(self.targets),
@@ -153,8 +159,8 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
             problems.append(f"{where}: expected a mapping with a name, got {g!r}")
             continue
         for k in g:
-            if k not in ("name", "spaces", "options"):
-                problems.append(f"{where}.{k}: unknown key; expected name, spaces or options")
+            if k not in ("name", "label", "spaces", "options"):
+                problems.append(f"{where}.{k}: unknown key; expected name, label, spaces or options")
         name = g.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
             problems.append(f"{where}.name: expected a generator name, got {name!r}")
@@ -174,7 +180,14 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
             problems.append(f"{where}.options: expected a mapping of loader options, got {options!r}")
             options = {}
-        out.append(GeneratorSpec(name, tuple(dict.fromkeys(spaces)), dict(options)))
+        seed = options.get("shuffle_seed")
+        label = g.get("label") or (f"{name}-shuffled{seed}" if seed is not None else name)
+        if not isinstance(label, str) or not _NAME_RE.match(label):
+            problems.append(f"{where}.label: expected a group name, got {label!r}")
+            label = name
+        elif label in {o.label for o in out}:
+            problems.append(f"{where}.label: {label!r} is used by another generator; give each a distinct label")
+        out.append(GeneratorSpec(name, tuple(dict.fromkeys(spaces)), dict(options), label))
     return out
 
 

@@ -98,3 +98,17 @@ def test_unreadable_spec_file(tmp_path, text, needle):
         load_spec(path)
     with pytest.raises(SpecError, match="cannot read"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_shuffled_control_gets_its_own_label_and_duplicates_are_refused():
+    from jobs.spec import SpecError, parse_spec
+
+    base = {"name": "ctl", "targets": ["mse"], "codes": {"n": 4, "seed": 0}}
+    spec = parse_spec({**base, "generators": [{"name": "dcgan-faces"},
+                                              {"name": "dcgan-faces", "options": {"shuffle_seed": 1}}]})
+    assert [g.label for g in spec.generators] == ["dcgan-faces", "dcgan-faces-shuffled1"]
+    assert parse_spec(spec.to_dict()).generators == spec.generators  # round-trips
+    with pytest.raises(SpecError) as err:
+        parse_spec({**base, "generators": [{"name": "dcgan-faces"}, {"name": "dcgan-faces"}]})
+    assert err.value.problems == [
+        "generators[1].label: 'dcgan-faces' is used by another generator; give each a distinct label"]
