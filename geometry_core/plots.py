@@ -41,7 +41,7 @@ def plot_amplification(
 ) -> str:
     """Left: corr_log[a, b] heatmap. Right: energy of layer a's eigenvectors under the last layer's metric."""
     plt = _pyplot()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     im = ax0.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
     ax0.set_xticks(range(len(layers)), layers, rotation=90)
     ax0.set_yticks(range(len(layers)), layers)
