@@ -24,10 +24,10 @@ def _summary_lines(reduced: dict) -> list[str]:
             lines.append("  global metric, top eigenvalues: " + ", ".join(f"{v:.4g}" for v in g["top_eigvals"]))
         a = s.get("anisotropy", {})
         if "global" in a:
-            lines.append("  eigenvalues holding 99% / 99.9% / 99.99% / 99.999% of the mean spectrum: "
+            lines.append("  anisotropy: eigenvalues holding 99% / 99.9% / 99.99% / 99.999% of the global metric: "
                          + " / ".join(str(c) for c in a["global"]))
         if "points_median" in a:
-            lines.append("  per code (median): " + " / ".join(f"{c:g}" for c in a["points_median"]))
+            lines.append("  the same per code (median): " + " / ".join(f"{c:g}" for c in a["points_median"]))
         h = s.get("homogeneity", {})
         if "log_mean" in h:
             lines.append(f"  homogeneity, log scale: {h['log_mean']:.3f} ± {h['log_std']:.3f}; "
