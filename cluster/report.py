@@ -289,12 +289,13 @@ def _generator(ctx: dict, model: str, space: str):
     """The run's generator, loaded once per (model, space) from the spec's options; or a reason string."""
     key = (model, space)
     if key not in ctx["generators"]:
+        from cluster.store import default_label
         from geometry_core.generators import load_generator
 
         spec = ctx["spec"] if isinstance(ctx["spec"], dict) else {}
         # Groups are named by the spec entry's label (e.g. a shuffled control), which defaults to its name.
-        entries = [e for e in spec.get("generators") or [] if isinstance(e, dict)
-                   and (e.get("label") or e.get("name")) == model]
+        entries = [e for e in spec.get("generators") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
+                   and (e.get("label") or default_label(e["name"], e.get("options") or {})) == model]
         options = dict(entries[0].get("options") or {}) if entries else {}
         name = entries[0].get("name", model) if entries else model
         if space:

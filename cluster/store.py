@@ -29,7 +29,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
-__all__ = ["ARRAYS", "GroupPlan", "RunExistsError", "RunStore", "safe_name"]
+__all__ = ["ARRAYS", "GroupPlan", "RunExistsError", "RunStore", "default_label", "safe_name"]
 
 # name -> (dimension names, trailing shape from D, stored when)
 ARRAYS = {
@@ -48,6 +48,12 @@ _CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
 
 class RunExistsError(StoreError):
     """A run of that name exists with a different spec."""
+
+
+def default_label(name: str, options: dict) -> str:
+    """A generator's group name in the store: its name, marked when its weights are shuffled."""
+    seed = options.get("shuffle_seed")
+    return f"{name}-shuffled{seed}" if seed is not None else name
 
 
 def safe_name(target: str) -> str:

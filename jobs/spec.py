@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from cluster.store import default_label
 from geometry_core.errors import GeometryError
 
 __all__ = [
@@ -99,7 +100,9 @@ class SweepSpec:
             "name": self.name,
             "store": self.store,
             "generators": [
-                {"name": g.name, "label": g.label, "spaces": list(g.spaces), "options": dict(g.options)}
+                {"name": g.name, "spaces": list(g.spaces), "options": dict(g.options),
+                 # a default label is implied, so runs made before labels existed keep their identity
+                 **({"label": g.label} if g.label != default_label(g.name, g.options) else {})}
                 for g in self.generators
             ],
             "targets": list(self.targets),
@@ -180,8 +183,7 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
             problems.append(f"{where}.options: expected a mapping of loader options, got {options!r}")
             options = {}
-        seed = options.get("shuffle_seed")
-        label = g.get("label") or (f"{name}-shuffled{seed}" if seed is not None else name)
+        label = g.get("label") or default_label(name, options)
         if not isinstance(label, str) or not _NAME_RE.match(label):
             problems.append(f"{where}.label: expected a group name, got {label!r}")
             label = name
