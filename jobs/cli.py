@@ -43,11 +43,12 @@ def _err(cmd: str, message: object) -> int:
     return 2
 
 
-def _store_args(p: argparse.ArgumentParser) -> None:
+def store_args(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """``--store`` and ``--s3-endpoint``, shared by every command that opens a store."""
     from cluster.storage import DEFAULT_STORE
 
-    p.add_argument("--store", default=None, help=f"store URL: a directory or s3://bucket/prefix "
-                                                 f"(run: the spec's store; else {DEFAULT_STORE})")
+    where = f"default {default}" if default else f"run: the spec's store; else {DEFAULT_STORE}"
+    p.add_argument("--store", default=default, help=f"store URL: a directory or s3://bucket/prefix ({where})")
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
 
 
@@ -197,29 +198,29 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _add_core(sub) -> None:
     p = sub.add_parser("run", help="run a sweep spec (embedded Ray unless --address)")
     p.add_argument("spec", help="YAML sweep spec")
-    _store_args(p)
+    store_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("resume", help="finish a run: recompute only chunks without a done entry")
     p.add_argument("run")
-    _store_args(p)
+    store_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_resume)
     p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON); "
                                       "with --address, a submitted Ray job's status")
     p.add_argument("run", help="run name, or with --address the job id `gangeo submit` printed")
-    _store_args(p)
+    store_args(p)
     p.add_argument("--address", default=None, help="Ray job server, e.g. http://HEAD:8265: follow a job")
     p.add_argument("--follow", action="store_true", help="with --address: stream the job's logs until it ends")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("ls", help="runs in a store (JSON)")
-    _store_args(p)
+    store_args(p)
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("query", help="read an array of a run")
     p.add_argument("run")
-    _store_args(p)
+    store_args(p)
     p.add_argument("--generator", default=None)
     p.add_argument("--space", default=None)
     p.add_argument("--target", default=None, help="distance or layer:<name>")

@@ -22,11 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``reduce RUN [--store URL] [--s3-endpoint URL] [--address ADDR] [--tile N] [--no-ray]``."""
     from cluster.reduce import DEFAULT_TILE
     from cluster.storage import DEFAULT_STORE
+    from jobs.cli import store_args
 
     p = subparsers.add_parser("reduce", help="global metric, homogeneity and anisotropy of a run, from the store")
     p.add_argument("run", help="run name in the store")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
-    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    store_args(p, default=DEFAULT_STORE)
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")

@@ -21,11 +21,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``report RUN [--store URL] [--s3-endpoint URL] [--out DIR] [--no-traversals] [--quiet]``."""
     from cluster.report import DEFAULT_REPORT_DIR
     from cluster.storage import DEFAULT_STORE
+    from jobs.cli import store_args
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a run (figures also as PNG files)")
     p.add_argument("run", help="run name in the store")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"store URL (default {DEFAULT_STORE})")
-    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    store_args(p, default=DEFAULT_STORE)
     p.add_argument("--out", default=None, help=f"output directory (default {DEFAULT_REPORT_DIR}/RUN)")
     p.add_argument("--no-traversals", action="store_true",
                    help="skip traversal grids (they load the run's generator here)")

@@ -23,11 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``verify`` on a ``gangeo`` subparsers object."""
     from cluster.storage import DEFAULT_STORE
     from cluster.verify import DEFAULT_RTOL
+    from jobs.cli import store_args
 
     p = subparsers.add_parser("verify", help="check every chunk of a run: data, done markers, checksums, PSD")
     p.add_argument("run")
-    p.add_argument("--store", default=None, help=f"store URL (default {DEFAULT_STORE})")
-    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
+    store_args(p, default=DEFAULT_STORE)
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
                    help=f"tolerance relative to each chunk's scale (default {DEFAULT_RTOL})")
     p.add_argument("--group", action="append", default=None, help="only this group key (repeatable)")
