@@ -82,7 +82,7 @@ class ScheduleBook:
         self._group.attrs["schedules"] = entries
 
     def add(self, name: str, cron: str, spec: dict, address: str, *, store: str | None,
-            now: datetime) -> dict:
+            now: datetime, s3_endpoint: str | None = None) -> dict:
         """Add (or replace) a schedule; its first fire time is the first after ``now``."""
         from croniter import croniter
 
@@ -92,7 +92,7 @@ class ScheduleBook:
             raise ScheduleError(f"--cron: expected a 5-field cron expression, got {cron!r}")
         entries = self._read()
         entries[name] = {"cron": cron, "spec": spec, "address": address, "store": store,
-                         "since": _iso(now), "last_fire": None, "last_job": None, "missed": 0}
+                         "s3_endpoint": s3_endpoint, "since": _iso(now), "last_fire": None, "last_job": None, "missed": 0}
         self._write(entries)
         return entries[name]
 
@@ -162,7 +162,8 @@ def submit_entry(entry: dict, sid: str) -> str:
         path = Path(tmp, "spec.yaml")
         path.write_text(yaml.safe_dump(entry["spec"], sort_keys=False))
         try:
-            return submit_spec(path, entry["address"], store=entry.get("store"), submission_id=sid)
+            return submit_spec(path, entry["address"], store=entry.get("store"),
+                               s3_endpoint=entry.get("s3_endpoint"), submission_id=sid)
         except SubmitError as exc:
             if "already exists" in str(exc):
                 return sid
@@ -206,7 +207,9 @@ def _cmd(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             spec = load_spec(args.spec).to_dict()
-            out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args))
+            # No --store: the jobs write to the spec's own store (the schedules live in the default one).
+            out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args),
+                                  s3_endpoint=args.s3_endpoint)
         elif args.action == "list":
             out = _book(args).list()
         elif args.action == "remove":
@@ -236,7 +239,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     acts = p.add_subparsers(dest="action", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--store", default=DEFAULT_STORE, help="results store holding the schedules")
+        # Default None, not DEFAULT_STORE: `add` records an explicit --store as the jobs' store,
+        # while the schedules themselves then live in the default store.
+        sp.add_argument("--store", default=None,
+                        help=f"store holding the schedules, and the jobs' store (default {DEFAULT_STORE}; "
+                             "jobs then use their spec's store)")
         sp.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
         sp.set_defaults(func=_cmd)
 

@@ -290,3 +290,22 @@ def test_submit_end_to_end_on_a_real_ray_head(ray_head, tmp_path, capsys):
     # Same float32 computation in another process: equal to float32 round-off of the top eigenvalues.
     np.testing.assert_allclose(target["eigvals"][:, :5], want[:, :5].numpy(), rtol=1e-4)
     assert "global_eigvals" in set(target["reduce"].array_keys())
+
+
+def test_schedule_add_keeps_the_specs_store_and_passes_the_endpoint(tmp_path, monkeypatch, capsys):
+    import jobs.submit
+    from jobs.cli import main
+    from jobs.schedule import submit_entry
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s3run\nstore: s3://bucket/runs\ngenerators: [dcgan-faces]\ntargets: [mse]\n"
+                    "codes: {n: 2, seed: 0}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["schedule", "add", "nightly", "--cron", "0 3 * * *", "--spec", str(spec),
+                 "--address", "http://127.0.0.1:8265", "--s3-endpoint", "http://127.0.0.1:9000"]) == 0
+    entry = json.loads(capsys.readouterr().out)
+    assert entry["store"] is None  # no --store: the job writes where the spec says, not ./gangeo-results
+    calls = []
+    monkeypatch.setattr(jobs.submit, "submit_spec", lambda path, address, **kw: calls.append(kw) or "job")
+    assert submit_entry(entry, "nightly-1") == "job"
+    assert calls == [{"store": None, "s3_endpoint": "http://127.0.0.1:9000", "submission_id": "nightly-1"}]
