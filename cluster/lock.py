@@ -93,9 +93,6 @@ class _Local:
         os.replace(tmp, self.path)
         return self.read()[0] == body
 
-    def put(self, body: bytes) -> None:
-        self.replace(body, None)
-
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
         try:
@@ -147,9 +144,6 @@ class _S3:
 
     def replace(self, body: bytes, tag: str | None) -> bool:
         return self._conditional(Key=self.key, Body=body, IfMatch=tag) if tag else self.create(body)
-
-    def put(self, body: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body)
 
     def delete(self) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key)
@@ -218,9 +212,12 @@ class RunLock:
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):
             try:
-                if (_decode(self._backend.read()[0]) or {}).get("owner") != self.owner:
+                raw, tag = self._backend.read()
+                if (_decode(raw) or {}).get("owner") != self.owner:
                     return  # taken over: never overwrite another owner's lock
-                self._backend.put(self._record())
+                # Conditional on what was just read (If-Match on S3), so a takeover between
+                # the read and the write is never overwritten.
+                self._backend.replace(self._record(), tag)
             except Exception:  # a missed heartbeat is retried at the next beat
                 continue
 
