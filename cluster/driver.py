@@ -24,13 +24,13 @@ from .storage import StoreError, check_store, parse_store_url, store_env
 from .store import GroupPlan, RunStore
 from .worker import FAULT_ENV, SweepWorker, chunk_task, worker_options
 
-__all__ = ["plan_groups", "resume_sweep", "run_sweep"]
+__all__ = ["init_ray", "plan_groups", "resume_sweep", "run_sweep"]
 
 MAX_ATTEMPTS = 3
 _PER_WORKER_IN_FLIGHT = 2  # one computing, one queued: no idle gap between chunks
 
 
-def _init_ray(address: str | None, env: dict) -> bool:
+def init_ray(address: str | None, env: dict) -> bool:
     """Connect to Ray (embedded unless ``address``); True if this call started it."""
     import ray
 
@@ -249,7 +249,7 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
     spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
     _precheck(spec, s3_endpoint)
     env = _worker_env(s3_endpoint)
-    started_ray = _init_ray(address, env)
+    started_ray = init_ray(address, env)
     pool = lock = None
     try:
         pool = _Pool(spec, _n_workers(spec), env, s3_endpoint)

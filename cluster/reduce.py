@@ -409,12 +409,9 @@ def reduce_run(
     chosen = tuple(reducers) if reducers is not None else _spec_reducers(run_group)
     started = False
     if use_ray:
-        import ray
+        from cluster.driver import init_ray
 
-        if not ray.is_initialized():
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": store_env(s3_endpoint)})
-            started = True
+        started = init_ray(address, store_env(s3_endpoint))
     try:
         return {path: reduce_group(run_group[path], reducers=chosen, tile=tile, use_ray=use_ray,
                                    progress=progress)
