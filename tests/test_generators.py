@@ -365,3 +365,16 @@ def test_dcgan_faces_loads():
     with torch.no_grad():
         x = G(z)
     assert x.shape == (2, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+
+
+def test_dcgan_faces_bad_weight_files_are_one_clear_error(tmp_path):
+    from geometry_core.generators.dcgan_faces import load_dcgan_faces
+
+    corrupt = tmp_path / "corrupt.tar"
+    corrupt.write_bytes(b"junk")
+    wrong = tmp_path / "wrong.tar"
+    torch.save({"netG_state_dict": {"x": torch.zeros(2)}}, wrong)
+    with pytest.raises(GeometryError, match="not a readable torch checkpoint"):
+        load_dcgan_faces(weights=corrupt)
+    with pytest.raises(GeometryError, match="missing key"):
+        load_dcgan_faces(weights=wrong)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def safe_load(path: str | Path, *, what: str = "checkpoint", safe_globals: Itera
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint (corrupted?)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as err:  # struct: short/garbled files
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {first}") from None
 

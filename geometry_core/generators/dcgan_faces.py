@@ -16,6 +16,8 @@ from torch import nn
 
 from ..errors import GeometryError, MissingWeightsError
 from .base import Generator
+from .checkpoint import load_state_dict_strict, safe_load
+from .module import no_inplace_activations
 
 __all__ = ["DCGAN_FACES_LAYERS", "load_dcgan_faces"]
 
@@ -72,15 +74,13 @@ def load_dcgan_faces(
         ) from None
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise GeometryError(f"dcgan-faces: dtype must be a floating torch.dtype, got {dtype!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    # The shared loaders turn a corrupt file or a mismatched state dict into one GeometryError line.
+    state = safe_load(path, what="dcgan-faces weights")
     if not isinstance(state, dict) or "netG_state_dict" not in state:
         raise GeometryError(f"dcgan-faces: {path} has no 'netG_state_dict' entry")
     net = DCGAN(ngpu=0, nc=3, nz=_LATENT_DIM, ngf=64)
-    net.load_state_dict(state["netG_state_dict"])
-    for m in net.modules():
-        # In-place ReLU would overwrite tensors that hooks and double backward keep.
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
+    load_state_dict_strict(net, state["netG_state_dict"], what=f"dcgan-faces weights {path}")
+    no_inplace_activations(net)
     G = Generator(
         _LatentToImage(net), _LATENT_DIM, name="dcgan-faces", layer_names=list(DCGAN_FACES_LAYERS)
     )
