@@ -113,7 +113,13 @@ def jacobian(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chun
         out = f(zi.unsqueeze(0))
         return tuple(o[0] for o in out) if isinstance(out, tuple) else out[0]
 
-    jac = torch.func.jacfwd(one, chunk_size=chunk_size) if chunk_size else torch.func.jacfwd(one)
+    def chunked(zi: torch.Tensor):
+        # jacfwd has no chunk_size: push the tangent basis forward chunk_size columns at a time.
+        eye = torch.eye(zi.shape[0], dtype=zi.dtype, device=zi.device)
+        cols = torch.func.vmap(lambda t: torch.func.jvp(one, (zi,), (t,))[1], chunk_size=chunk_size)(eye)
+        return tuple(c.movedim(0, -1) for c in cols) if isinstance(cols, tuple) else cols.movedim(0, -1)
+
+    jac = chunked if chunk_size else torch.func.jacfwd(one)
     per_point = [jac(zi) for zi in zs]
     if isinstance(per_point[0], tuple):
         out = tuple(torch.stack(parts) for parts in zip(*per_point))

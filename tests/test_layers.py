@@ -126,3 +126,15 @@ def test_dcgan_layers_amplify_each_other_and_plot(dcgan, tmp_path):
     path = plot_amplification(amp, tmp_path / "amp.png")
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_jacobian_chunked_equals_unchunked():
+    from geometry_core.layers import jacobian
+
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    z = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    f = lambda x: (torch.tanh(x @ A.T), x**2)  # noqa: E731
+    whole, chunked = jacobian(f, z), jacobian(f, z, chunk_size=2)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-14)  # same jvps, grouped differently
