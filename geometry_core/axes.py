@@ -65,8 +65,8 @@ def traverse(z: torch.Tensor, directions: torch.Tensor, steps: torch.Tensor, *, 
         raise GeometryError(f"expected z (D,) and directions (K, D), got {tuple(z.shape)} and {tuple(directions.shape)}")
     if steps.ndim != 2 or steps.shape[0] != directions.shape[0]:
         raise GeometryError(f"expected steps (K={directions.shape[0]}, S), got {tuple(steps.shape)}")
-    v = directions.to(z.dtype) / directions.to(z.dtype).norm(dim=1, keepdim=True)
-    t = steps.to(z.dtype).unsqueeze(-1)  # (K, S, 1)
+    v = directions.to(z) / directions.to(z).norm(dim=1, keepdim=True)  # z's dtype and device
+    t = steps.to(z).unsqueeze(-1)  # (K, S, 1)
     if mode == "linear":
         return z + t * v.unsqueeze(1)
     r = z.norm()
