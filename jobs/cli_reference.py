@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from unittest import mock
 
 __all__ = ["BEGIN", "END", "reference", "write_into"]
 
@@ -27,8 +28,11 @@ def reference() -> str:
     """Markdown: one usage block per command, in the parser's order, with its help line."""
     from jobs.cli import build_parser
 
-    os.environ["COLUMNS"] = "100"  # stable wrapping of usage lines
-    parser, _ = build_parser()
+    with mock.patch.dict(os.environ, {"COLUMNS": "100"}):  # stable wrapping, not left behind
+        return _reference(build_parser()[0])
+
+
+def _reference(parser: argparse.ArgumentParser) -> str:
     helps = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
