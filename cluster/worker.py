@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .lock import _pid_alive
 from .retry import retry_call
 from .store import RunStore
 
@@ -143,11 +144,11 @@ def _check_driver(task: dict) -> None:
     if driver.get("host") != socket.gethostname():
         return
     try:
-        os.kill(int(driver["pid"]), 0)
-    except ProcessLookupError:
-        raise RuntimeError(f"driver pid {driver['pid']} is gone; chunk {task['chunk']} not written") from None
-    except (PermissionError, KeyError, ValueError):
-        pass
+        pid = int(driver["pid"])
+    except (KeyError, TypeError, ValueError):
+        return
+    if not _pid_alive(pid):
+        raise RuntimeError(f"driver pid {pid} is gone; chunk {task['chunk']} not written")
 
 
 def _maybe_crash(chunk_index: int) -> None:
