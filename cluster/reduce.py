@@ -35,6 +35,7 @@ import torch
 import zarr
 
 from geometry_core.errors import GeometryError
+from geometry_core.spectrum import FRACTIONS
 
 __all__ = [
     "DEFAULT_TILE",
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 DEFAULT_TILE = 64
-FRACTIONS = (0.99, 0.999, 0.9999, 0.99999)
 REDUCERS = ("global", "homogeneity", "anisotropy")
 # Chunks of the sweep summed by one partial-sum task (the leaves of the tree).
 _CHUNKS_PER_LEAF = 4

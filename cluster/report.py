@@ -34,13 +34,13 @@ from typing import Callable
 import numpy as np
 
 from geometry_core.errors import GeometryError
+from geometry_core.spectrum import FRACTIONS
 
 from . import report_figures as figs
 
 __all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "build_report", "traversal_steps"]
 
 DEFAULT_REPORT_DIR = "gangeo-reports"
-FRACTIONS = (0.99, 0.999, 0.9999, 0.99999)
 # Traversal grid: rows (top eigenvectors of the global metric) and columns (steps).
 _TRAVERSE_TOPK = 5
 _TRAVERSE_STEPS = 7

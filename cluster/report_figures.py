@@ -12,7 +12,10 @@ can embed them as data URIs and write the same bytes beside the HTML file.
 from __future__ import annotations
 
 import io
+
 import numpy as np
+
+from geometry_core.plots import _pyplot  # one Agg set-up for the library and the report
 
 __all__ = [
     "global_spectrum_png",
@@ -24,16 +27,6 @@ __all__ = [
 # Eigenvalues are clipped here before a log axis: exact zeros (null space) and
 # round-off negatives have no logarithm.
 _FLOOR = 1e-30
-
-
-def _pyplot():
-    # Agg: reports are built on headless cluster nodes; imported lazily.
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _png(fig) -> bytes:

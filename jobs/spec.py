@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from cluster.storage import DEFAULT_STORE
 from cluster.store import default_label
 from geometry_core.errors import GeometryError
 
@@ -38,7 +39,7 @@ DEFAULT_SPACE = "default"
 ALL_LAYERS = "layers:all"
 # One source of defaults for the Python API and the CLI.
 DEFAULTS: dict[str, Any] = {
-    "store": "./gangeo-results",
+    "store": DEFAULT_STORE,
     "codes": {"n": 64, "seed": 0},
     "method": "exact",
     "topk": None,
