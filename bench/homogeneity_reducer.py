@@ -112,7 +112,9 @@ def main() -> None:
         if args.ray:
             import ray
 
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            from cluster.ray_runtime import init_ray
+
+            init_ray(None, {}, num_cpus=2)
             reduce_group(g, reducers=("homogeneity",), tile=args.tile, use_ray=True)  # warm the workers
             t0 = time.perf_counter()
             reduce_group(g, reducers=("homogeneity",), tile=args.tile, use_ray=True)

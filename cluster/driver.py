@@ -20,33 +20,16 @@ import os
 import sys
 import time
 
+from .ray_runtime import init_ray
 from .storage import StoreError, check_store, parse_store_url, store_env
 from .store import GroupPlan, RunStore
+from .trust import gate_stored_spec
 from .worker import FAULT_ENV, SweepWorker, chunk_task, worker_options
 
-__all__ = ["init_ray", "plan_groups", "resume_sweep", "run_sweep"]
+__all__ = ["plan_groups", "resume_sweep", "run_sweep"]
 
 MAX_ATTEMPTS = 3
 _PER_WORKER_IN_FLIGHT = 2  # one computing, one queued: no idle gap between chunks
-
-
-def init_ray(address: str | None, env: dict) -> bool:
-    """Connect to Ray (embedded unless ``address``); True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs = {"log_to_driver": False, "logging_level": "ERROR"}
-    # Inside a Ray job the job's runtime_env already reaches the workers, and Ray refuses
-    # to merge a second one that sets the same variables; workers get the endpoint explicitly.
-    if env and not os.environ.get("RAY_JOB_ID"):
-        kwargs["runtime_env"] = {"env_vars": env}
-    # No dashboard: an embedded Ray must not open a web server on the machine's interfaces.
-    if address:
-        ray.init(address=address, include_dashboard=False, **kwargs)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
-    return True
 
 
 def _n_workers(spec) -> int:
@@ -302,13 +285,18 @@ def _reduce(rs: RunStore, spec, progress: bool = False) -> dict | None:
 
 
 def resume_sweep(run: str, *, store: str | None = None, address: str | None = None,
-                 s3_endpoint: str | None = None, progress: bool = True) -> dict:
-    """Finish run ``run`` from the spec stored in its attributes (only chunks without done)."""
+                 s3_endpoint: str | None = None, progress: bool = True, allow_import: bool = False) -> dict:
+    """Finish run ``run`` from the spec stored in its attributes (only chunks without done).
+
+    The stored spec is validated like a spec file; an import path in it runs only
+    with ``allow_import=True`` from the caller (:mod:`cluster.trust`).
+    """
     from jobs.spec import parse_spec
 
     rs = RunStore(store, s3_endpoint=s3_endpoint, create=False)
     raw = rs.attrs(run).get("spec")
     if not isinstance(raw, dict):
         raise StoreError(f"run {run!r} in {rs.url} has no stored spec to resume from")
+    raw = gate_stored_spec(raw, run=run, allow_import=allow_import)
     return run_sweep(parse_spec(raw), address=address, store=rs.url, s3_endpoint=s3_endpoint,
                      progress=progress)

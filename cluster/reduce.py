@@ -409,7 +409,7 @@ def reduce_run(
     chosen = tuple(reducers) if reducers is not None else _spec_reducers(run_group)
     started = False
     if use_ray:
-        from cluster.driver import init_ray
+        from cluster.ray_runtime import init_ray
 
         started = init_ray(address, store_env(s3_endpoint))
     try:

@@ -285,6 +285,18 @@ def traversal_steps(
     return edge[:, None] * np.linspace(-1.0, 1.0, n_steps)[None, :]
 
 
+def _trusted_spec(raw: object, run: str, allow_import: bool) -> dict:
+    """The stored spec, validated as a spec file and gated for imports, before any generator loads."""
+    if raw is None:
+        return {}
+    from jobs.spec import parse_spec
+
+    from .trust import gate_stored_spec
+
+    parse_spec(raw)  # SpecError (a GeometryError) names every problem
+    return gate_stored_spec(raw, run=run, allow_import=allow_import)
+
+
 def _generator(ctx: dict, model: str, space: str):
     """The run's generator, loaded once per (model, space) from the spec's options; or a reason string."""
     key = (model, space)
@@ -464,13 +476,16 @@ def build_report(
     s3_endpoint: str | None = None,
     progress: bool = True,
     traversals: bool = True,
+    allow_import: bool = False,
 ) -> Path:
     """Write ``<out_dir>/<run>.html`` (self-contained) and its figures as PNGs; return the HTML path.
 
     ``url``: the store (local directory or ``s3://bucket/prefix``). ``out_dir``:
     default ``gangeo-reports/<run>``. ``progress``: a tqdm bar on stderr over the
     figures (shown only on a terminal). ``traversals``: render traversal grids
-    (loads the run's generator here). Nothing is written when the run cannot be read.
+    (loads the run's generator here, from the stored spec validated as a spec file;
+    an import path in it needs ``allow_import=True``, see :mod:`cluster.trust`).
+    Nothing is written when the run cannot be read or its spec is refused.
     """
     from .storage import open_root
 
@@ -483,7 +498,8 @@ def build_report(
     if not groups:
         raise GeometryError(f"run {run!r} has no target group with a done array")
     doc = _Doc()
-    ctx = {"spec": attrs.get("spec") or {}, "generators": {}, "traversals": traversals}
+    ctx = {"spec": _trusted_spec(attrs.get("spec"), run, allow_import) if traversals else {},
+           "generators": {}, "traversals": traversals}
     doc.add("<nav><ul>" + "".join(f'<li><a href="#{_esc(_slug(g.key))}">{_esc(g.key)}</a></li>'
                                   for g in groups) + "</ul></nav>")
     for g in groups:

@@ -52,6 +52,12 @@ def store_args(p: argparse.ArgumentParser, *, default: str | None = None) -> Non
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
 
 
+def allow_import_arg(p: argparse.ArgumentParser) -> None:
+    """``--allow-import``: the only way a spec read from a store may import code (cluster.trust)."""
+    p.add_argument("--allow-import", action="store_true",
+                   help="trust import paths (arch=) in the run's stored spec; a store never decides this itself")
+
+
 def _print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -78,7 +84,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from cluster.storage import StoreError
 
     return _sweep("resume", lambda: resume_sweep(args.run, store=args.store, address=args.address,
-                                                  s3_endpoint=args.s3_endpoint, progress=not args.quiet),
+                                                  s3_endpoint=args.s3_endpoint, progress=not args.quiet,
+                                                  allow_import=args.allow_import),
                   StoreError)
 
 
@@ -207,6 +214,7 @@ def _add_core(sub) -> None:
     store_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    allow_import_arg(p)
     p.set_defaults(func=cmd_resume)
     p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON); "
                                       "with --address, a submitted Ray job's status")

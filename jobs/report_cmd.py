@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``report RUN [--store URL] [--s3-endpoint URL] [--out DIR] [--no-traversals] [--quiet]``."""
     from cluster.report import DEFAULT_REPORT_DIR
     from cluster.storage import DEFAULT_STORE
-    from jobs.cli import store_args
+    from jobs.cli import allow_import_arg, store_args
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a run (figures also as PNG files)")
     p.add_argument("run", help="run name in the store")
@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-traversals", action="store_true",
                    help="skip traversal grids (they load the run's generator here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    allow_import_arg(p)
     p.set_defaults(func=run_report)
     return p
 
@@ -41,7 +42,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
-                            progress=not args.quiet, traversals=not args.no_traversals)
+                            progress=not args.quiet, traversals=not args.no_traversals,
+                            allow_import=args.allow_import)
     except (StoreError, ValueError) as exc:
         print(f"gangeo report: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -11,13 +11,11 @@ __all__ = ["ray_local", "start_embedded_ray"]
 
 
 def start_embedded_ray() -> None:
-    """The tests' embedded Ray: 2 CPUs, no dashboard, quiet."""
-    import ray
-
+    """The tests' embedded Ray: the product's own start-up (loopback only), 2 CPUs, quiet."""
+    from cluster.ray_runtime import init_ray
     from cluster.storage import store_env
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR", runtime_env={"env_vars": store_env()})
+    init_ray(None, store_env(), num_cpus=2)
 
 
 @pytest.fixture(scope="session")

@@ -83,9 +83,9 @@ def _assert_matches_memory(red: zarr.Group, h: torch.Tensor, rows: np.ndarray | 
 def ray_local(s3_server):  # noqa: F811  (started first: Ray's workers inherit its AWS_* variables)
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from cluster.ray_runtime import init_ray
+
+    started = init_ray(None, {}, num_cpus=2)
     yield ray
     if started:
         ray.shutdown()

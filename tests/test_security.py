@@ -68,12 +68,8 @@ def test_user_named_import_only_with_opt_in():
     assert gc.load_generator("module", **opts, allow_import=True).latent_dim == 12
 
 
-def test_ray_and_servers_bind_to_loopback():
-    calls = list(_calls("ray", "init"))
-    assert calls
-    for f, line, kw in calls:
-        local_dashboard = _const(kw.get("include_dashboard")) is False or _const(kw.get("dashboard_host")) == "127.0.0.1"
-        assert local_dashboard, f"{f}:{line}: ray.init must pass include_dashboard=False or dashboard_host='127.0.0.1'"
+def test_no_source_binds_every_interface():
+    # Where Ray's processes really listen is measured in test_trust.py.
     for path in SOURCES:
         assert "0.0.0.0" not in path.read_text(), f"{path}: binds to every interface"
 

@@ -218,10 +218,11 @@ def ray_head(tmp_path, monkeypatch):
 
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     temp = Path("/tmp") / f"gangeo-rayhead-{os.getpid()}"  # Ray's socket paths must stay short
     cmd = [str(Path(bindir, "ray")), "start", "--head", "--block", "--port=0", "--num-cpus=2",
+           "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", "--dashboard-port=0", f"--temp-dir={temp}",
            # The tests' embedded Ray already holds the default agent port (52365): without a
            # port of its own this head's job agent never starts ("No available agent").

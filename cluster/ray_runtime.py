@@ -1,0 +1,81 @@
+"""Ray start-up, for the driver and the reducers alike.
+
+Embedded (no address): a single-node Ray whose every process listens on
+127.0.0.1 only, on ports the system picks, since Ray's endpoints have no
+authentication. An existing cluster (``address``) is used as its operators
+configured it. What binds where is listed in ARCHITECTURE.md, "Trust".
+
+Example::
+
+    started = init_ray(None, store_env())     # embedded, loopback only
+    ...
+    if started:
+        ray.shutdown()
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+__all__ = ["LOOPBACK", "RayStartError", "init_ray"]
+
+LOOPBACK = "127.0.0.1"
+
+# Read by Ray's processes when they start. The first makes Ray take the loopback
+# address as the node's address, so GCS, raylet, workers and agents bind to it
+# rather than to every interface; the metric exporters otherwise take fixed ports.
+_EMBEDDED_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "AUTOSCALER_METRIC_PORT": "0",
+    "DASHBOARD_METRIC_PORT": "0",
+}
+
+
+class RayStartError(RuntimeError):
+    """Ray could not be started as required (one line)."""
+
+
+@contextmanager
+def _embedded_environment():
+    """Ray's start-up settings for this process and the processes it starts, then restored."""
+    from ray._private import ray_constants
+
+    saved_env = {k: os.environ.get(k) for k in _EMBEDDED_ENV}
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update({k: v for k, v in _EMBEDDED_ENV.items() if saved_env[k] is None})
+    # The driver read this flag when ray was imported; its children read the variable above.
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def init_ray(address: str | None, env: dict, *, num_cpus: int | None = None) -> bool:
+    """Connect to Ray (embedded on loopback unless ``address``); True if this call started it.
+
+    ``env`` reaches the workers through the runtime_env, except inside a Ray job,
+    whose own runtime_env already does and which Ray refuses to merge with a second.
+    Raises :class:`RayStartError` if an embedded Ray did not come up on loopback.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = {"log_to_driver": False, "logging_level": "ERROR", "include_dashboard": False}
+    if env and not os.environ.get("RAY_JOB_ID"):
+        kwargs["runtime_env"] = {"env_vars": env}
+    if address:
+        ray.init(address=address, **kwargs)
+        return True
+    with _embedded_environment():
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:  # fail closed: never leave an unauthenticated Ray on the network
+        ray.shutdown()
+        raise RayStartError(f"embedded Ray came up on {node_ip}, not {LOOPBACK}; refusing to run")
+    return True
