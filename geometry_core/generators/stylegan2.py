@@ -34,8 +34,9 @@ from ..errors import GeometryError
 from .base import Generator
 from .checkpoint import load_state_dict_strict, safe_load
 from .module import check_output, import_arch, no_inplace_activations
+from .stylegan2_builtin import build_stylegan2
 
-__all__ = ["StyleGAN2Space", "load_stylegan2"]
+__all__ = ["StyleGAN2Space", "build_stylegan2", "load_stylegan2"]
 
 SPACES = ("z", "w")
 _NOISE_KEY = r"noises\.noise_\d+"
