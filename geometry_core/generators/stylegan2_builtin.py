@@ -16,14 +16,17 @@ Noise is fixed (the per-layer ``noise`` buffers), so G is deterministic.
 from __future__ import annotations
 
 import copy
+import zipfile
+from pathlib import Path
 
 import torch
 
 from ..errors import GeometryError
 from .base import Generator
+from .module import check_output
 from .stylegan2_arch import StyleGAN2Config, StyleGAN2Net
 
-__all__ = ["SPACES", "StyleGAN2", "build_stylegan2", "make_generator"]
+__all__ = ["SPACES", "StyleGAN2", "build_stylegan2", "check_space", "load_builtin", "load_builtin_state", "make_generator"]
 
 SPACES = ("z", "w", "w+")
 # Codes averaged through the mapping network when a checkpoint has no latent_avg.
@@ -36,7 +39,7 @@ class StyleGAN2(StyleGAN2Net):
     def __init__(self, cfg: StyleGAN2Config, space: str, truncation: float = 1.0, clamp: bool = True):
         super().__init__(cfg)
         self.space, self.truncation, self.clamp = space, float(truncation), clamp
-        self.register_buffer("latent_avg", torch.zeros(cfg.style_dim))
+        self.register_buffer("latent_avg", torch.zeros(cfg.style_dim), persistent=False)
 
     @property
     def latent_dim(self) -> int:
@@ -91,6 +94,33 @@ def check_space(space: str, truncation: object) -> None:
         raise GeometryError(f"stylegan2: truncation must be in (0, 1], got {truncation!r}")
 
 
+def load_builtin_state(net: StyleGAN2, state: dict, *, what: str, key_name=lambda n: n, noise_seed: int = 0) -> None:
+    """Copy ``state`` (built-in names) into ``net``; missing noise buffers are drawn from ``noise_seed``.
+
+    Errors name the checkpoint's own key (``key_name`` maps a built-in name back).
+    """
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    absent = [k for k in missing if not k.endswith(".noise")]
+    if absent:
+        raise GeometryError(f"{what}: missing key {key_name(absent[0])!r} ({len(absent)} missing in all)")
+    for key, value in state.items():
+        if key not in own:
+            raise GeometryError(f"{what}: unexpected key {key_name(key)!r} for this architecture")
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise GeometryError(
+                f"{what}: {key_name(key)!r} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
+        if not value.is_floating_point():
+            raise GeometryError(f"{what}: {key_name(key)!r} has dtype {value.dtype}, expected floating point")
+    gen = torch.Generator().manual_seed(noise_seed)
+    with torch.no_grad():
+        for key in missing:  # older checkpoints lack the noise; forward order keeps draws stable
+            own[key].copy_(torch.randn(own[key].shape, generator=gen, dtype=torch.float64))
+        for key, value in state.items():
+            own[key].copy_(value)
+
+
 def make_generator(net: StyleGAN2, *, name: str = "stylegan2") -> Generator:
     """Freeze ``net`` into a :class:`Generator` named ``{name}/{space}``."""
     net.eval()
@@ -136,3 +166,50 @@ def build_stylegan2(
                 p.mul_(0.2)  # keeps the summed RGB outputs mostly inside [-1, 1] (std ~0.4 at 256 px)
     net.set_mean_latent(seed)
     return make_generator(net, name="stylegan2-random")
+
+
+def _read_weights(weights: str | Path):
+    """(config, built-in state, latent_avg or None, checkpoint name of a built-in key) of a file."""
+    path = Path(weights).expanduser()
+    if path.suffix == ".pkl" and path.is_file() and not zipfile.is_zipfile(path):
+        from .stylegan2_nvidia import read_nvidia_pkl  # lazy: only NVIDIA pickles need it
+
+        return read_nvidia_pkl(path)
+    from .stylegan2_rosinality import convert_rosinality, read_rosinality, rosinality_name
+
+    state, avg = read_rosinality(path)
+    cfg, converted = convert_rosinality(state)
+    return cfg, converted, avg, rosinality_name
+
+
+def _check_expected(cfg: StyleGAN2Config, expected: dict) -> None:
+    from .stylegan2_rosinality import channel_multiplier_of
+
+    found = dict(size=cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channel_multiplier=channel_multiplier_of(cfg))
+    for key, value in expected.items():
+        if value is not None and value != found[key]:
+            raise GeometryError(f"stylegan2: {key}={value!r} was given but the weights have {key}={found[key]!r}")
+
+
+def load_builtin(
+    weights: str | Path, *, space: str, truncation: float, noise_seed: int = 0, clamp: bool = True,
+    expected: dict | None = None,
+) -> Generator:
+    """The built-in StyleGAN2 from a rosinality ``.pt`` or an NVIDIA ``.pkl``, shapes read from the file."""
+    check_space(space, truncation)
+    cfg, state, avg, key_name = _read_weights(weights)
+    _check_expected(cfg, expected or {})
+    try:
+        net = StyleGAN2(cfg, space, truncation, clamp)
+    except ValueError as err:
+        raise GeometryError(f"stylegan2: {err}") from None
+    load_builtin_state(net, state, what="stylegan2 weights", key_name=key_name, noise_seed=noise_seed)
+    if avg is not None:
+        if avg.numel() != cfg.style_dim:
+            raise GeometryError(f"stylegan2: latent_avg has {avg.numel()} entries, expected style_dim={cfg.style_dim}")
+        net.latent_avg.copy_(avg.reshape(-1))
+    elif truncation < 1:
+        net.set_mean_latent(0)
+    G = make_generator(net)
+    check_output(G, range_check=False)
+    return G
