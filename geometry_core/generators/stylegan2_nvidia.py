@@ -202,6 +202,9 @@ def read_nvidia_pkl(path: str | Path):
             raise GeometryError(f"stylegan2 pkl: block b{r} is not a 'skip' architecture (StyleGAN2 config F)")
     layers = [k for k in attrs if re.fullmatch(r"synthesis\.b\d+\.(conv0|conv1|torgb)", k)]
     clamp = _one_value(attrs, "conv_clamp", layers, "conv_clamp")
+    convs = [k for k in layers if not k.endswith("torgb")]
+    if _one_value(attrs, "activation", convs, "the synthesis activation") != "lrelu":
+        raise GeometryError("stylegan2 pkl: expected leaky-ReLU synthesis layers")
     channels = {r: _get(tensors, f"synthesis.b{r}.conv1.weight").shape[0] for r in res}
     cfg = StyleGAN2Config(res[-1], style_dim, n_mlp, channels, lr_mlp=float(lr_mlp),
                           conv_clamp=None if clamp is None else float(clamp))
