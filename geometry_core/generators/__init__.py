@@ -5,8 +5,7 @@ Example::
     from geometry_core.generators import load_generator, list_generators
     G = load_generator("dcgan-faces")                       # 100-d, 64x64 faces
     G = load_generator("biggan-deep", space="class", weights_dir="~/biggan-deep-256")
-    G = load_generator("stylegan2", space="w", weights="ffhq.pt", size=1024,
-                       arch="model:Generator", allow_import=True)
+    G = load_generator("stylegan2", space="w", weights="ffhq.pt", truncation=0.7)
     z = G.sample(8, seed=0)
     x = G(z)                                                # (8, 3, H, W) in [-1, 1]
 
@@ -151,8 +150,8 @@ register_generator(
 register_generator(
     "stylegan2",
     "geometry_core.generators.stylegan2:load_stylegan2",
-    spaces=("z", "w"),
-    description="StyleGAN2 from a rosinality-format checkpoint, fixed noise, Z or W space",
+    spaces=("z", "w", "w+"),
+    description="StyleGAN2 (built-in, plain PyTorch) from a rosinality .pt or NVIDIA .pkl; fixed noise; Z, W or W+",
 )
 register_generator(
     "module",
