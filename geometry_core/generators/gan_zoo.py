@@ -18,14 +18,17 @@ clamps only when it writes images.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from ..errors import GeometryError
 from .base import Generator
+from .gan_zoo_file import infer_dcgan, infer_pggan, load_renamed, pggan_zoo_key, read_zoo_file
 from .gan_zoo_nets import DCGANConfig, DCGANNet, PGGANConfig, PGGANNet
 
-__all__ = ["PGGAN_DEPTHS", "build_dcgan_fashion", "build_pggan"]
+__all__ = ["PGGAN_DEPTHS", "build_dcgan_fashion", "build_pggan", "load_dcgan_fashion", "load_pggan"]
 
 # Channels per scale (4, 8, ..., 1024 px) of the zoo's PGGAN training configuration.
 PGGAN_DEPTHS = (512, 512, 512, 512, 256, 128, 64, 32, 16)
@@ -88,3 +91,33 @@ def build_dcgan_fashion(*, latent_dim: int = 120, seed: int = 0) -> Generator:
     """The zoo's DCGAN (fashionGen shape: 120-d, 64 px, 512 channels at 4x4), random weights."""
     _check_int("build_dcgan_fashion: latent_dim", latent_dim)
     return dcgan_generator(_randomize(DCGANNet(DCGANConfig(latent_dim=latent_dim)), seed, _dcgan_init))
+
+
+def load_pggan(*, space: str = "z", weights: str | Path | None = None, net: str | None = None) -> Generator:
+    """A trained PGGAN from a pytorch_GAN_zoo file (``BaseGAN.save`` layout or a bare GNet state dict).
+
+    The scales, channels and latent size come from the state dict; pixel
+    norm, equalized learning rate, leak, blending ``alpha`` and the final
+    activation from the file's config. ``net`` picks ``"avgG"`` (the moving
+    average generator, the default when present) or ``"netG"``.
+    """
+    state, config, what = read_zoo_file(weights, name="pggan", net=net)
+    cfg = infer_pggan(state, config, what=what)
+    model = PGGANNet(cfg)
+    load_renamed(model, state, pggan_zoo_key, what=what)
+    return pggan_generator(model)
+
+
+def load_dcgan_fashion(*, space: str = "z", weights: str | Path | None = None, net: str | None = None) -> Generator:
+    """A trained GAN-zoo DCGAN (fashionGen: 120-d, 64 px) from a pytorch_GAN_zoo file.
+
+    Sizes come from the state dict, the final tanh from the file's loss
+    (``DCGAN`` and ``MSE`` end in tanh). BatchNorm uses its running statistics,
+    so an image depends on its own code only (the zoo's ``test()`` leaves the
+    net in training mode, where it would depend on the rest of the batch).
+    """
+    state, config, what = read_zoo_file(weights, name="dcgan-fashion", net=net)
+    cfg = infer_dcgan(state, config, what=what)
+    model = DCGANNet(cfg)
+    load_renamed(model, state, lambda key: key, what=what)
+    return dcgan_generator(model)
