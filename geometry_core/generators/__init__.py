@@ -154,6 +154,18 @@ register_generator(
     description="StyleGAN2 (built-in, plain PyTorch) from a rosinality .pt or NVIDIA .pkl; fixed noise; Z, W or W+",
 )
 register_generator(
+    "pggan",
+    "geometry_core.generators.gan_zoo:load_pggan",
+    spaces=("z",),
+    description="PGGAN of the PyTorch GAN zoo (celebAHQ-256/512: 512-d) from a zoo .pth file",
+)
+register_generator(
+    "dcgan-fashion",
+    "geometry_core.generators.gan_zoo:load_dcgan_fashion",
+    spaces=("z",),
+    description="DCGAN of the PyTorch GAN zoo (fashionGen: 120-d, 64x64) from a zoo .pth file",
+)
+register_generator(
     "module",
     "geometry_core.generators.module:load_module",
     spaces=("z",),
