@@ -60,7 +60,9 @@ class SSIMDistance(ScalarDistance):
         self.sigma = float(sigma)
         taps = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
         g = torch.exp(-(taps**2) / (2 * self.sigma**2))
-        self.register_buffer("taps", (g / g.sum()).to(torch.get_default_dtype()), persistent=False)
+        # Kept in float64, not as a buffer: a float32 copy cast up to float64 would carry
+        # float32 round-off (1e-8 in SSIM) into float64 computations.
+        self._taps = g / g.sum()
 
     def _check(self, x0: torch.Tensor, x: torch.Tensor) -> None:
         for label, t in (("x0", x0), ("x", x)):
@@ -77,7 +79,7 @@ class SSIMDistance(ScalarDistance):
     def _blur(self, t: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian filter per channel, valid positions only: (B, K, H, W) -> (B, K, H', W')."""
         K = t.shape[1]
-        g = self.taps.to(t.dtype)
+        g = self._taps.to(dtype=t.dtype, device=t.device)
         t = F.conv2d(t, g.view(1, 1, -1, 1).expand(K, 1, -1, 1), groups=K)
         return F.conv2d(t, g.view(1, 1, 1, -1).expand(K, 1, 1, -1), groups=K)
 
