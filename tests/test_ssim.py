@@ -194,3 +194,44 @@ def test_lanczos_quadratic_rank_deficient_is_exact(make_linear_generator):
     H = metric_tensor(G, Quadratic(Q), z, method="lanczos-backward", topk=5)
     assert rel(H, 2 * A.T @ Q @ A) < 1e-8
     assert math.isclose(float(Quadratic(Q).latent_distance(G, z.unsqueeze(0), z.unsqueeze(0))), 0.0, abs_tol=0)
+
+
+class _SquareNoVmap(torch.autograd.Function):
+    """``x * x`` with forward and backward rules but no vmap rule, as some custom ops have."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(x):
+        return x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * ctx.saved_tensors[0] * g
+
+    @staticmethod
+    def jvp(ctx, t):
+        return 2 * ctx.saved_tensors[0] * t
+
+
+class _SquaredNoVmap(ScalarDistance):
+    name = "squared-no-vmap"
+
+    def forward(self, x0, x):
+        return _SquareNoVmap.apply((x - x0).flatten(1)).sum(-1)
+
+
+def test_distance_without_vmap_rule_uses_the_repeated_batch(linear_generator):
+    A = linear_generator.module[0].weight.detach()
+    z = linear_generator.sample(2, seed=0, dtype=torch.float64)
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="vmap"):  # the premise: vmap refuses this distance
+        torch.func.vmap(lambda t: torch.func.jvp(_SquareNoVmap.apply, (x,), (t,))[1])(x.unsqueeze(0))
+    H = metric_tensor(linear_generator, _SquaredNoVmap(), z, chunk_size=4)
+    # d = ||x - x0||^2 gives 2 A^T A; float64 round-off only.
+    torch.testing.assert_close(H, (2 * A.T @ A).expand(2, 6, 6), rtol=1e-12, atol=1e-13)
