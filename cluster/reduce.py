@@ -100,7 +100,7 @@ def _read_eigvecs(group: zarr.Group, lay: _Layout, a: int, b: int, dtype) -> tor
         return torch.from_numpy(np.asarray(group["eigvecs"][a:b])[lay.used[a:b]]).to(dtype)
     from geometry_core.spectrum import eigen
 
-    return eigen(_read_hessians(group, lay, a, b, dtype))[1]
+    return eigen(_read_hessians(group, lay, a, b, dtype))[1]  # decomposed in float64 whatever dtype
 
 
 def _read_eigvals(group: zarr.Group, lay: _Layout, a: int, b: int, dtype) -> torch.Tensor:
@@ -347,7 +347,7 @@ def reduce_group(
         summary["note"] = (f"partial: {lay.n_chunks_done} of {lay.n_chunks} chunks done; "
                            f"reduced over {summary['n_used']} of {lay.n} codes")
     red.attrs.update({**summary, "fractions": list(FRACTIONS), "tile": tile,
-                      "source": "hessian" if lay.has_hessian else "eigvecs",
+                      "source": "hessian" if lay.has_hessian else "eigvecs", "eigen_dtype": "float64",
                       "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return summary
 

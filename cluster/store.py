@@ -29,7 +29,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
-__all__ = ["ARRAYS", "GroupPlan", "RunExistsError", "RunStore", "default_label", "safe_name"]
+__all__ = ["ARRAYS", "STORED_DTYPES", "GroupPlan", "RunExistsError", "RunStore", "default_label", "safe_name"]
 
 # name -> (dimension names, trailing shape from D, stored when)
 ARRAYS = {
@@ -38,11 +38,14 @@ ARRAYS = {
     "eigvecs": ("code", "dim", "eig"),
     "hessian": ("code", "dim", "dim2"),
 }
+# Eigenvalues keep the float64 of the decomposition (the bottom of a spectrum is ~1e-7
+# of its top); the D x D arrays stay float32 to halve their size.
+STORED_DTYPES = {"z": "f4", "eigvals": "f8", "eigvecs": "f4", "hessian": "f4"}
 _CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
     "done": "u1",        # 1 once the chunk's arrays are complete; written last
     "seconds": "f4",     # compute time of the chunk
     "computed_at": "f8",  # unix time the chunk was written
-    "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, float32 C order)
+    "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, cast to float32, C order)
 }
 
 
@@ -183,9 +186,11 @@ class RunStore:
                 if g[name].shape != shape:
                     raise StoreError(f"{plan.key}/{name}: stored shape {g[name].shape}, expected {shape}")
                 continue
-            g.create_array(name, shape=shape, chunks=(plan.chunk,) + shape[1:], dtype="f4",
+            g.create_array(name, shape=shape, chunks=(plan.chunk,) + shape[1:], dtype=STORED_DTYPES[name],
                            compressors=[ZstdCodec(level=1), Crc32cCodec()], dimension_names=dims,
                            fill_value=0.0)
+        # Spectra are decomposed in float64 (geometry_core.spectrum); say what each array keeps.
+        g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(g[n].dtype)) for n in names}}
         for name, dtype in _CHUNK_RECORDS.items():
             if name not in existing:
                 g.create_array(name, shape=(plan.n_chunks,), chunks=(1,), dtype=dtype,
@@ -231,12 +236,12 @@ class RunStore:
         for name in sorted(arrays):
             if name not in arrs or name not in ARRAYS:
                 continue  # an array the spec does not keep
-            data = np.ascontiguousarray(arrays[name], dtype=np.float32)
+            data = np.ascontiguousarray(arrays[name], dtype=np.dtype(arrs[name].dtype))
             expected = (rows.stop - rows.start,) + arrs[name].shape[1:]
             if data.shape != expected:
                 raise StoreError(f"{key}/{name} chunk {chunk_index}: expected shape {expected}, got {data.shape}")
             self._retry(lambda a=arrs[name], d=data: a.__setitem__(rows, d), f"{key}/{name} chunk {chunk_index}")
-            crc = zlib.crc32(data.tobytes(), crc)
+            crc = zlib.crc32(data.astype(np.float32).tobytes(), crc)
         stamp = time.time()
         for name, value in (("checksum", crc), ("seconds", seconds), ("computed_at", stamp)):
             self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk_index, v), f"{key}/{name} {chunk_index}")
