@@ -50,6 +50,13 @@ def write_biggan_deep(entry: CatalogEntry) -> dict[str, bytes]:
                        attention_layer_position=2)
     torch.manual_seed(0)
     net = BigGAN(cfg)
+    with torch.no_grad():  # converge spectral norm's power iteration, as in a trained file (else NaN/Inf)
+        for m in net.modules():
+            if hasattr(m, "weight_orig"):
+                W = m.weight_orig.reshape(m.weight_orig.shape[0], -1)
+                for _ in range(50):
+                    m.weight_v.copy_(nn.functional.normalize(W.T @ m.weight_u, dim=0))
+                    m.weight_u.copy_(nn.functional.normalize(W @ m.weight_v, dim=0))
     return {"config.json": json.dumps(cfg.to_dict()).encode(), "pytorch_model.bin": _torch_bytes(net.state_dict())}
 
 
@@ -165,7 +172,9 @@ def test_entry_downloads_verifies_and_loads(mirror, monkeypatch, tmp_path, capfd
     paths = {f.option: str(direct / f.filename) for f in entry.files}
     G_direct = load_generator(entry.arch, space=space, **entry.options, **paths)
     z = G.sample(2, seed=0)
-    torch.testing.assert_close(G(z), G_direct(z), rtol=0, atol=0)
+    x = G(z)
+    assert x.ndim == 4 and x.shape[:2] == (2, 3) and torch.isfinite(x).all()
+    torch.testing.assert_close(x, G_direct(z), rtol=0, atol=0)
     n_requests = len(mirror.requests)
     G_again = load_generator(entry.arch, space=space, weights=name)
     torch.testing.assert_close(G_again(z), G(z), rtol=0, atol=0)
@@ -283,6 +292,7 @@ def _gangeo(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow  # three CLI processes, each importing torch (about 7 s each on a busy 2-core machine)
 def test_cli_models_lists_fetches_and_reports_pins(mirror, monkeypatch):
     serve_entry(mirror, "biggan-deep-256", write_biggan_deep(CATALOG["biggan-deep-256"]), monkeypatch)
 
@@ -309,14 +319,16 @@ def test_cli_models_lists_fetches_and_reports_pins(mirror, monkeypatch):
     assert " no " in next(ln for ln in table.stdout.splitlines() if ln.startswith("biggan-deep-128 "))
 
 
-def test_cli_models_fetch_errors_are_one_line(mirror, monkeypatch):
-    bad = _gangeo("models", "fetch", "nope")
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.count("\n") == 1 and "unknown catalogue entry 'nope'" in bad.stderr
-    offline = subprocess.run([sys.executable, "-m", "jobs.cli", "models", "fetch", "dcgan-fashiongen"], cwd=ROOT,
-                             env={**os.environ, "GANGEO_OFFLINE": "1",
-                                  "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
-                             capture_output=True, text=True, timeout=120, check=False)
-    assert offline.returncode == 2
-    assert offline.stderr.count("\n") == 1 and "downloads are off" in offline.stderr
+def test_cli_models_fetch_errors_are_one_line(mirror, monkeypatch, capsys):
+    from jobs.cli import main  # in-process: the same parser and command as the subprocess above
+
+    assert main(["models", "fetch", "nope"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "unknown catalogue entry 'nope'" in err
+    assert main(["models", "fetch"]) == 2
+    assert "give catalogue names, or --all" in capsys.readouterr().err
+    monkeypatch.setenv("GANGEO_OFFLINE", "1")
+    assert main(["models", "fetch", "dcgan-fashiongen"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "downloads are off" in err
     assert mirror.requests == []
