@@ -23,7 +23,8 @@ FORMATS = ("json", "table")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``models [--format F]`` and ``models fetch NAME... | --all``."""
-    p = subparsers.add_parser("models", help="published weights: the catalogue, what is cached, how it is checked")
+    p = subparsers.add_parser("models", help="published weights: the catalogue, what is cached, how it is checked",
+                              usage="gangeo models [-h] [--format {json,table}] [fetch ...]")
     p.add_argument("--format", choices=FORMATS, default="json")
     p.set_defaults(func=cmd_list)
     actions = p.add_subparsers(dest="models_action", metavar="ACTION")

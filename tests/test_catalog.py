@@ -212,6 +212,18 @@ def test_hand_placed_file_is_pinned_on_first_use(mirror, monkeypatch):
     assert read_pin(local_path(entry, entry.files[1]))["sha256"] == hashlib.sha256(files["pytorch_model.bin"]).hexdigest()
 
 
+def test_file_url_mirror_is_a_shipped_cache(mirror, monkeypatch, tmp_path):
+    entry = serve_entry(mirror, "biggan-deep-256", write_biggan_deep(CATALOG["biggan-deep-256"]), monkeypatch)
+    fetch_entry(entry.name)  # fill one cache from the HTTP mirror, then use that cache as a file:// mirror
+    monkeypatch.setenv("GANGEO_MIRROR", (tmp_path / "home").as_uri())
+    monkeypatch.setenv("GANGEO_HOME", str(tmp_path / "worker-cache"))
+    n_requests = len(mirror.requests)
+    paths = fetch_entry(entry.name)
+    assert all(str(p).startswith(str(tmp_path / "worker-cache")) for p in paths.values())
+    assert paths["weights"].read_bytes() == mirror.files["/biggan-deep-256/pytorch_model.bin"]
+    assert len(mirror.requests) == n_requests
+
+
 # ------------------------------------------------------------------ downloads that are refused
 
 
@@ -332,3 +344,15 @@ def test_cli_models_fetch_errors_are_one_line(mirror, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "downloads are off" in err
     assert mirror.requests == []
+
+
+def test_readme_table_lists_every_entry():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Published weights"):]
+    section = section[: section.index("\n## ", 1)]
+    for e in CATALOG.values():
+        row = next((ln for ln in section.splitlines() if ln.startswith(f"| `{e.name}` |")), None)
+        assert row is not None, f"README's Published weights table lacks {e.name}"
+        assert f"| `{e.arch}` |" in row and f"| {e.resolution} |" in row
+        check = f"prefix `{e.files[0].sha256}`" if e.files[0].sha256 else "pinned on first use"
+        assert check in row
