@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 __all__ = ["add_parser", "cmd_fetch", "cmd_list"]
 
@@ -45,8 +46,10 @@ def _table(rows: list[dict]) -> str:
     for r in rows:
         spaces = ",".join(f"{s}:{d}" for s, d in r["spaces"].items())
         checks = "; ".join(dict.fromkeys(f["check"] for f in r["files"]))
-        where = r["files"][-1]["path"] if r["cached"] else "-"
-        lines.append((r["name"], r["arch"], spaces, str(r["resolution"]), "yes" if r["cached"] else "no", checks, where))
+        paths = [f["path"] for f in r["files"]]
+        where = "-" if not r["cached"] else paths[0] if len(paths) == 1 else str(Path(paths[0]).parent)
+        cached = "yes" if r["cached"] else "no"
+        lines.append((r["name"], r["arch"], spaces, str(r["resolution"]), cached, checks, where))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
     return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(line, widths)), line[-1]]) for line in lines)
 

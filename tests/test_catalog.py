@@ -209,7 +209,8 @@ def test_hand_placed_file_is_pinned_on_first_use(mirror, monkeypatch):
         path.write_bytes(files[f.filename])
     load_generator("biggan-deep-256", space="noise")
     assert mirror.requests == []
-    assert read_pin(local_path(entry, entry.files[1]))["sha256"] == hashlib.sha256(files["pytorch_model.bin"]).hexdigest()
+    pinned = read_pin(local_path(entry, entry.files[1]))["sha256"]
+    assert pinned == hashlib.sha256(files["pytorch_model.bin"]).hexdigest()
 
 
 def test_file_url_mirror_is_a_shipped_cache(mirror, monkeypatch, tmp_path):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GeometryError
-from ..weights_cache import cache_home, fetch_file, read_pin
+from ..weights_cache import WeightsIntegrityError, cache_home, fetch_file, read_pin
 
 __all__ = [
     "CATALOG",
@@ -167,10 +167,16 @@ def entry_status(name: str) -> dict:
     files = []
     for f in entry.files:
         path = local_path(entry, f)
-        pin = read_pin(path) if f.sha256 is None and path.is_file() else None
-        check = (f"published sha256 {f.sha256}" if f.sha256 is not None
-                 else f"pinned on first use: {pin['sha256'][:16]}..." if pin
-                 else "pinned on first use (not yet fetched)")
+        pin, check = None, None
+        if f.sha256 is None and path.is_file():
+            try:
+                pin = read_pin(path)
+            except WeightsIntegrityError as err:  # listed, not fatal: the next load refuses the file
+                check = f"pin unreadable ({err})"
+        check = check or (f"published sha256 {f.sha256}" if f.sha256 is not None
+                          else f"pinned on first use: {pin['sha256'][:16]}..." if pin
+                          else "pinned on first use (at the next load)" if path.is_file()
+                          else "pinned on first use (not yet fetched)")
         files.append({"option": f.option, "path": str(path), "cached": path.is_file(), "url": file_url(entry, f),
                       "sha256": f.sha256 or (pin or {}).get("sha256"), "pinned_on_first_use": f.sha256 is None,
                       "check": check})
