@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser"]
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
-         "jobs.verify_cmd", "jobs.paper_tables_cmd")
+         "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd")
 FORMATS = ("json", "table", "npy")
 
 
