@@ -78,6 +78,18 @@ class _Pool:
             self.actors[slot] = self._new()
             self.replaced += 1
 
+    def info(self) -> list[dict]:
+        """Each live worker's device and model-load count (SweepWorker.info)."""
+        import ray
+
+        out = []
+        for a in self.actors:
+            try:
+                out.append(ray.get(a.info.remote(), timeout=30))
+            except Exception as exc:  # a worker lost at the very end costs the summary one entry
+                out.append({"error": f"{type(exc).__name__}"})
+        return out
+
     def close(self) -> None:
         import ray
 
@@ -260,6 +272,7 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
                    "store_retries": retries + rs.retry.retries,
                    "lock_taken_over": lock.took_over is not None,
                    "groups": [p.key for _, _, p in plans], **timing}
+        summary["worker_info"] = pool.info()
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
         summary["reduce"] = _reduce(rs, spec, progress) if status == "complete" else None
