@@ -13,7 +13,7 @@ demodulation, fixed per-layer noise scaled by a learned strength, a bias and a
 leaky ReLU with gain sqrt(2); per resolution a 1x1 modulated "to RGB"
 convolution (no demodulation) added to the 2x-upsampled running image.
 Upsampling is a zero-stuffing transposed convolution followed by the binomial
-filter [1, 3, 3, 1] (outer product, normalised, times 4) as a per-channel
+filter [1, 3, 3, 1] (outer product, normalised, times 4) as a depthwise
 convolution. Nothing here is a custom autograd Function, so ``torch.func.jvp``
 and ``vmap`` work on every device.
 
@@ -78,12 +78,10 @@ def _blur_kernel(gain: float) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor, kernel: torch.Tensor, pad0: int, pad1: int) -> torch.Tensor:
-    # FIR filter on every channel as one single-channel convolution (channels folded into
-    # the batch: cheaper to differentiate twice than a grouped conv); flipped: a true convolution.
-    *lead, h, w = x.shape
-    x = F.pad(x.reshape(-1, 1, h, w), (pad0, pad1, pad0, pad1))
-    y = F.conv2d(x, kernel.flip(0, 1).to(x.dtype)[None, None])
-    return y.reshape(*lead, *y.shape[-2:])
+    # FIR filter as a depthwise convolution; flipped so it is a true convolution.
+    c = x.shape[-3]
+    k = kernel.flip(0, 1).to(x.dtype).expand(c, 1, *kernel.shape)
+    return F.conv2d(F.pad(x, (pad0, pad1, pad0, pad1)), k, groups=c)
 
 
 def _upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
