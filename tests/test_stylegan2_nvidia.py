@@ -144,7 +144,8 @@ def test_conv_clamp_is_read_and_applied(tmp_path, nvidia):
     net = _rosinality().module
     G = load_generator("stylegan2", weights=nvidia_pickle(tmp_path / "c.pkl", P, easy, net, clamp=256), clamp=False)
     assert G.module.cfg.conv_clamp == 256.0
-    tight = load_generator("stylegan2", weights=nvidia_pickle(tmp_path / "t.pkl", P, easy, net, clamp=0.05), clamp=False)
+    tight_pkl = nvidia_pickle(tmp_path / "t.pkl", P, easy, net, clamp=0.05)
+    tight = load_generator("stylegan2", weights=tight_pkl, clamp=False)
     z = G.sample(2)
     with torch.no_grad():
         torch.testing.assert_close(G(z), _rosinality()(z), atol=1e-6, rtol=0)  # 256 is never reached here

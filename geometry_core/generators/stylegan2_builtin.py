@@ -26,7 +26,15 @@ from .base import Generator
 from .module import check_output
 from .stylegan2_arch import StyleGAN2Config, StyleGAN2Net
 
-__all__ = ["SPACES", "StyleGAN2", "build_stylegan2", "check_space", "load_builtin", "load_builtin_state", "make_generator"]
+__all__ = [
+    "SPACES",
+    "StyleGAN2",
+    "build_stylegan2",
+    "check_space",
+    "load_builtin",
+    "load_builtin_state",
+    "make_generator",
+]
 
 SPACES = ("z", "w", "w+")
 # Codes averaged through the mapping network when a checkpoint has no latent_avg.
