@@ -136,6 +136,10 @@ def test_pickle_gives_the_rosinality_images(tmp_path, nvidia, space, code, image
         torch.testing.assert_close(x, _rosinality(space, truncation=0.7)(ref[code].reshape(3, -1)), atol=1e-6, rtol=0)
     torch.testing.assert_close(x, ref[image], atol=ATOL, rtol=0)
     assert not marker.exists()
+    renamed = path.rename(tmp_path / "snapshot.pt")  # recognised by content, not by suffix
+    with torch.no_grad():
+        torch.testing.assert_close(load_generator("stylegan2", space=space, weights=renamed, truncation=0.7,
+                                                  clamp=False)(ref[code].reshape(3, -1)), x, atol=0, rtol=0)
     assert G.module.cfg.channels == {4: 16, 8: 16, 16: 16, 32: 8} and G.module.cfg.lr_mlp == 0.01
 
 
