@@ -112,7 +112,9 @@ def nvidia_pickle(path, P, easy, net, *, clamp=None, extra=None):
     synthesis = P("SynthesisNetwork", modules=blocks, img_resolution=cfg.size)
     G = P("Generator", modules=[("mapping", mapping), ("synthesis", synthesis)],
           _init_kwargs=easy(z_dim=cfg.style_dim, mapping_kwargs=easy(num_layers=cfg.n_mlp)))
-    snapshot = {"G": G, "D": None, "G_ema": G, "augment_pipe": None,
+    augment = P("AugmentPipe", buffers=[("Hz_geom", torch.ones(12))], p=np.float32(0.2), xflip=1,
+                table=np.arange(6.0).reshape(2, 3))  # numpy values, as in NVIDIA's snapshots
+    snapshot = {"G": G, "D": None, "G_ema": G, "augment_pipe": augment,
                 "training_set_kwargs": easy(path="ffhq.zip", resolution=cfg.size), **(extra or {})}
     with open(path, "wb") as f:
         pickle.dump(snapshot, f)
