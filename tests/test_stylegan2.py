@@ -6,16 +6,15 @@ model.py (CPU code paths) on the same random weights; see the README.txt there.
 
 from __future__ import annotations
 
+import pytest
 import torch
-from torch.func import jvp
+from torch.func import jvp, vmap
 
 import geometry_core as gc
 from geometry_core.errors import GeometryError
 from geometry_core.generators import load_generator
 from geometry_core.generators.stylegan2 import build_stylegan2
 from geometry_core.layers import layers_map
-
-import pytest
 
 from tests.stylegan2_helpers import DATA, load_ref, save_variant
 
@@ -102,6 +101,10 @@ def test_forward_mode_jvp_matches_central_difference():
     with torch.no_grad():
         fd = (G(z + eps * v) - G(z - eps * v)) / (2 * eps)
     torch.testing.assert_close(tangent, fd, atol=1e-7, rtol=1e-6)
+    # vmap over tangents (how method="exact" batches them) gives the same columns, with no fallback.
+    tangents = torch.stack([v, 2 * v, -v])
+    cols = vmap(lambda t: jvp(G, (z,), (t,))[1])(tangents)
+    torch.testing.assert_close(cols, torch.stack([tangent, 2 * tangent, -tangent]), atol=1e-12, rtol=1e-10)
 
 
 @pytest.mark.parametrize("space", ["z", "w"])
