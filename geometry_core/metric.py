@@ -71,8 +71,9 @@ def metric_tensor(
         H = metric_tensor(G, load_distance("lpips-alex"), G.sample(4))   # (4, D, D)
         H = metric_tensor(G, d, z, method="lanczos-backward", topk=20)   # rank 20
 
-    ``distance``: either form (see the module doc). ``method``: one of ``METHODS``. ``topk`` (Lanczos only, ``1 <= topk < D``,
-    default ``min(D - 1, 20)``): the rank of the reconstruction. ``chunk_size``
+    ``distance``: either form (see the module doc). ``method``: one of ``METHODS``.
+    ``topk`` (Lanczos only, ``1 <= topk < D``, default ``min(D - 1, 20)``): the rank
+    of the reconstruction. ``chunk_size``
     (``exact`` only): tangents per forward-mode pass; by default as many as keep
     the Jacobian chunk under 256 MiB and the chunk's activations (8 copies of the
     widest layer output per tangent) under a quarter of the free GPU memory, or
