@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from geometry_core.distances import load_distance
+from common import make_distance, sync
 from geometry_core.generators.base import Generator
 from geometry_core.metric import hvp, metric_tensor
 from geometry_core.spectrum import eigen
@@ -71,18 +71,6 @@ def build(name: str) -> Generator:
 
         return build_biggan_deep(resolution=256, space="noise")
     raise SystemExit(f"real_size: unknown model {name!r}; choose from {list(MODELS)}")
-
-
-def make_distance(name: str, device: str):
-    """The distance and which LPIPS trunk it uses (never downloads)."""
-    from geometry_core.errors import MissingWeightsError
-
-    if name != "lpips-alex":
-        return load_distance(name, device=device), None
-    try:
-        return load_distance(name, device=device), "trained trunk"
-    except MissingWeightsError:
-        return load_distance(name, device=device, pretrained_backbone=False), "random trunk (weights not cached)"
 
 
 class _Axes(nn.Module):
@@ -139,11 +127,6 @@ class _Peak:
             self._stop.set()
             self._thread.join()
         self.mib = round(max(0, self.peak - self.base) / 2**20, 1)
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def run_method(G, d, z, method: str, topk: int, device: str) -> tuple[dict, torch.Tensor]:
