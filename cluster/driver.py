@@ -2,7 +2,7 @@
 
 Example::
 
-    from jobs.spec import load_spec
+    from cluster.spec import load_spec
     from cluster.driver import run_sweep, resume_sweep
     summary = run_sweep(load_spec("jobs/examples/quickstart.yaml"))     # embedded Ray
     summary = resume_sweep("quickstart", store="./gangeo-results")      # only missing chunks
@@ -89,7 +89,7 @@ def plan_groups(spec, pool: _Pool) -> list[tuple[object, str, GroupPlan]]:
     """(generator spec, space, group plan) for every (model, space, target) of the spec."""
     import ray
 
-    from jobs.spec import ALL_LAYERS
+    from cluster.spec import ALL_LAYERS
 
     out = []
     for gen in spec.generators:
@@ -190,7 +190,7 @@ def _pending(spec, plans, masks):
 
 def _precheck(spec, s3_endpoint: str | None) -> None:
     """Fail fast, before Ray starts and without writing: store reachable, same spec, no live driver."""
-    from .lock import RunLockedError, _stale, lock_info
+    from .lock import RunLockedError, is_stale, lock_info
 
     loc = check_store(spec.store, s3_endpoint=s3_endpoint)
     if loc.kind == "local" and not os.path.isdir(loc.path):
@@ -204,7 +204,7 @@ def _precheck(spec, s3_endpoint: str | None) -> None:
     if rs.attrs(spec.name).get("identity") != spec.identity():
         RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
     info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if _lock_group_exists(rs) else None
-    if info is not None and not _stale(info, time.time()):
+    if info is not None and not is_stale(info, time.time()):
         raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
                              f"pid {info.get('pid')}); wait for it to finish")
 
@@ -291,7 +291,7 @@ def resume_sweep(run: str, *, store: str | None = None, address: str | None = No
     The stored spec is validated like a spec file; an import path in it runs only
     with ``allow_import=True`` from the caller (:mod:`cluster.trust`).
     """
-    from jobs.spec import parse_spec
+    from cluster.spec import parse_spec
 
     rs = RunStore(store, s3_endpoint=s3_endpoint, create=False)
     raw = rs.attrs(run).get("spec")

@@ -289,7 +289,7 @@ def _trusted_spec(raw: object, run: str, allow_import: bool) -> dict:
     """The stored spec, validated as a spec file and gated for imports, before any generator loads."""
     if raw is None:
         return {}
-    from jobs.spec import parse_spec
+    from cluster.spec import parse_spec
 
     from .trust import gate_stored_spec
 

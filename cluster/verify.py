@@ -136,7 +136,7 @@ def verify_run(url, run: str, *, s3_endpoint: str | None = None, rtol: float = D
     store or run cannot be opened.
     """
     if not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
-        raise StoreError(f"rtol: expected a number in (0, 1), got {rtol!r}")
+        raise UsageError(f"rtol: expected a number in (0, 1), got {rtol!r}")
     rs = RunStore(url, s3_endpoint=s3_endpoint, mode="r", create=False)
     keys = rs.attrs(run).get("groups", [])
     if groups:

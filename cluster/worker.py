@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .lock import _pid_alive
+from .lock import pid_alive
 from .retry import retry_call
 from .store import RunStore
 
@@ -147,7 +147,7 @@ def _check_driver(task: dict) -> None:
         pid = int(driver["pid"])
     except (KeyError, TypeError, ValueError):
         return
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         raise RuntimeError(f"driver pid {pid} is gone; chunk {task['chunk']} not written")
 
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.report import build_report
     from cluster.storage import StoreError
     from geometry_core.errors import GeometryError
-    from jobs.spec import load_spec
+    from cluster.spec import load_spec
 
     try:
         spec = load_spec(QUICKSTART)

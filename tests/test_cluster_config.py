@@ -17,7 +17,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from jobs.spec import parse_spec
+from cluster.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "ray-cluster.yaml"

@@ -23,8 +23,8 @@ from cluster.retry import RetryPolicy, is_transient, retry_call
 from cluster.storage import StoreError
 from cluster.store import RunStore
 from cluster.verify import verify_run
-from jobs.cli import main
-from jobs.spec import parse_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import parse_spec
 from tests.fault_proxy import FaultProxy
 from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
 from tests.s3_server import s3_server  # noqa: F401  (session fixture)
@@ -246,7 +246,7 @@ def test_same_run_twice_is_refused_two_runs_share_a_store(ray_local, tmp_path, c
         assert verify_run(str(store), name)["clean"]
     with RunLock(str(store), "a"):  # a live driver (this process) holds run "a"
         before = sorted(p.relative_to(store) for p in store.rglob("*"))
-        assert main(["run", str(spec_file), "--store", str(store), "--quiet"]) == 2
+        assert main(["run", str(spec_file), "--store", str(store), "--quiet"]) == EXIT_CODES["store"]
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "being written by another driver" in err
         assert sorted(p.relative_to(store) for p in store.rglob("*")) == before

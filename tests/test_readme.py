@@ -42,7 +42,7 @@ def test_python_api_example_runs():
 def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):  # noqa: F811
     from cluster.driver import run_sweep
     from jobs.demo import QUICKSTART
-    from jobs.spec import load_spec, parse_spec
+    from cluster.spec import load_spec, parse_spec
 
     monkeypatch.chdir(tmp_path)
     raw = load_spec(QUICKSTART).to_dict()

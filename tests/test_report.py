@@ -213,6 +213,7 @@ def test_unknown_run_writes_nothing(store, tmp_path):
 
 
 def test_cli_report(store, tmp_path, capsys):
+    from jobs.cli import EXIT_CODES, run_command
     from jobs.report_cmd import add_parser
 
     parser = argparse.ArgumentParser(prog="gangeo")
@@ -224,7 +225,7 @@ def test_cli_report(store, tmp_path, capsys):
     assert Path(out.strip()) == tmp_path / "r" / f"{RUN}.html" and err == ""  # no bar off a terminal
     assert not any("traversal" in p.name for p in (tmp_path / "r").glob("*.png"))
     bad = parser.parse_args(["report", "nope", "--store", str(store), "--out", str(tmp_path / "bad")])
-    assert bad.func(bad) == 2
+    assert run_command(bad) == EXIT_CODES["store"]
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and "nope" in err
     assert not (tmp_path / "bad").exists()

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from geometry_core.errors import GeometryError
-from jobs.cli import main
-from jobs.spec import SpecError, load_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import SpecError, load_spec
 from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
 from tests.s3_server import s3_server  # noqa: F401  (session fixture)
 from tests.test_verify import tanh_spec
@@ -85,7 +85,7 @@ def test_credentials_never_written_or_printed(ray_local, s3_server, tmp_path, mo
     assert main(["run", str(spec), "--store", url, "--quiet"]) == 0
     assert main(["status", "sec", "--store", url]) == 0
     assert main(["verify", "sec", "--store", url]) == 0
-    assert main(["status", "sec", "--store", url + "-absent"]) == 2  # an error message too
+    assert main(["status", "sec", "--store", url + "-absent"]) == EXIT_CODES["store"]  # an error message too
     out, err = capsys.readouterr()
     bucket = url.removeprefix("s3://").partition("/")[0]
     client = s3_server.client()

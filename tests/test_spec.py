@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.cli import main
-from jobs.spec import DEFAULTS, SpecError, load_spec, parse_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import DEFAULTS, SpecError, load_spec, parse_spec
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "jobs" / "examples" / "quickstart.yaml"
 
@@ -82,7 +82,7 @@ def test_cli_reports_each_problem_and_writes_nothing(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump({**_good(), "codes": {"n": 0}, "method": "x"}))
     store = tmp_path / "store"
-    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == 2
+    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == EXIT_CODES["spec"]
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 2
@@ -101,7 +101,7 @@ def test_unreadable_spec_file(tmp_path, text, needle):
 
 
 def test_shuffled_control_gets_its_own_label_and_duplicates_are_refused():
-    from jobs.spec import SpecError, parse_spec
+    from cluster.spec import SpecError, parse_spec
 
     base = {"name": "ctl", "targets": ["mse"], "codes": {"n": 4, "seed": 0}}
     spec = parse_spec({**base, "generators": [{"name": "dcgan-faces"},

@@ -10,8 +10,8 @@ import zarr
 
 from cluster.storage import StoreError, open_root, parse_store_url, store_env
 from cluster.store import GroupPlan, RunExistsError, RunStore, safe_name
-from jobs.cli import main
-from jobs.spec import parse_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import parse_spec
 from tests.s3_server import s3_server  # noqa: F401  (session fixture)
 
 D = 5
@@ -131,14 +131,14 @@ def test_s3_failures_are_one_line_and_write_nothing(s3_server, tmp_path, capsys,
     cases = {"does not exist": ["--store", "s3://no-such-bucket/x"],
              "cannot reach": ["--store", "s3://any-bucket/x", "--s3-endpoint", "http://127.0.0.1:9"]}
     for needle, args in cases.items():
-        assert main(["run", str(spec), "--quiet", *args]) == 2
+        assert main(["run", str(spec), "--quiet", *args]) == EXIT_CODES["store"]
         out, err = capsys.readouterr()
         assert out == "" and needle in _assert_one_clean_line(err)
     url = s3_server.new_bucket("auth")
     with s3_server.enforce_auth() as (key_id, secret):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-" + secret[:4])
-        assert main(["run", str(spec), "--quiet", "--store", url]) == 2
+        assert main(["run", str(spec), "--quiet", "--store", url]) == EXIT_CODES["store"]
         out, err = capsys.readouterr()
         line = _assert_one_clean_line(err, secret, "not-the-secret")
         assert "denied" in line and "credentials" in line
@@ -178,10 +178,10 @@ def test_cli_status_ls_query(tmp_path, capsys):
     out = tmp_path / "v.npy"
     assert main([*q[:-4], "--array", "eigvecs", "--format", "npy", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out)[:2], data["eigvecs"], rtol=1e-6)
-    for bad, needle in ((["query", "r", "--store", url], "several groups match"),
-                        ([*q[:-2], "--index", "x"], "--index"),
-                        (["status", "zz", "--store", url], "no run 'zz'"),
-                        (["ls", "--store", str(tmp_path / "none")], "no results store")):
-        assert main(bad) == 2
+    for bad, needle, kind in ((["query", "r", "--store", url], "several groups match", "usage"),
+                              ([*q[:-2], "--index", "x"], "--index", "usage"),
+                              (["status", "zz", "--store", url], "no run 'zz'", "store"),
+                              (["ls", "--store", str(tmp_path / "none")], "no results store", "store")):
+        assert main(bad) == EXIT_CODES[kind]
         out_, err = capsys.readouterr()
         assert out_ == "" and len(err.strip().splitlines()) == 1 and needle in err

@@ -17,7 +17,7 @@ import yaml
 import zarr
 
 from jobs.schedule import ScheduleBook, ScheduleError, daemon, submission_id
-from jobs.spec import SpecError
+from cluster.spec import SpecError
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_spec
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "jobs" / "examples" / "quickstart.yaml"

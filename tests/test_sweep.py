@@ -20,7 +20,7 @@ import zarr
 from cluster.driver import run_sweep
 from cluster.worker import FAULT_ENV
 from jobs.cli import main
-from jobs.spec import parse_spec
+from cluster.spec import parse_spec
 from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
 from tests.s3_server import s3_server  # noqa: F401  (session fixture)
 

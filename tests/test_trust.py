@@ -19,8 +19,8 @@ import yaml
 import zarr
 
 from cluster.trust import ImportNotAllowedError, gate_stored_spec
-from jobs.cli import main
-from jobs.spec import parse_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import parse_spec
 from tests.test_verify import tanh_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def test_stored_import_path_never_runs(finished_run, tmp_path, capsys, command):
     _tamper(store, "t", marker)
     out_dir = tmp_path / "report"
     args = [command, "t", "--store", str(store)] + (["--out", str(out_dir)] if command == "report" else ["--quiet"])
-    assert main(args) == 2
+    assert main(args) == EXIT_CODES["store"]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--allow-import" in err[0] and "subprocess:run" in err[0]
     assert not marker.exists()
@@ -66,7 +66,7 @@ def test_stored_import_path_never_runs(finished_run, tmp_path, capsys, command):
 
 def test_allow_import_on_the_command_line_is_honoured(finished_run, tmp_path, capsys):
     out_dir = tmp_path / "report"
-    assert main(["report", "t", "--store", str(finished_run), "--out", str(out_dir), "--quiet"]) == 2
+    assert main(["report", "t", "--store", str(finished_run), "--out", str(out_dir), "--quiet"]) == EXIT_CODES["store"]
     assert "--allow-import" in capsys.readouterr().err
     assert main(["report", "t", "--store", str(finished_run), "--out", str(out_dir), "--quiet",
                  "--allow-import"]) == 0

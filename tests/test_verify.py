@@ -11,8 +11,8 @@ import zarr
 
 from cluster.store import GroupPlan, RunStore
 from cluster.verify import verify_run
-from jobs.cli import main
-from jobs.spec import parse_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import parse_spec
 
 N, C, D = 8, 2, 12
 KEY = "module/z/mse"
@@ -121,9 +121,9 @@ def test_non_psd_nan_and_bad_eigvecs_are_named(run):
 
 
 def test_verify_errors_are_one_line(tmp_path, run, capsys):
-    assert main(["verify", "nope", "--store", str(run)]) == 2
-    assert main(["verify", "v", "--store", str(tmp_path / "absent")]) == 2
-    assert main(["verify", "v", "--store", str(run), "--rtol", "-1"]) == 2
+    assert main(["verify", "nope", "--store", str(run)]) == EXIT_CODES["store"]
+    assert main(["verify", "v", "--store", str(tmp_path / "absent")]) == EXIT_CODES["store"]
+    assert main(["verify", "v", "--store", str(run), "--rtol", "-1"]) == EXIT_CODES["usage"]
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 3, err
     assert not (tmp_path / "absent").exists()

@@ -2,7 +2,7 @@
 
 Example::
 
-    from jobs.spec import load_spec
+    from cluster.spec import load_spec
     spec = load_spec("jobs/examples/quickstart.yaml")
     spec.n_codes, spec.method, spec.chunk_size
 
@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 
-from cluster.storage import DEFAULT_STORE
-from cluster.store import default_label
 from geometry_core.errors import GeometryError
 
+from .storage import DEFAULT_STORE
+from .store import default_label
+
 __all__ = [
+    "ALL_LAYERS",
     "DEFAULTS",
     "METHODS",
     "GeneratorSpec",
@@ -56,6 +58,8 @@ _TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/\[\]]*$")
 
 class SpecError(GeometryError):
     """A sweep spec with problems; ``problems`` holds one line per problem."""
+
+    kind = "spec"
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
