@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["agg_pyplot", "plot_amplification", "plot_distance_curve"]
 
 
-def aggagg_pyplot():
+def agg_pyplot():
     """matplotlib.pyplot on the Agg backend: one set-up for the library and the run report."""
     # Agg: no display on cluster nodes; imported lazily so geometry_core stays light.
     import matplotlib

@@ -14,7 +14,9 @@ import pytest
 import torch
 import zarr
 
-from cluster.reduce import FRACTIONS, find_target_groups, reduce_group, reduce_run
+from cluster.reduce import FRACTIONS, reduce_group, reduce_run
+from cluster.storage import StoreError
+from cluster.view import find_target_groups
 from geometry_core.errors import GeometryError
 from geometry_core.homogeneity import global_metric, homogeneity
 from geometry_core.spectrum import anisotropy, eigen
@@ -181,5 +183,5 @@ def test_bad_input(tmp_path):
         reduce_group(g, reducers=("bogus",), use_ray=False)
     with pytest.raises(GeometryError, match="tile must be"):
         reduce_group(g, tile=0, use_ray=False)
-    with pytest.raises(GeometryError, match="no run 'other'"):
+    with pytest.raises(StoreError, match="no run 'other'"):
         reduce_run(str(tmp_path), "other", use_ray=False)

@@ -24,6 +24,7 @@ import zarr
 
 from cluster.reduce import reduce_group
 from cluster.report import FRACTIONS, build_report, traversal_steps
+from cluster.storage import StoreError
 from geometry_core.errors import GeometryError
 from tests.browser import dump_dom, find_chromium, screenshot
 
@@ -207,7 +208,7 @@ def test_traversal_steps_are_calibrated():
 
 def test_unknown_run_writes_nothing(store, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(GeometryError, match="no run 'nope'"):
+    with pytest.raises(StoreError, match="no run 'nope'"):
         build_report(store, "nope", out_dir=out, progress=False)
     assert not out.exists()
 

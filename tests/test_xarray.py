@@ -13,7 +13,7 @@ import zarr
 
 from cluster.reduce import reduce_group
 from cluster.xr import open_run_xarray
-from geometry_core.errors import GeometryError
+from cluster.storage import StoreError
 
 N, D, C = 6, 4, 2
 RUN, KEY = "quick", "dcgan-faces/z/mse"
@@ -79,5 +79,5 @@ def test_reduced_group(store):
 
 def test_missing_group_is_one_clear_error(store):
     path, _ = store
-    with pytest.raises(GeometryError, match="no group 'quick/nope/z/mse'"):
+    with pytest.raises(StoreError, match="no group 'quick/nope/z/mse'"):
         open_run_xarray(path, RUN, "nope/z/mse")
