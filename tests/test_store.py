@@ -9,7 +9,8 @@ import pytest
 import zarr
 
 from cluster.storage import StoreError, open_root, parse_store_url, store_env
-from cluster.store import GroupPlan, RunExistsError, RunStore, safe_name
+from cluster.layout import GroupLayout, safe_name
+from cluster.store import RunExistsError, RunStore
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import parse_spec
 from tests.s3_server import s3_server  # noqa: F401  (session fixture)
@@ -23,8 +24,8 @@ def _spec(**patch):
     return parse_spec({**raw, **patch})
 
 
-PLANS = [GroupPlan("dcgan-faces", "z", "mse", n=5, dim=D, chunk=2),
-         GroupPlan("dcgan-faces", "z", "layer:main.5", n=5, dim=D, chunk=2)]
+PLANS = [GroupLayout("dcgan-faces", "z", "mse", n=5, dim=D, chunk_size=2),
+         GroupLayout("dcgan-faces", "z", "layer:main.5", n=5, dim=D, chunk_size=2)]
 
 
 def _chunk(rows: int, seed: int) -> dict:

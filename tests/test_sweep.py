@@ -18,7 +18,7 @@ import yaml
 import zarr
 
 from cluster.driver import run_sweep
-from cluster.worker import FAULT_ENV
+from tests.support.faults import crash_after_write
 from jobs.cli import main
 from cluster.spec import parse_spec
 from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
@@ -111,8 +111,8 @@ class TestS3Sweep(SweepSuite):
 def test_dead_worker_is_replaced_and_chunk_retried(ray_local, tmp_path, reference, monkeypatch):  # noqa: F811
     marker = tmp_path / "crashed"
     # The worker that reaches chunk 1 writes its data, then exits before its done entry.
-    monkeypatch.setenv(FAULT_ENV, f"1@{marker}")
-    summary = run_sweep(parse_spec(_raw("crash")), store=str(tmp_path / "s"), progress=False)
+    summary = run_sweep(parse_spec(_raw("crash")), store=str(tmp_path / "s"), progress=False,
+                        worker_cls=crash_after_write(1, marker))
     assert marker.exists()
     assert summary["status"] == "complete" and summary["workers_replaced"] >= 1
     _check_group(zarr.open_group(tmp_path / "s", mode="r")["crash/dcgan-faces/z/mse"], reference, 4)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from cluster.store import GroupPlan, RunStore
+from cluster.layout import GroupLayout
+from cluster.store import RunStore
 from cluster.verify import verify_run
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import parse_spec
@@ -42,7 +43,7 @@ def build_run(store: Path, name: str = "v") -> RunStore:
     G = gc.load_generator("module", **spec.generators[0].options)
     dist = gc.load_distance("mse")
     rs = RunStore(str(store))
-    plan = GroupPlan("module", "z", "mse", n=N, dim=D, chunk=C)
+    plan = GroupLayout("module", "z", "mse", n=N, dim=D, chunk_size=C)
     rs.create(name, spec, [plan])
     z = G.sample(N, seed=3)
     for i in range(plan.n_chunks):
