@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ARRAYS", "CHUNK_RECORDS", "GroupLayout", "from_eigen", "safe_name"]
+__all__ = ["ARRAYS", "CHUNK_RECORDS", "GroupLayout", "default_label", "from_eigen", "safe_name"]
 
 # name -> dimension names; the trailing sizes are all D
 ARRAYS = {
@@ -38,6 +38,12 @@ CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
     "computed_at": "f8",  # unix time the chunk was written
     "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, float32 C order)
 }
+
+
+def default_label(name: str, options: dict) -> str:
+    """A generator's group name in the store: its name, marked when its weights are shuffled."""
+    seed = options.get("shuffle_seed")
+    return f"{name}-shuffled{seed}" if seed is not None else name
 
 
 def safe_name(target: str) -> str:

@@ -33,6 +33,7 @@ from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
 from . import report_figures as figs
+from .layout import default_label
 from .report_html import Doc, esc, fmt, page, render_figures, slug, table
 from .view import GroupView, open_run
 
@@ -178,7 +179,6 @@ def _generator(ctx: ReportContext, model: str, space: str):
     """The run's generator, loaded once per (model, space) from the spec's options; or a reason string."""
     key = (model, space)
     if key not in ctx.generators:
-        from cluster.store import default_label
         from geometry_core.generators import load_generator
 
         spec = ctx.spec

@@ -23,7 +23,7 @@ import yaml
 from geometry_core.errors import GeometryError
 
 from .storage import DEFAULT_STORE
-from .store import default_label
+from .layout import default_label
 
 __all__ = [
     "ALL_LAYERS",

@@ -29,16 +29,10 @@ from .layout import ARRAYS, CHUNK_RECORDS, GroupLayout
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
-__all__ = ["RunExistsError", "RunStore", "default_label"]
+__all__ = ["RunExistsError", "RunStore"]
 
 class RunExistsError(StoreError):
     """A run of that name exists with a different spec."""
-
-
-def default_label(name: str, options: dict) -> str:
-    """A generator's group name in the store: its name, marked when its weights are shuffled."""
-    seed = options.get("shuffle_seed")
-    return f"{name}-shuffled{seed}" if seed is not None else name
 
 
 def _now() -> str:

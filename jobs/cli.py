@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _warn(cmd: str, message: object) -> None:
-    print(f"gangeo {cmd}: {message}", file=sys.stderr)
+    print(f"gangeo {cmd}: {message}" if cmd else f"gangeo: {message}", file=sys.stderr)
 
 
 def store_args(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
@@ -151,7 +151,7 @@ def parse_index(text: str | None):
 
 
 def _pick_group(rs, run: str, args) -> str:
-    from cluster.store import safe_name
+    from cluster.layout import safe_name
 
     keys = rs.attrs(run).get("groups", [])
     want = [args.generator, args.space, safe_name(args.target) if args.target else None]
@@ -259,7 +259,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except GangeoError as exc:  # anything else is a bug and keeps its traceback
-        return report_error(args.command, exc)
+        return report_error(getattr(args, "command", None) or "", exc)
 
 
 def report_error(cmd: str, exc: GangeoError) -> int:

@@ -218,7 +218,7 @@ def test_cli_report(store, tmp_path, capsys):
     from jobs.report_cmd import add_parser
 
     parser = argparse.ArgumentParser(prog="gangeo")
-    add_parser(parser.add_subparsers())
+    add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["report", RUN, "--store", str(store), "--out", str(tmp_path / "r"),
                               "--no-traversals"])
     assert args.func(args) == 0
