@@ -154,12 +154,9 @@ def run_localdim(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.axes_cmd axes ...``); ``gangeo`` registers the same parsers."""
-    from jobs.cli import run_command
+    from jobs.cli import run_module
 
-    parser = argparse.ArgumentParser(prog="gangeo")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return run_command(args)
+    return run_module(add_parser, argv)
 
 
 if __name__ == "__main__":

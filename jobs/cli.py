@@ -27,7 +27,7 @@ import numpy as np
 
 from geometry_core.errors import GangeoError, UsageError
 
-__all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command"]
+__all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", "run_module"]
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
@@ -189,19 +189,17 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _add_core(sub) -> None:
-    p = sub.add_parser("run", help="run a sweep spec (embedded Ray unless --address)")
-    p.add_argument("spec", help="YAML sweep spec")
-    store_args(p)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("resume", help="finish a run: recompute only chunks without a done entry")
-    p.add_argument("run")
-    store_args(p)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    allow_import_arg(p)
-    p.set_defaults(func=cmd_resume)
+    for name, what, help_, func in (
+            ("run", "spec", "run a sweep spec (embedded Ray unless --address)", cmd_run),
+            ("resume", "run", "finish a run: recompute only chunks without a done entry", cmd_resume)):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
+        store_args(p)
+        p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "resume":
+            allow_import_arg(p)
+        p.set_defaults(func=func)
     p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON); "
                                       "with --address, a submitted Ray job's status")
     p.add_argument("run", help="run name, or with --address the job id `gangeo submit` printed")
@@ -251,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         # A command module that fails to import is an installation fault, not a smaller CLI.
         print(f"gangeo: broken installation, missing command modules: {', '.join(missing)}", file=sys.stderr)
         return 2
+    return run_command(parser.parse_args(argv))
+
+
+def run_module(add_parser, argv: list[str] | None = None) -> int:
+    """Stand-alone entry of one command module (``python -m jobs.axes_cmd axes ...``), same handling."""
+    parser = _Parser(prog="gangeo")
+    add_parser(parser.add_subparsers(dest="command", required=True))
     return run_command(parser.parse_args(argv))
 
 
