@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .capture import capture_outputs
 from .errors import GeometryError
+from .homogeneity import pearson
 
 __all__ = [
     "amplification",
@@ -31,10 +33,6 @@ __all__ = [
     "layer_metrics",
     "plot_amplification",
 ]
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: nothing after the layer needs to run."""
 
 
 def _layer_names(G: nn.Module) -> list[str]:
@@ -59,28 +57,11 @@ def layers_map(G: nn.Module, layers: Sequence[str]) -> Callable[[torch.Tensor], 
     modules = [_module_of(G, name) for name in layers]
 
     def f(z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        box: dict[int, torch.Tensor] = {}
-
-        def make_hook(i: int):
-            def hook(_mod, _inp, out):
-                box[i] = out[0] if isinstance(out, (tuple, list)) else out
-                if len(box) == len(modules):
-                    raise _Stop
-
-            return hook
-
-        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
-        try:
-            G(z)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [layers[i] for i in range(len(modules)) if i not in box]
+        outs = capture_outputs(G, modules, z)
+        missing = [name for name, out in zip(layers, outs) if out is None]
         if missing:
             raise GeometryError(f"layers {missing} were not reached in the forward pass")
-        return tuple(box[i].flatten(1) for i in range(len(modules)))
+        return tuple((out[0] if isinstance(out, (tuple, list)) else out).flatten(1) for out in outs)
 
     return f
 
@@ -167,27 +148,6 @@ def layer_metrics(
     }
 
 
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last axis, NaN where either side is constant."""
-    x = x - x.mean(-1, keepdim=True)
-    y = y - y.mean(-1, keepdim=True)
-    den = x.norm(dim=-1) * y.norm(dim=-1)
-    return torch.where(den > 0, (x * y).sum(-1) / den, torch.full_like(den, float("nan")))
-
-
-def _masked_log_corr(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """corr(log10 v, log10 lam) over entries where both are positive (others dropped)."""
-    flat_v, flat_l = v.reshape(-1, v.shape[-1]), lam.reshape(-1, lam.shape[-1])
-    res = torch.empty(flat_v.shape[0], dtype=v.dtype)
-    for i in range(flat_v.shape[0]):
-        keep = (flat_v[i] > 0) & (flat_l[i] > 0)
-        if keep.sum() < 2:
-            res[i] = float("nan")
-            continue
-        res[i] = _pearson(flat_v[i][keep].log10(), flat_l[i][keep].log10())
-    return res.reshape(v.shape[:-1])
-
-
 def amplification(H_by_layer: Mapping[str, torch.Tensor]) -> dict:
     """How each layer's metric amplifies the eigenvectors of every other layer's metric.
 
@@ -228,8 +188,9 @@ def amplification(H_by_layer: Mapping[str, torch.Tensor]) -> dict:
     energy = torch.einsum("pajk,pcjm,pamk->pack", U, H, U)
     lam_b = lam.unsqueeze(1).expand_as(energy)
     ratio = energy / lam_b
-    corr_log = _masked_log_corr(energy, lam_b)
-    corr_lin = _pearson(energy, lam_b)
+    tiny = torch.finfo(energy.dtype).tiny  # masked entries are dropped; the clamp only keeps log10 finite
+    corr_log = pearson(energy.clamp_min(tiny).log10(), lam_b.clamp_min(tiny).log10(), (energy > 0) & (lam_b > 0))
+    corr_lin = pearson(energy, lam_b)
     out = {"layers": names, "eigvals": lam, "energy": energy, "ratio": ratio, "corr_log": corr_log, "corr_lin": corr_lin}
     if len(shape) == 2:
         return {k: (v[0] if isinstance(v, torch.Tensor) else v) for k, v in out.items()}

@@ -123,7 +123,7 @@ def run_invert(args: argparse.Namespace) -> int:
     """Invert one target; print (and with --out write) the JSON summary."""
     import torch
 
-    from geometry_core.inversion import invert
+    from geometry_core.inversion import InversionOptions, invert
 
     basis = args.basis or "global"
     if basis == "both":
@@ -137,16 +137,15 @@ def run_invert(args: argparse.Namespace) -> int:
     eigvals = eigvecs = None
     if basis == "global":
         eigvals, eigvecs = _eigenbasis(args, G, d)
-    res = invert(
-        G, d, target.to(dtype=G.dtype, device=G.device), basis=eigvecs, eigvals=eigvals, power=args.power,
-        optimizer=args.optimizer, steps=args.steps, lr=args.lr, seed=args.init_seed,
-        population=args.population, inner_steps=args.inner_steps,
-    )
+    options = InversionOptions(basis=eigvecs, eigvals=eigvals, power=args.power, optimizer=args.optimizer,
+                               steps=args.steps, lr=args.lr, seed=args.init_seed, population=args.population,
+                               inner_steps=args.inner_steps)
+    res = invert(G, d, target.to(dtype=G.dtype, device=G.device), options)
     summary = {
         "generator": args.generator, "distance": args.distance, "optimizer": args.optimizer, "basis": basis,
         "power": args.power, "target": args.target_image or {"seed": args.target_seed},
         "steps": args.steps, "evaluations": res.evaluations, "initial_distance": float(res.trajectory[0]),
-        "final_distance": res.distance,
+        "final_distance": res.value,
     }
     if args.out is not None:
         _write_inversion(args.out, G, target, res, summary)

@@ -11,7 +11,14 @@ from geometry_core.distances.base import Distance
 from geometry_core.distances.mse import MSEDistance
 from geometry_core.errors import GeometryError
 from geometry_core.generators.base import Generator
-from geometry_core.inversion import adam_minimize, basincma_minimize, image_loss, invert, latent_basis
+from geometry_core.inversion import (
+    InversionOptions,
+    adam_minimize,
+    basincma_minimize,
+    image_loss,
+    invert,
+    latent_basis,
+)
 
 
 def rotated_quadratic(seed: int, D: int = 20, cond: float = 1e4):
@@ -65,7 +72,7 @@ def test_preconditioned_adam_beats_plain_adam_on_rotated_quadratic():
         pre_basis = latent_basis(20, basis=Q, eigvals=lam, power=0.5, dtype=torch.float64)
         pre = adam_minimize(f, z0, basis=pre_basis, steps=fewer, lr=0.3)
         rot = adam_minimize(f, z0, basis=latent_basis(20, basis=Q, dtype=torch.float64), steps=fewer, lr=0.3)
-        assert pre.distance < thr and rot.distance < thr, (seed, n_plain, pre.distance, rot.distance, thr)
+        assert pre.value < thr and rot.value < thr, (seed, n_plain, pre.value, rot.value, thr)
 
 
 def test_latent_basis_round_trip_and_scales():
@@ -89,12 +96,12 @@ def test_budgets_are_honoured_exactly(budget):
     target = G(torch.full((D,), 0.3, dtype=torch.float64)).detach()
     for kw in (dict(optimizer="adam"), dict(optimizer="basincma", population=4, inner_steps=3)):
         before = module.calls
-        res = invert(G, d, target, steps=budget, lr=0.05, seed=1, **kw)
+        res = invert(G, d, target, InversionOptions(steps=budget, lr=0.05, seed=1, **kw))
         used = module.calls - before - 1  # image_loss probes G once for the image shape
         assert used == budget == res.evaluations == len(res.trajectory), (kw, used)
         # the reported distance is the reported code's distance
         direct = d(target.unsqueeze(0), G(res.z.unsqueeze(0))).item()
-        assert abs(direct - res.distance) <= 1e-12 * max(1.0, direct)
+        assert abs(direct - res.value) <= 1e-12 * max(1.0, direct)
 
 
 def test_basincma_minimises_rotated_quadratic_in_both_bases():
@@ -105,7 +112,7 @@ def test_basincma_minimises_rotated_quadratic_in_both_bases():
     for basis in (latent_basis(10, dtype=torch.float64), latent_basis(10, basis=Q, dtype=torch.float64)):
         res = basincma_minimize(f, z0, basis=basis, steps=1600, lr=0.1, seed=0, population=8, inner_steps=5)
         assert res.evaluations == 1600
-        assert res.distance < 1e-3 * f0, res.distance
+        assert res.value < 1e-3 * f0, res.value
 
 
 def test_invert_dcgan_faces_mse_recovers_held_out_code():
@@ -116,8 +123,8 @@ def test_invert_dcgan_faces_mse_recovers_held_out_code():
     target = G(G.sample(1, seed=987_654))[0]
     z_init = G.sample(1, seed=3)[0]
     start = d(target.unsqueeze(0), G(z_init.unsqueeze(0))).item()
-    res = invert(G, d, target, z_init=z_init, steps=100, lr=0.05)
-    assert res.distance < start / 10, (start, res.distance)
+    res = invert(G, d, target, InversionOptions(steps=100, lr=0.05), z_init=z_init)
+    assert res.value < start / 10, (start, res.value)
 
 
 def test_bad_inputs_raise_geometry_error():
@@ -126,17 +133,17 @@ def test_bad_inputs_raise_geometry_error():
     d = MSEDistance()
     target = G(torch.zeros(D, dtype=torch.float64)).detach()
     with pytest.raises(GeometryError, match="optimizer"):
-        invert(G, d, target, optimizer="sgd", steps=5)
+        invert(G, d, target, InversionOptions(optimizer="sgd", steps=5))
     with pytest.raises(GeometryError, match="orthonormal"):
-        invert(G, d, target, basis=torch.ones(D, D), steps=5)
+        invert(G, d, target, InversionOptions(basis=torch.ones(D, D), steps=5))
     with pytest.raises(GeometryError, match="needs eigvals"):
-        invert(G, d, target, basis=torch.eye(D), power=0.5, steps=5)
+        invert(G, d, target, InversionOptions(basis=torch.eye(D), power=0.5, steps=5))
     with pytest.raises(GeometryError, match="target_image"):
-        invert(G, d, torch.zeros(3, 5, 5, dtype=torch.float64), steps=5)
+        invert(G, d, torch.zeros(3, 5, 5, dtype=torch.float64), InversionOptions(steps=5))
     with pytest.raises(GeometryError, match="steps"):
-        invert(G, d, target, steps=0)
+        invert(G, d, target, InversionOptions(steps=0))
     with pytest.raises(GeometryError, match="z_init"):
-        invert(G, d, target, z_init=torch.zeros(D + 1, dtype=torch.float64), steps=5)
+        invert(G, d, target, InversionOptions(steps=5), z_init=torch.zeros(D + 1, dtype=torch.float64))
     with pytest.raises(GeometryError, match="phi"):
         class LatentOnly(MSEDistance):
             phi = Distance.phi  # the protocol's unimplemented phi
