@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ARRAYS", "CHUNK_RECORDS", "GroupLayout", "default_label", "from_eigen", "safe_name"]
+__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "from_eigen", "safe_name"]
 
 # name -> dimension names; the trailing sizes are all D
 ARRAYS = {
@@ -32,11 +32,14 @@ ARRAYS = {
     "eigvecs": ("code", "dim", "eig"),
     "hessian": ("code", "dim", "dim2"),
 }
+# Eigenvalues keep the float64 of the decomposition (the bottom of a spectrum is ~1e-7
+# of its top); the D x D arrays stay float32 to halve their size.
+STORED_DTYPES = {"z": "f4", "eigvals": "f8", "eigvecs": "f4", "hessian": "f4"}
 CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
     "done": "u1",        # 1 once the chunk's arrays are complete; written last
     "seconds": "f4",     # compute time of the chunk
     "computed_at": "f8",  # unix time the chunk was written
-    "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, float32 C order)
+    "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, cast to float32, C order)
 }
 
 

@@ -250,7 +250,7 @@ def reduce_group(
         summary["note"] = (f"partial: {view.n_chunks_done} of {lay.n_chunks} chunks done; "
                            f"reduced over {summary['n_used']} of {lay.n} codes")
     red.attrs.update({**summary, "fractions": list(FRACTIONS), "tile": tile,
-                      "source": "hessian" if view.has_hessian else "eigvecs",
+                      "source": "hessian" if view.has_hessian else "eigvecs", "eigen_dtype": "float64",
                       "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return summary
 

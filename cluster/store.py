@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .layout import ARRAYS, CHUNK_RECORDS, GroupLayout
+from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
@@ -128,9 +128,11 @@ class RunStore:
                 if g[name].shape != shape:
                     raise StoreError(f"{plan.key}/{name}: stored shape {g[name].shape}, expected {shape}")
                 continue
-            g.create_array(name, shape=shape, chunks=(plan.chunk_size,) + shape[1:], dtype="f4",
+            g.create_array(name, shape=shape, chunks=(plan.chunk_size,) + shape[1:], dtype=STORED_DTYPES[name],
                            compressors=[ZstdCodec(level=1), Crc32cCodec()], dimension_names=dims,
                            fill_value=0.0)
+        # Spectra are decomposed in float64 (geometry_core.spectrum); say what each array keeps.
+        g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(g[n].dtype)) for n in names}}
         for name, dtype in CHUNK_RECORDS.items():
             if name not in existing:
                 g.create_array(name, shape=(plan.n_chunks,), chunks=(1,), dtype=dtype,
@@ -175,12 +177,12 @@ class RunStore:
         for name in sorted(arrays):
             if name not in arrs or name not in ARRAYS:
                 continue  # an array the spec does not keep
-            data = np.ascontiguousarray(arrays[name], dtype=np.float32)
+            data = np.ascontiguousarray(arrays[name], dtype=np.dtype(arrs[name].dtype))
             expected = (rows.stop - rows.start,) + arrs[name].shape[1:]
             if data.shape != expected:
                 raise StoreError(f"{key}/{name} chunk {chunk}: expected shape {expected}, got {data.shape}")
             self._retry(lambda a=arrs[name], d=data: a.__setitem__(rows, d), f"{key}/{name} chunk {chunk}")
-            crc = zlib.crc32(data.tobytes(), crc)
+            crc = zlib.crc32(data.astype(np.float32).tobytes(), crc)
         stamp = time.time()
         for name, value in (("checksum", crc), ("seconds", seconds), ("computed_at", stamp)):
             self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk, v), f"{key}/{name} {chunk}")

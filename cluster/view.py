@@ -76,7 +76,7 @@ class GroupView:
             return self._used("eigvecs", a, b, dtype)
         from geometry_core.spectrum import eigen
 
-        return eigen(self.hessians(a, b, dtype))[1]
+        return eigen(self.hessians(a, b, dtype))[1]  # decomposed in float64 whatever dtype
 
     def hessians_at(self, rows: np.ndarray) -> np.ndarray | None:
         """float64 H (len(rows), D, D) at the given code rows; None when the run kept neither H nor V."""

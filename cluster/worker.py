@@ -71,15 +71,16 @@ class ChunkTask:
 
 
 def compute_chunk(G, distance, task: ChunkTask) -> dict[str, torch.Tensor]:
-    """z, eigvals, eigvecs and hessian (CPU float32) of one chunk's codes."""
+    """z, eigvecs and hessian (CPU float32) and eigvals (float64, as decomposed) of one chunk's codes."""
     from geometry_core.metric import metric_tensor
     from geometry_core.spectrum import eigen
 
     z = G.sample(task.layout.n, seed=task.seed)[task.rows]
     H = metric_tensor(G, distance, z.to(G.device), method=task.method, topk=task.topk)
     eigvals, eigvecs = eigen(H)
-    return {name: t.detach().to("cpu", torch.float32)
-            for name, t in (("z", z), ("eigvals", eigvals), ("eigvecs", eigvecs), ("hessian", H))}
+    out = {name: t.detach().to("cpu", torch.float32) for name, t in (("z", z), ("eigvecs", eigvecs), ("hessian", H))}
+    out["eigvals"] = eigvals.detach().to("cpu", torch.float64)
+    return out
 
 
 class SweepWorker:

@@ -1,17 +1,26 @@
 """The metric tensor a distance induces on a generator's latent space.
 
 ``H(z0)`` is the Hessian over ``z`` of ``d(G(z0), G(z))`` at ``z = z0`` (Wang &
-Ponce, ICLR 2021). Every distance is ``c * ||phi(x) - phi(x0)||^2``, so the
-residual vanishes at ``z0`` and ``H = 2 c J^T J`` with ``J`` the Jacobian of
-``phi(G(z))``. Four methods give the same matrix within tolerance:
+Ponce, ICLR 2021). A distance comes in one of two forms (``Distance.has_phi``):
 
-- ``exact``: ``J`` by forward-mode products (``torch.func.jvp`` vectorised with
-  ``vmap`` over the tangent basis), chunked over tangents to bound memory. The
-  primal runs once per chunk, so it costs about one batched forward of D codes.
+- ``c * ||phi(x) - phi(x0)||^2``: the residual vanishes at ``z0``, so
+  ``H = 2 c J^T J`` with ``J`` the Jacobian of ``phi(G(z))``.
+- a scalar ``d(x0, x)`` (SSIM): ``d >= 0`` and ``d(x0, x0) = 0``, so its image
+  gradient vanishes at ``x0`` and ``H = J_G^T A J_G`` with ``J_G = dG/dz`` and
+  ``A = Hessian over x of d(x0, x)`` at ``x = x0``.
+
+Four methods give the same matrix within tolerance:
+
+- ``exact``: ``J`` (or ``J_G``) by forward-mode products (``torch.func.jvp``
+  vectorised with ``vmap`` over the tangent basis), chunked over tangents to bound
+  memory. The primal runs once per chunk, so it costs about one batched forward of
+  D codes. For a scalar distance, ``A J_G`` follows from D image-space
+  Hessian-vector products (forward over reverse, vectorised the same way).
 - ``bp``: the paper's "Full BackProp" reference: one double-backward pass per row.
 - ``lanczos-backward`` / ``lanczos-forward``: the top-k eigenpairs by Lanczos
   (``scipy.sparse.linalg.eigsh``) on Hessian-vector products, by double backward
   or by the central difference of gradients; they return ``V diag(l) V^T``.
+  ``bp`` and Lanczos differentiate the distance itself, in either form.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ __all__ = ["METHODS", "default_eps", "hvp", "metric_eigs", "metric_tensor"]
 
 METHODS = ("exact", "bp", "lanczos-backward", "lanczos-forward")
 _LANCZOS = {"lanczos-backward": "backward", "lanczos-forward": "forward"}
-# Bytes of Jacobian columns one tangent chunk may hold (B * chunk * M floats).
+# Bytes of Jacobian columns one tangent chunk may hold (B * chunk * M floats; M = image
+# size for a scalar distance).
 _CHUNK_BYTES = 2**28
 
 
@@ -54,7 +64,7 @@ def metric_tensor(
         H = metric_tensor(G, load_distance("lpips-alex"), G.sample(4))   # (4, D, D)
         H = metric_tensor(G, d, z, method="lanczos-backward", topk=20)   # rank 20
 
-    ``method``: one of ``METHODS``. ``topk`` (Lanczos only, ``1 <= topk < D``,
+    ``distance``: either form (see the module doc). ``method``: one of ``METHODS``. ``topk`` (Lanczos only, ``1 <= topk < D``,
     default ``min(D - 1, 20)``): the rank of the reconstruction. ``chunk_size``
     (``exact`` only): tangents per forward-mode pass; by default as many as keep
     the Jacobian chunk under 256 MiB. ``dtype``: if given, ``G`` and ``distance``
@@ -199,21 +209,57 @@ def _cast(modules, dtype) -> Iterator[None]:
 
 
 def _exact(G, distance, z, chunk_size):
+    if not distance.has_phi:
+        return _exact_scalar(G, distance, z, chunk_size)
     B, D = z.shape
     f = lambda x: distance.represent(G, x)  # noqa: E731
     if chunk_size is None:
         with torch.no_grad():
             M = f(z[:1]).shape[-1]
-        chunk_size = max(1, min(D, _CHUNK_BYTES // (B * M * z.element_size())))
-    eye = torch.eye(D, dtype=z.dtype, device=z.device)
-    cols = []
+        chunk_size = _default_chunk(B, D, M, z)
     with torch.no_grad():  # forward mode only: no graph to keep
-        for start in range(0, D, chunk_size):
-            tangents = eye[start : start + chunk_size].unsqueeze(1).expand(-1, B, D)
-            cols.append(_jvp_chunk(f, z, tangents))  # (k, B, M)
-    J = torch.cat(cols, dim=0)  # (D, B, M)
+        J = _jacobian(f, z, chunk_size)  # (D, B, M)
     # H_b = 2 c J_b^T J_b, with J stored tangent-major.
     return 2.0 * distance.c * torch.einsum("ibm,jbm->bij", J, J)
+
+
+def _exact_scalar(G, distance, z, chunk_size):
+    """``H_b = J_b^T A_b J_b``: ``J_G`` by forward mode, ``A J_G`` by image-space HVPs."""
+    B, D = z.shape
+    with torch.no_grad():
+        x0 = G(z)
+    shape, x0_flat = x0.shape[1:], x0.flatten(1)
+    if chunk_size is None:
+        chunk_size = _default_chunk(B, D, x0_flat.shape[1], z)
+
+    def grad_d(x_flat):
+        # Gradient over x of sum_b d(x0_b, x_b); a batch of k repeats (the no-vmap
+        # fallback of _jvp_chunk) is compared with x0 repeated the same way.
+        ref = x0.repeat(x_flat.shape[0] // B, 1, 1, 1)
+        return torch.func.grad(lambda x: distance(ref, x.reshape(-1, *shape)).sum())(x_flat)
+
+    with torch.no_grad():  # forward mode, and reverse mode inside torch.func.grad only
+        J = _jacobian(lambda x: G(x).flatten(1), z, chunk_size)  # (D, B, N)
+        H = z.new_empty(B, D, D)
+        for start in range(0, D, chunk_size):
+            AJ = _jvp_chunk(grad_d, x0_flat, J[start : start + chunk_size])  # (k, B, N): A J_G columns
+            H[:, :, start : start + AJ.shape[0]] = torch.einsum("ibn,jbn->bij", J, AJ)
+    return H
+
+
+def _default_chunk(B, D, M, z):
+    return max(1, min(D, _CHUNK_BYTES // (B * M * z.element_size())))
+
+
+def _jacobian(f, z, chunk_size):
+    """Jacobian of ``f`` at ``z`` (B, D), tangent-major: (D, B, M)."""
+    B, D = z.shape
+    eye = torch.eye(D, dtype=z.dtype, device=z.device)
+    cols = []
+    for start in range(0, D, chunk_size):
+        tangents = eye[start : start + chunk_size].unsqueeze(1).expand(-1, B, D)
+        cols.append(_jvp_chunk(f, z, tangents))  # (k, B, M)
+    return torch.cat(cols, dim=0)
 
 
 _NO_FORWARD_AD = ("forward AD", "forward-mode", "jvp", "functorch transforms", "setup_context")
@@ -250,17 +296,24 @@ def _raise_if_no_forward_ad(err: RuntimeError) -> None:
 # --- bp: the paper's double-backward reference ---------------------------------------
 
 
+def _objective(G, distance, z0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``z -> sum_b d(G(z0_b), G(z_b))`` with the reference computed once, in either form."""
+    with torch.no_grad():
+        ref = distance.represent(G, z0) if distance.has_phi else G(z0)
+    if distance.has_phi:
+        return lambda z: distance.c * (distance.represent(G, z) - ref).pow(2).sum()
+    return lambda z: distance(ref, G(z)).sum()
+
+
 def _gradient_fn(G, distance, z0) -> Callable[[torch.Tensor], torch.Tensor]:
     """``g(z) = grad_z d(G(z0), G(z))`` for (B, D) codes, differentiable (create_graph)."""
-    with torch.no_grad():
-        rep0 = distance.represent(G, z0)
+    objective = _objective(G, distance, z0)
 
     def g(z):
         with torch.enable_grad():
             z = z if z.requires_grad else z.clone().requires_grad_(True)
-            d = distance.c * (distance.represent(G, z) - rep0).pow(2).sum()
-            (grad,) = torch.autograd.grad(d, z, create_graph=True)
-        return grad
+            (grad_z,) = torch.autograd.grad(objective(z), z, create_graph=True)
+        return grad_z
 
     return g
 

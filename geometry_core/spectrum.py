@@ -1,7 +1,10 @@
 """Eigen-decomposition of metric tensors, their anisotropy and null space.
 
-Conventions (DESIGN.md): eigenvalues descending, eigenvectors as columns, the
-sign of each eigenvector fixed so its largest-magnitude entry is positive.
+Conventions (ARCHITECTURE.md): eigenvalues descending, eigenvectors as columns,
+the sign of each eigenvector fixed so its largest-magnitude entry is positive.
+Decompositions run in float64 whatever the metric's dtype: the bottom of a
+generator's spectrum lies ~1e-7 below its top, where float32 LAPACK returns
+round-off, and the log-scale statistics (homogeneity) weigh it heavily.
 """
 
 from __future__ import annotations
@@ -52,8 +55,12 @@ def eigen(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
         vals, vecs = eigen(H)       # (D,), (D, D); batched: (B, D), (B, D, D)
         H ≈ vecs @ torch.diag(vals) @ vecs.T
+
+    Computed and returned in float64 on ``H``'s device, whatever ``H``'s dtype
+    (a float32 ``H`` is converted exactly, then decomposed).
     """
     check_metric(H)
+    H = H.to(torch.float64)
     vals, vecs = torch.linalg.eigh(0.5 * (H + H.transpose(-1, -2)))
     return vals.flip(-1), fix_signs(vecs.flip(-1))
 

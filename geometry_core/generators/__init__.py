@@ -5,13 +5,20 @@ Example::
     from geometry_core.generators import load_generator, list_generators
     G = load_generator("dcgan-faces")                       # 100-d, 64x64 faces
     G = load_generator("biggan-deep", space="class", weights_dir="~/biggan-deep-256")
-    G = load_generator("stylegan2", space="w", weights="ffhq.pt", size=1024,
-                       arch="model:Generator", allow_import=True)
+    G = load_generator("stylegan2", space="w", weights="ffhq.pt", truncation=0.7)
+    G = load_generator("pggan-celebahq-256")                # a catalogue name: fetched, verified, cached
+    G = load_generator("biggan-deep", space="noise", weights="biggan-deep-256")
     z = G.sample(8, seed=0)
     x = G(z)                                                # (8, 3, H, W) in [-1, 1]
 
 Each factory takes ``space=`` plus its own keyword options; an option a
 factory does not accept is an error, never silently dropped.
+
+Published weights (``catalog.CATALOG``) are registered under their catalogue
+names, so a name such as ``"pggan-celebahq-256"`` works wherever a generator
+name does (sweep specs included); ``weights=<catalogue name>`` given to an
+architecture resolves to the cached files. A catalogue name wins over a file
+of the same name in the working directory: write ``./name`` for the file.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import import_module
 
 import torch
 
 from ..errors import GeometryError
 from .base import Generator, check_latents
+from .catalog import CATALOG, is_catalog_name, load_catalog_generator, with_catalog_weights
 
 __all__ = [
     "Generator",
@@ -117,6 +126,8 @@ def load_generator(
         raise GeometryError(f"{name}: unknown latent space {space!r}; its spaces: {list(entry.spaces)}")
     factory = _resolve(name, entry)
     _check_options(name, factory, options)
+    if is_catalog_name(options.get("weights")):
+        options = with_catalog_weights(name, options)
     G = factory(space=space, **options)
     if not isinstance(G, Generator):
         raise GeometryError(f"{name}: factory returned {type(G).__name__}, expected a Generator")
@@ -151,8 +162,20 @@ register_generator(
 register_generator(
     "stylegan2",
     "geometry_core.generators.stylegan2:load_stylegan2",
-    spaces=("z", "w"),
-    description="StyleGAN2 from a rosinality-format checkpoint, fixed noise, Z or W space",
+    spaces=("z", "w", "w+"),
+    description="StyleGAN2 (built-in, plain PyTorch) from a rosinality .pt or NVIDIA .pkl; fixed noise; Z, W or W+",
+)
+register_generator(
+    "pggan",
+    "geometry_core.generators.gan_zoo:load_pggan",
+    spaces=("z",),
+    description="PGGAN of the PyTorch GAN zoo (celebAHQ-256/512: 512-d) from a zoo .pth file",
+)
+register_generator(
+    "dcgan-fashion",
+    "geometry_core.generators.gan_zoo:load_dcgan_fashion",
+    spaces=("z",),
+    description="DCGAN of the PyTorch GAN zoo (fashionGen: 120-d, 64x64) from a zoo .pth file",
 )
 register_generator(
     "module",
@@ -160,3 +183,10 @@ register_generator(
     spaces=("z",),
     description="any torch.nn.Module class with a latent input, from a state_dict file",
 )
+for _item in CATALOG.values():
+    register_generator(
+        _item.name,
+        partial(load_catalog_generator, _item.name),
+        spaces=tuple(_item.spaces),
+        description=f"{_item.description}; published weights, fetched on first use (`gangeo models`)",
+    )

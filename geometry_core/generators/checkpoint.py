@@ -8,6 +8,14 @@ Example::
 ``safe_load`` always uses ``torch.load(..., weights_only=True)``; a checkpoint
 that would need arbitrary code to unpickle is refused with
 :class:`UnsafeCheckpointError` before any of that code runs.
+
+A checkpoint that pickles a plain-data object of a foreign library (a config
+holding numbers and strings) loads without that library: ``stand_in(name)``
+admits that one global name as an :class:`InertRecord`, which only stores the
+attributes::
+
+    state = safe_load(path, safe_globals=[stand_in("models.utils.config.BaseConfig")])
+    fields = state["config"].fields          # {"depthScale0": 512, ...}
 """
 
 from __future__ import annotations
@@ -23,20 +31,56 @@ from torch import nn
 
 from ..errors import GeometryError, MissingWeightsError, UnsafeCheckpointError
 
-__all__ = ["load_state_dict_strict", "safe_load"]
+__all__ = ["InertRecord", "load_state_dict_strict", "safe_load", "stand_in"]
 
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_STAND_IN = re.compile(r"stand-in object: [^\n]*")
 _SIZE = re.compile(
     r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
     r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)"
 )
 
 
-def safe_load(path: str | Path, *, what: str = "checkpoint", safe_globals: Iterable[type] = ()) -> object:
+class InertRecord:
+    """A pickled plain-data object read back as its attributes, with no behaviour.
+
+    The unpickler only creates it (``__new__``) and hands it its state; a state
+    that is not a dict of str keys is refused, and calling it with arguments
+    (a pickle's REDUCE) fails. ``fields`` holds the attributes.
+    """
+
+    def __init__(self) -> None:
+        self.fields: dict[str, object] = {}
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise pickle.UnpicklingError(
+                f"stand-in object: expected a dict of attributes, got {type(state).__name__}"
+            )
+        self.__dict__["fields"] = dict(state)
+
+    def __repr__(self) -> str:
+        return f"InertRecord({self.__dict__.get('fields', {})!r})"
+
+
+def stand_in(global_name: str) -> tuple[type, str]:
+    """A ``safe_globals`` entry that unpickles ``global_name`` as an :class:`InertRecord`."""
+    if not isinstance(global_name, str) or "." not in global_name:
+        raise GeometryError(f"stand_in: expected a dotted global name such as 'pkg.Class', got {global_name!r}")
+    return (InertRecord, global_name)
+
+
+def safe_load(
+    path: str | Path,
+    *,
+    what: str = "checkpoint",
+    safe_globals: Iterable[type | tuple[type, str]] = (),
+) -> object:
     """Load a checkpoint with ``weights_only=True`` onto the CPU.
 
     ``safe_globals`` allowlists plain data classes that some checkpoints carry
-    (e.g. ``argparse.Namespace`` in StyleGAN2 training checkpoints).
+    (e.g. ``argparse.Namespace`` in StyleGAN2 training checkpoints), or
+    ``stand_in(name)`` entries for a foreign plain-data class.
 
     Raises :class:`MissingWeightsError` (names the absolute path) when the file
     is absent, :class:`UnsafeCheckpointError` when it needs pickled code, and
@@ -57,8 +101,11 @@ def safe_load(path: str | Path, *, what: str = "checkpoint", safe_globals: Itera
                 f"{what}: {path} contains pickled code ({found.group(1)}) and is refused; "
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
-        raise GeometryError(f"{what}: {path} is not a readable torch checkpoint (corrupted?)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as err:  # struct: short/garbled files
+        refused = _STAND_IN.search(str(err))
+        detail = refused.group(0) if refused else "corrupted?"
+        raise GeometryError(f"{what}: {path} is not a readable torch checkpoint ({detail})") from None
+    # struct: short/garbled files; TypeError: a stand-in called with arguments
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, struct.error) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {first}") from None
 

@@ -2,14 +2,15 @@
 
 Example::
 
+    G = load_generator("stylegan2", space="w", weights="stylegan2-ffhq-config-f.pt")   # built-in
     G = load_generator("stylegan2", space="w", weights="stylegan2-ffhq-config-f.pt",
-                       size=1024, arch="model:Generator", allow_import=True)
+                       size=1024, arch="model:Generator", allow_import=True)   # user's class
 
-No StyleGAN2 architecture is installed with this project (rosinality's
-``model.py`` needs its own ``op`` package, with CUDA kernels and CPU
-fallbacks), so the architecture comes from a module the user names with
-``arch="package.module:Generator"`` and opts into with ``allow_import=True``.
-It must follow rosinality's interface: ``Generator(size, style_dim, n_mlp,
+Without ``arch`` the built-in plain-PyTorch architecture
+(``stylegan2_arch``) loads rosinality checkpoints and NVIDIA pickles, its
+shapes read from the file (``stylegan2_builtin.load_builtin``). Other architectures come
+from a module the user names with ``arch="package.module:Generator"`` and
+opts into with ``allow_import=True``. Such a class must follow rosinality's interface: ``Generator(size, style_dim, n_mlp,
 channel_multiplier=...)``, a mapping network ``.style``, and
 ``forward(styles, input_is_latent=..., noise=None, randomize_noise=...,
 truncation=..., truncation_latent=...) -> (image, latents)``.
@@ -23,7 +24,6 @@ lacks them, normal draws seeded by ``noise_seed``. Images are clamped to
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
@@ -32,12 +32,14 @@ from torch import nn
 
 from ..errors import GeometryError
 from .base import Generator
-from .checkpoint import load_state_dict_strict, safe_load
+from .checkpoint import load_state_dict_strict
 from .module import check_output, import_arch, no_inplace_activations
+from .stylegan2_builtin import build_stylegan2, check_space, load_builtin
+from .stylegan2_rosinality import read_rosinality
 
-__all__ = ["StyleGAN2Space", "load_stylegan2"]
+__all__ = ["StyleGAN2Space", "build_stylegan2", "load_stylegan2"]
 
-SPACES = ("z", "w")
+_ARCH_SPACES = ("z", "w")  # the import route: rosinality's forward has no W+ input
 _NOISE_KEY = r"noises\.noise_\d+"
 # Codes averaged through the mapping network when a checkpoint has no latent_avg.
 _N_MEAN_LATENT = 4096
@@ -94,17 +96,6 @@ def _fill_noise(net: nn.Module, missing: list[str], seed: int) -> None:
         buf.copy_(torch.randn(buf.shape, generator=gen, dtype=torch.float64).to(buf.dtype))
 
 
-def _read_checkpoint(weights: str | Path) -> tuple[dict, torch.Tensor | None]:
-    ckpt = safe_load(weights, what="stylegan2 checkpoint", safe_globals=[argparse.Namespace])
-    if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
-        keys = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise GeometryError(f"stylegan2: expected a rosinality checkpoint with a 'g_ema' entry, got {keys}")
-    avg = ckpt.get("latent_avg")
-    if avg is not None and not (isinstance(avg, torch.Tensor) and avg.is_floating_point()):
-        raise GeometryError(f"stylegan2: latent_avg must be a floating tensor, got {type(avg).__name__}")
-    return ckpt["g_ema"], avg
-
-
 def load_stylegan2(
     *,
     space: str = "z",
@@ -112,32 +103,41 @@ def load_stylegan2(
     size: int | None = None,
     arch: str | None = None,
     allow_import: bool = False,
-    style_dim: int = 512,
-    n_mlp: int = 8,
-    channel_multiplier: int = 2,
+    style_dim: int | None = None,
+    n_mlp: int | None = None,
+    channel_multiplier: int | None = None,
     truncation: float = 1.0,
     noise_seed: int = 0,
     clamp: bool = True,
 ) -> Generator:
-    """StyleGAN2 in ``space`` "z" (input of the mapping network) or "w" (its output).
+    """StyleGAN2 in ``space`` "z" (mapping input), "w" (its output) or "w+" (one w per synthesis input).
 
-    ``truncation`` < 1 pulls styles toward ``latent_avg`` (from the checkpoint,
-    or the mean of the mapping over 4096 codes seeded 0), in both spaces, so
+    Without ``arch`` the built-in architecture is used and its shapes are read
+    from ``weights``: a rosinality checkpoint (``.pt``) or an NVIDIA
+    StyleGAN2-ADA pickle (``.pkl``, read without running any of its code);
+    ``size`` / ``style_dim`` / ``n_mlp`` / ``channel_multiplier``, when given,
+    are checked against the file. With ``arch`` (and ``allow_import=True``)
+    the named rosinality-interface class is built instead (Z and W only).
+    ``truncation`` < 1 pulls every w toward ``latent_avg`` (from the file, or
+    the mean of the mapping over 4096 codes seeded 0), in every space, so
     ``G_w(mapping(z)) == G_z(z)``. W-space samples are ``mapping(z)``.
     """
-    if space not in SPACES:
-        raise GeometryError(f"stylegan2: unknown latent space {space!r}; its spaces: {list(SPACES)}")
-    if weights is None or size is None:
-        raise GeometryError("stylegan2: needs weights=PATH (rosinality checkpoint) and size=int (image side)")
+    check_space(space, truncation)
+    if weights is None:
+        raise GeometryError("stylegan2: needs weights=PATH (rosinality .pt checkpoint or NVIDIA .pkl)")
     if arch is None:
-        raise GeometryError(
-            "stylegan2: no StyleGAN2 architecture is installed; pass arch='package.module:Generator' "
-            "(rosinality's model.py interface) with allow_import=True"
-        )
-    if not isinstance(truncation, (int, float)) or not 0 < truncation <= 1:
-        raise GeometryError(f"stylegan2: truncation must be in (0, 1], got {truncation!r}")
+        expected = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier)
+        return load_builtin(weights, space=space, truncation=truncation, noise_seed=noise_seed, clamp=clamp,
+                            expected=expected)
+    if space not in _ARCH_SPACES:
+        raise GeometryError(f"stylegan2: arch= supports the spaces {list(_ARCH_SPACES)}, got {space!r}")
+    if size is None:
+        raise GeometryError("stylegan2: arch= needs size=int (image side)")
+    style_dim = 512 if style_dim is None else style_dim
+    n_mlp = 8 if n_mlp is None else n_mlp
+    channel_multiplier = 2 if channel_multiplier is None else channel_multiplier
     cls = import_arch(arch, allow_import=allow_import, what="stylegan2")
-    state, latent_avg = _read_checkpoint(weights)
+    state, latent_avg = read_rosinality(weights)
     try:
         net = cls(size, style_dim, n_mlp, channel_multiplier=channel_multiplier)
     except (TypeError, ValueError, RuntimeError) as err:
