@@ -82,31 +82,25 @@ def jacobian(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chun
 
     ``z`` of shape ``(D,)`` gives ``(M, D)``; ``(B, D)`` gives ``(B, M, D)``. A map
     returning a tuple of ``(B, M_l)`` tensors gives a tuple of Jacobians.
-    ``chunk_size`` bounds how many tangents are pushed forward at once.
+    ``chunk_size`` bounds how many tangents are pushed forward at once. The
+    engine is :func:`geometry_core.metric.forward_jacobian`, the one behind
+    ``metric_tensor(method="exact")``.
     """
+    from .metric import forward_jacobian
+
     if not isinstance(z, torch.Tensor) or z.ndim not in (1, 2):
         got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise GeometryError(f"expected z of shape (D,) or (B, D), got {got}")
+        raise GeometryError(f"jacobian: expected z of shape (D,) or (B, D), got {got}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise GeometryError(f"jacobian: chunk_size must be a positive int, got {chunk_size!r}")
     single = z.ndim == 1
-    zs = z.unsqueeze(0) if single else z
+    J = forward_jacobian(f, z.unsqueeze(0) if single else z, chunk_size=chunk_size, caller="jacobian")
 
-    def one(zi: torch.Tensor):
-        out = f(zi.unsqueeze(0))
-        return tuple(o[0] for o in out) if isinstance(out, tuple) else out[0]
+    def batch_major(j: torch.Tensor) -> torch.Tensor:  # (D, B, M) -> (B, M, D), or (M, D) for one code
+        j = j.permute(1, 2, 0)
+        return j[0] if single else j
 
-    def chunked(zi: torch.Tensor):
-        # jacfwd has no chunk_size: push the tangent basis forward chunk_size columns at a time.
-        eye = torch.eye(zi.shape[0], dtype=zi.dtype, device=zi.device)
-        cols = torch.func.vmap(lambda t: torch.func.jvp(one, (zi,), (t,))[1], chunk_size=chunk_size)(eye)
-        return tuple(c.movedim(0, -1) for c in cols) if isinstance(cols, tuple) else cols.movedim(0, -1)
-
-    jac = chunked if chunk_size else torch.func.jacfwd(one)
-    per_point = [jac(zi) for zi in zs]
-    if isinstance(per_point[0], tuple):
-        out = tuple(torch.stack(parts) for parts in zip(*per_point))
-        return tuple(o[0] for o in out) if single else out
-    out = torch.stack(per_point)
-    return out[0] if single else out
+    return tuple(batch_major(j) for j in J) if isinstance(J, tuple) else batch_major(J)
 
 
 def layer_jacobian(G: nn.Module, layer: str | None, z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
