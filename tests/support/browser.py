@@ -2,7 +2,7 @@
 
 Example::
 
-    from tests.browser import find_chromium, dump_dom, screenshot
+    from tests.support.browser import find_chromium, dump_dom, screenshot
     exe = find_chromium()                       # None when not installed
     dom = dump_dom(exe, "report.html")          # serialised DOM after the load event
     screenshot(exe, "report.html", "shot.png", size=(1200, 2400))

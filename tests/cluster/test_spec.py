@@ -10,7 +10,7 @@ import yaml
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import DEFAULTS, SpecError, load_spec, parse_spec
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "jobs" / "examples" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 
 
 def _good() -> dict:

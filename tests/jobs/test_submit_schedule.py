@@ -20,7 +20,7 @@ from jobs.schedule import ScheduleBook, ScheduleError, daemon, submission_id
 from cluster.spec import SpecError
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_spec
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "jobs" / "examples" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
 
 

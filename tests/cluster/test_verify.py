@@ -9,50 +9,11 @@ import numpy as np
 import pytest
 import zarr
 
-from cluster.layout import GroupLayout
-from cluster.store import RunStore
 from cluster.verify import verify_run
 from jobs.cli import EXIT_CODES, main
-from cluster.spec import parse_spec
+from tests.support.runs import C, D, N, analytic, build_run
 
-N, C, D = 8, 2, 12
 KEY = "module/z/mse"
-
-
-def tanh_spec(name: str, n: int = N, **patch) -> dict:
-    """A sweep of G(z) = tanh(z) shaped to 3x2x2 images with MSE: H = (2/12) diag(sech(z)^4)."""
-    raw = {"name": name, "targets": ["mse"], "codes": {"n": n, "seed": 3}, "chunk_size": C,
-           "generators": [{"name": "module", "spaces": ["z"], "options": {
-               "arch": "torch.nn:Tanh", "latent_dim": D, "input_shape": [3, 2, 2], "allow_import": True}}],
-           "keep": {"hessian": True, "eigvecs": True},
-           "reducers": {"global": False, "homogeneity": False, "anisotropy": False}}
-    raw.update(patch)
-    return raw
-
-
-def analytic(z: np.ndarray) -> np.ndarray:
-    """The metric of tanh with MSE over 12 pixels, as a stack of diagonal matrices."""
-    return np.stack([np.diag(2.0 / 12 * np.cosh(row.astype(np.float64)) ** -4) for row in z])
-
-
-def build_run(store: Path, name: str = "v") -> RunStore:
-    """A finished run written through RunStore, chunk by chunk, as a worker does."""
-    import geometry_core as gc
-
-    spec = parse_spec(tanh_spec(name))
-    G = gc.load_generator("module", **spec.generators[0].options)
-    dist = gc.load_distance("mse")
-    rs = RunStore(str(store))
-    plan = GroupLayout("module", "z", "mse", n=N, dim=D, chunk_size=C)
-    rs.create(name, spec, [plan])
-    z = G.sample(N, seed=3)
-    for i in range(plan.n_chunks):
-        H = gc.metric_tensor(G, dist, z[plan.rows(i)])
-        vals, vecs = gc.eigen(H)
-        rs.write_chunk(name, plan.key, i, {"z": z[plan.rows(i)].numpy(), "hessian": H.numpy(),
-                                           "eigvals": vals.numpy(), "eigvecs": vecs.numpy()})
-        rs.mark_done(name, plan.key, i)
-    return rs
 
 
 @pytest.fixture

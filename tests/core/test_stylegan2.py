@@ -1,6 +1,6 @@
 """The built-in StyleGAN2: rosinality checkpoints, spaces, truncation, layers, forward mode.
 
-The reference outputs in tests/data/stylegan2/ were computed by rosinality's own
+The reference outputs in tests/support/data/stylegan2/ were computed by rosinality's own
 model.py (CPU code paths) on the same random weights; see the README.txt there.
 """
 
@@ -17,7 +17,7 @@ from geometry_core.layers import layers_map
 
 import pytest
 
-from tests.stylegan2_helpers import DATA, load_ref, save_variant
+from tests.support.stylegan2_helpers import DATA, load_ref, save_variant
 
 CKPT = DATA / "rosinality_tiny.pt"
 # float32 forward of the same maths in a different order of operations (modulating the

@@ -21,9 +21,9 @@ import zarr
 from cluster.trust import ImportNotAllowedError, gate_stored_spec
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import parse_spec
-from tests.test_verify import tanh_spec
+from tests.support.runs import tanh_spec
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tamper(store: Path, run: str, marker: Path) -> None:

@@ -2,7 +2,7 @@
 
 Usage in a test module::
 
-    from tests.s3_server import s3_server  # noqa: F401  (session fixture)
+    def test_x(s3_server): ...     # the session fixture, through tests/conftest.py
 
     def test_x(s3_server):
         url = s3_server.new_bucket("results")       # "s3://results"

@@ -11,7 +11,7 @@ DATA = Path(__file__).parent / "data" / "stylegan2"
 
 
 def load_ref() -> dict:
-    """Inputs and rosinality's outputs for tests/data/stylegan2/rosinality_tiny.pt (see README.txt there)."""
+    """Inputs and rosinality's outputs for tests/support/data/stylegan2/rosinality_tiny.pt (see README.txt there)."""
     return torch.load(DATA / "rosinality_tiny_ref.pt", weights_only=True)
 
 

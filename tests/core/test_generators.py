@@ -289,13 +289,13 @@ def test_biggan_bad_inputs(tmp_path, biggan_dir):
 # ---------------------------------------------------------------- StyleGAN2
 
 
-SG_ARCH = "tests.stylegan2_arch_tiny:Generator"
+SG_ARCH = "tests.support.stylegan2_arch_tiny:Generator"
 SG_OPTS = dict(size=16, style_dim=8, n_mlp=2, channel_multiplier=1, arch=SG_ARCH, allow_import=True)
 
 
 @pytest.fixture(scope="module")
 def stylegan_ckpt(tmp_path_factory):
-    from tests.stylegan2_arch_tiny import Generator as Tiny
+    from tests.support.stylegan2_arch_tiny import Generator as Tiny
 
     torch.manual_seed(0)
     net = Tiny(16, 8, 2, channel_multiplier=1)

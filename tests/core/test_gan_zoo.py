@@ -1,8 +1,8 @@
 """PGGAN and DCGAN of the PyTorch GAN zoo: format compatibility, safe loading, config inference.
 
-The files under tests/data/gan_zoo/ were written by the zoo's own code
+The files under tests/support/data/gan_zoo/ were written by the zoo's own code
 (``BaseGAN.save``) from tiny random-weight models, with the zoo generators'
-outputs for fixed latents; tests/data/gan_zoo/README.txt says how.
+outputs for fixed latents; tests/support/data/gan_zoo/README.txt says how.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from geometry_core.generators.gan_zoo_nets import DCGANConfig, PGGANConfig
 from geometry_core.layers import layer_metrics
 from geometry_core.metric import metric_tensor
 
-DATA = Path(__file__).parent / "data" / "gan_zoo"
+DATA = Path(__file__).resolve().parents[1] / "support" / "data" / "gan_zoo"
 ZOO_CONFIG = "models.utils.config.BaseConfig"
 # Same float32 ops as the zoo on the same CPU: equal up to summation-order rounding.
 ATOL = 1e-5

@@ -1,6 +1,6 @@
 """The HTML report of a run: files, embedded figures, the run's numbers in its tables, a real browser.
 
-The run is written here with zarr directly, following DESIGN.md's layout, with
+The run is written here with zarr directly, in the store's layout (tests/support/stores.py), with
 synthetic float64 metrics (D = 100, the face DCGAN's latent size, so the traversal
 grid renders real images from the shipped generator), then reduced by the real
 reducers in-process. Expected numbers are recomputed here with plain numpy.
@@ -26,7 +26,8 @@ from cluster.reduce import reduce_group
 from cluster.report import FRACTIONS, build_report, traversal_steps
 from cluster.storage import StoreError
 from geometry_core.errors import GeometryError
-from tests.browser import dump_dom, find_chromium, screenshot
+from tests.support.browser import dump_dom, find_chromium, screenshot
+from tests.support.stores import write_group
 
 N, D, C = 12, 100, 4
 RUN = "quick"
@@ -53,20 +54,12 @@ def _metrics(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _write_group(run: zarr.Group, key: str, seed: int, *, done, hessian: bool) -> zarr.Group:
-    g = run.require_group(key)
     model, space, target = key.split("/")
-    g.attrs.update({"generator": model, "space": space, "target": target.replace("layer-", "layer:")})
     h, lam, q = _metrics(seed)
     z = np.random.default_rng(100 + seed).standard_normal((N, D))
-    arrays = {"z": (z, ("code", "dim")), "eigvals": (lam, ("code", "eig")), "eigvecs": (q, ("code", "dim", "eig"))}
-    if hessian:
-        arrays["hessian"] = (h, ("code", "dim", "dim2"))
-    for name, (x, dims) in arrays.items():
-        g.create_array(name, shape=x.shape, chunks=(C, *x.shape[1:]), dtype="float64", fill_value=0.0,
-                       dimension_names=dims, overwrite=True)[:] = x
-    g.create_array("done", shape=(N // C,), chunks=(1,), dtype="uint8", fill_value=0,
-                   dimension_names=("chunk",), overwrite=True)[:] = np.asarray(done, dtype=np.uint8)
-    return g
+    arrays = {"z": z, "eigvals": lam, "eigvecs": q, **({"hessian": h} if hessian else {})}
+    return write_group(run, key, arrays, chunk_size=C, done=done,
+                       attrs={"model": model, "space": space, "target": target.replace("layer-", "layer:")})
 
 
 @pytest.fixture(scope="module")

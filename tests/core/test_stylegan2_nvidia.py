@@ -26,7 +26,7 @@ from torch import nn
 from geometry_core.errors import GeometryError, UnsafeCheckpointError
 from geometry_core.generators import load_generator
 
-from tests.stylegan2_helpers import DATA, load_ref
+from tests.support.stylegan2_helpers import DATA, load_ref
 
 CKPT = DATA / "rosinality_tiny.pt"
 ATOL = 1e-5  # as in test_stylegan2.py: float32, another order of operations than rosinality's

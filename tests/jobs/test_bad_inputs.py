@@ -16,22 +16,20 @@ import torch
 import yaml
 
 from jobs.cli import main
-from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
-from tests.s3_server import s3_server  # noqa: F401  (session fixture)
-from tests.test_verify import build_run, tanh_spec
+from tests.support.runs import build_run, tanh_spec
 
 CASES: list[tuple[str, str]] = []  # (id, expected fragment of the message), filled below
 SEEN: list[str] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _s3_env_before_ray(s3_server):  # noqa: F811
+def _print_catalogue_size():
     yield
     print(f"\nbad inputs tried: {len(SEEN)}")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, s3_server):  # noqa: F811
+def world(tmp_path_factory, s3_server):
     """Inputs and a finished run; every case must leave this directory unchanged."""
     w = tmp_path_factory.mktemp("world")
     build_run(w / "store", "v")
@@ -133,7 +131,7 @@ N_CASES = 37
 
 
 @pytest.mark.parametrize("index", range(N_CASES))
-def test_bad_input_one_line_nonzero_nothing_written(index, world, ray_local, capsys):  # noqa: F811
+def test_bad_input_one_line_nonzero_nothing_written(index, world, ray_local, capsys):
     w, files = world
     cases = _cases(w, files)
     assert len(cases) == N_CASES
@@ -152,7 +150,7 @@ def test_bad_input_one_line_nonzero_nothing_written(index, world, ray_local, cap
 
 
 @pytest.mark.parametrize("case_id", CREDENTIAL_CASES)
-def test_bad_credentials(case_id, world, s3_server, capsys, monkeypatch):  # noqa: F811
+def test_bad_credentials(case_id, world, s3_server, capsys, monkeypatch):
     w, files = world
     before = _snapshot(w)
     if case_id == "creds_wrong_secret":

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from jobs.cli_reference import BEGIN, END, reference
-from tests.ray_fixture import ray_local  # noqa: F401
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _python_blocks() -> list[str]:
@@ -39,7 +38,7 @@ def test_python_api_example_runs():
     assert scope["corr_log"].shape == (4, 4)
 
 
-def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):  # noqa: F811
+def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):
     from cluster.driver import run_sweep
     from jobs.demo import QUICKSTART
     from cluster.spec import load_spec, parse_spec

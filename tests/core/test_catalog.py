@@ -29,7 +29,7 @@ from geometry_core.generators import load_generator
 from geometry_core.generators.catalog import CATALOG, CatalogEntry, CatalogFile, fetch_entry, local_path
 from geometry_core.weights_cache import OFFLINE_ENV_VARS, PIN_SUFFIX, WeightsIntegrityError, read_pin
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------ writers, one per real format

@@ -19,7 +19,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 from cluster.spec import parse_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "ray-cluster.yaml"
 K8S = ROOT / "cluster" / "k8s"
 

@@ -1,6 +1,6 @@
 """xarray reads a run's arrays with labelled dims (code, dim, eig) and the stored values.
 
-The group is written with zarr directly, following DESIGN.md's layout (N=6, D=4,
+The group is written with zarr directly, in the store's layout (tests/support/stores.py) (N=6, D=4,
 chunks of 2, one chunk not done); values compare exactly (same bytes read back).
 """
 
@@ -14,6 +14,7 @@ import zarr
 from cluster.reduce import reduce_group
 from cluster.xr import open_run_xarray
 from cluster.storage import StoreError
+from tests.support.stores import write_group
 
 N, D, C = 6, 4, 2
 RUN, KEY = "quick", "dcgan-faces/z/mse"
@@ -25,20 +26,12 @@ def store(tmp_path_factory):
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.standard_normal((N, D, D)))
     lam = np.sort(rng.random((N, D)) + 0.1, axis=1)[:, ::-1].copy()
-    arrays = {
-        "z": (rng.standard_normal((N, D)), ("code", "dim")),
-        "eigvals": (lam, ("code", "eig")),
-        "eigvecs": (q, ("code", "dim", "eig")),
-        "hessian": (np.einsum("nik,nk,njk->nij", q, lam, q), ("code", "dim", "dim2")),
-    }
-    g = zarr.open_group(str(path), mode="a", zarr_format=3).require_group(f"{RUN}/{KEY}")
-    for name, (x, dims) in arrays.items():
-        g.create_array(name, shape=x.shape, chunks=(C, *x.shape[1:]), dtype="float64", fill_value=0.0,
-                       dimension_names=dims)[:] = x
-    g.create_array("done", shape=(N // C,), chunks=(1,), dtype="uint8", fill_value=0,
-                   dimension_names=("chunk",))[:] = np.array([1, 0, 1], dtype=np.uint8)
+    arrays = {"z": rng.standard_normal((N, D)), "eigvals": lam, "eigvecs": q,
+              "hessian": np.einsum("nik,nk,njk->nij", q, lam, q)}
+    g = write_group(zarr.open_group(str(path), mode="a", zarr_format=3), f"{RUN}/{KEY}", arrays, chunk_size=C,
+                    done=[1, 0, 1])
     reduce_group(g, tile=3, use_ray=False)
-    return path, {k: v[0] for k, v in arrays.items()}
+    return path, arrays
 
 
 def test_open_zarr_gives_labelled_arrays(store):

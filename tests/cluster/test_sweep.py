@@ -21,11 +21,9 @@ from cluster.driver import run_sweep
 from tests.support.faults import crash_after_write
 from jobs.cli import main
 from cluster.spec import parse_spec
-from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
-from tests.s3_server import s3_server  # noqa: F401  (session fixture)
 
 N, SEED = 6, 11
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _raw(name: str, n: int = 4, **patch) -> dict:
@@ -33,13 +31,6 @@ def _raw(name: str, n: int = 4, **patch) -> dict:
             "codes": {"n": n, "seed": SEED}, "chunk_size": 2, "keep": {"hessian": True, "eigvecs": True},
             "reducers": {"global": False, "homogeneity": False, "anisotropy": False},
             "resources": {"workers": 2}, **patch}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _s3_env_before_ray(s3_server):  # noqa: F811
-    """Start the S3 server (and its AWS_* env) before Ray, so that every Ray task,
-    reducers included, inherits the endpoint; the driver passes it to its own workers."""
-    yield
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ def _check_group(g: zarr.Group, ref: dict, n: int) -> None:
 class SweepSuite:
     """Subclasses provide ``url`` and ``open_raw(url)`` (plain zarr, none of our code)."""
 
-    def test_end_to_end_equals_in_memory(self, ray_local, url, reference):  # noqa: F811
+    def test_end_to_end_equals_in_memory(self, ray_local, url, reference):
         spec = parse_spec(_raw("e2e", reducers={"global": True, "homogeneity": False, "anisotropy": True}))
         summary = run_sweep(spec, store=url, progress=False)
         assert (summary["status"], summary["computed"], summary["failed"]) == ("complete", 2, [])
@@ -100,7 +91,7 @@ class TestLocalSweep(SweepSuite):
 
 class TestS3Sweep(SweepSuite):
     @pytest.fixture
-    def url(self, s3_server):  # noqa: F811
+    def url(self, s3_server):
         return s3_server.new_bucket("sweep") + "/results"
 
     def open_raw(self, url):
@@ -108,7 +99,7 @@ class TestS3Sweep(SweepSuite):
             "endpoint_url": os.environ["AWS_ENDPOINT_URL"], "skip_instance_cache": True})
 
 
-def test_dead_worker_is_replaced_and_chunk_retried(ray_local, tmp_path, reference, monkeypatch):  # noqa: F811
+def test_dead_worker_is_replaced_and_chunk_retried(ray_local, tmp_path, reference, monkeypatch):
     marker = tmp_path / "crashed"
     # The worker that reaches chunk 1 writes its data, then exits before its done entry.
     summary = run_sweep(parse_spec(_raw("crash")), store=str(tmp_path / "s"), progress=False,
@@ -118,7 +109,7 @@ def test_dead_worker_is_replaced_and_chunk_retried(ray_local, tmp_path, referenc
     _check_group(zarr.open_group(tmp_path / "s", mode="r")["crash/dcgan-faces/z/mse"], reference, 4)
 
 
-def test_chunk_that_keeps_failing_is_reported_others_complete(ray_local, tmp_path, capsys):  # noqa: F811
+def test_chunk_that_keeps_failing_is_reported_others_complete(ray_local, tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(_raw("fail", n=2, targets=["mse", "layer:no.such.layer"])))
     assert main(["run", str(spec), "--store", str(tmp_path / "s"), "--quiet"]) == 1
@@ -134,7 +125,7 @@ def test_chunk_that_keeps_failing_is_reported_others_complete(ray_local, tmp_pat
     assert root["fail"].attrs["status"] == "partial"
 
 
-def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, reference, capsys):  # noqa: F811
+def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, reference, capsys):
     store = tmp_path / "s"
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(_raw("kill", n=N, resources={"workers": 1})))

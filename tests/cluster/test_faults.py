@@ -25,19 +25,12 @@ from cluster.store import RunStore
 from cluster.verify import verify_run
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import parse_spec
-from tests.fault_proxy import FaultProxy
-from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
-from tests.s3_server import s3_server  # noqa: F401  (session fixture)
-from tests.test_verify import analytic, tanh_spec
+from tests.support.fault_proxy import FaultProxy
+from tests.support.runs import analytic, tanh_spec
 
 N = 12  # 6 chunks of 2 codes, D = 12: each chunk is ~10 small PUTs
 KEY = "module/z/mse"
 ARRAY_NAMES = ("z", "eigvals", "eigvecs", "hessian", "done", "checksum")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _s3_env_before_ray(s3_server):  # noqa: F811
-    yield
 
 
 def _spec(name: str, workers: int = 2):
@@ -45,7 +38,7 @@ def _spec(name: str, workers: int = 2):
 
 
 @pytest.fixture(scope="module")
-def undisturbed(ray_local, tmp_path_factory):  # noqa: F811
+def undisturbed(ray_local, tmp_path_factory):
     """The same sweep on a local store with no faults: the reference for every scenario."""
     store = tmp_path_factory.mktemp("ref") / "s"
     assert run_sweep(_spec("ref"), store=str(store), progress=False)["status"] == "complete"
@@ -131,7 +124,7 @@ def test_retry_is_bounded_and_stops_on_final_errors():
 
 # -- injected faults in real sweeps -----------------------------------------------------------
 
-def test_throttling_and_5xx_through_proxy(ray_local, s3_server, undisturbed):  # noqa: F811
+def test_throttling_and_5xx_through_proxy(ray_local, s3_server, undisturbed):
     url = s3_server.new_bucket("throttle") + "/r"
     proxy = FaultProxy(s3_server.endpoint, fail_first=6, fraction=0.3, max_faults=14, seed=1).start()
     try:
@@ -144,7 +137,7 @@ def test_throttling_and_5xx_through_proxy(ray_local, s3_server, undisturbed):  #
     _assert_truthful(url, "thr", s3_server.endpoint, undisturbed, s3_server.keys(url))
 
 
-def test_s3_server_stopped_and_restarted_mid_run(ray_local, s3_server, undisturbed):  # noqa: F811
+def test_s3_server_stopped_and_restarted_mid_run(ray_local, s3_server, undisturbed):
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -185,7 +178,7 @@ def test_s3_server_stopped_and_restarted_mid_run(ray_local, s3_server, undisturb
     _assert_truthful(url, "out", s3_server.endpoint, undisturbed, s3_server.keys(url), n=40)
 
 
-def test_forbidden_write_fails_at_once_and_is_never_marked_done(ray_local, s3_server, undisturbed,  # noqa: F811
+def test_forbidden_write_fails_at_once_and_is_never_marked_done(ray_local, s3_server, undisturbed,
                                                                 capsys):
     url = s3_server.new_bucket("deny") + "/r"
     proxy = FaultProxy(s3_server.endpoint, forbid=rf"/deny/{KEY}/done/c/1$").start()
@@ -209,7 +202,7 @@ def test_forbidden_write_fails_at_once_and_is_never_marked_done(ray_local, s3_se
 
 # -- no clobbering ------------------------------------------------------------------------------
 
-def test_run_lock_refuses_live_and_takes_over_stale(tmp_path, s3_server):  # noqa: F811
+def test_run_lock_refuses_live_and_takes_over_stale(tmp_path, s3_server):
     for url in (str(tmp_path / "s"), s3_server.new_bucket("lock") + "/p"):
         with RunLock(url, "r1") as first:
             with pytest.raises(RunLockedError, match="being written by another driver"):
@@ -224,7 +217,7 @@ def test_run_lock_refuses_live_and_takes_over_stale(tmp_path, s3_server):  # noq
         taker.release()
 
 
-def test_same_run_twice_is_refused_two_runs_share_a_store(ray_local, tmp_path, capsys):  # noqa: F811
+def test_same_run_twice_is_refused_two_runs_share_a_store(ray_local, tmp_path, capsys):
     import yaml
 
     store = tmp_path / "s"
