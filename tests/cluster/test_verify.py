@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from cluster.store import RunStore
 from cluster.verify import verify_run
 from jobs.cli import EXIT_CODES, main
 from tests.support.runs import C, D, N, analytic, build_run

@@ -190,7 +190,7 @@ def test_published_hash_accepts_the_right_file(mirror, monkeypatch, digest):
         "tiny-test", "module", (CatalogFile("weights", "tiny-0.pt", "https://example.invalid/tiny-0.pt",
                                             sha if digest == "full" else sha[:8]),),
         {"z": 4}, 2, "a 4-d test generator", "tests",
-        options={"arch": "tests.test_catalog:TinyGenerator", "latent_dim": 4, "allow_import": True},
+        options={"arch": "tests.core.test_catalog:TinyGenerator", "latent_dim": 4, "allow_import": True},
     )
     monkeypatch.setitem(CATALOG, entry.name, entry)
     mirror.files["/tiny-test/tiny-0.pt"] = body

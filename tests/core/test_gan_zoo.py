@@ -207,7 +207,7 @@ def test_malicious_config_never_runs(tmp_path):
     obj["config"] = _Payload(marker)
     path = tmp_path / "evil.pth"
     torch.save(obj, path)
-    with pytest.raises(UnsafeCheckpointError, match=r"pickled code \(tests\.test_gan_zoo\._write_marker\)"):
+    with pytest.raises(UnsafeCheckpointError, match=r"pickled code \(tests\.core\.test_gan_zoo\._write_marker\)"):
         load_generator("pggan", weights=path)
     assert not marker.exists()
     # The payload is live: an unsafe load would have run it.

@@ -60,7 +60,7 @@ def _decoder_file(tmp_path, nz=6, seed=0):
 
 
 def _module_options(tmp_path, **over):
-    opts = dict(arch="tests.test_generators:TinyDecoder", arch_kwargs={"nz": 6}, latent_dim=6,
+    opts = dict(arch="tests.core.test_generators:TinyDecoder", arch_kwargs={"nz": 6}, latent_dim=6,
                 weights=_decoder_file(tmp_path), allow_import=True, input_shape=(6, 1, 1))
     opts.update(over)
     return opts
@@ -107,7 +107,7 @@ def test_pickled_code_refused_and_never_runs(tmp_path):
     marker = tmp_path / "marker.txt"
     path = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "extra": Payload(marker)}, path)
-    with pytest.raises(UnsafeCheckpointError, match=r"pickled code \(tests\.test_generators\._write_marker\)"):
+    with pytest.raises(UnsafeCheckpointError, match=r"pickled code \(tests\.core\.test_generators\._write_marker\)"):
         safe_load(path)
     assert not marker.exists()
     # The payload is live: an unsafe load would have run it.
