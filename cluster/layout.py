@@ -21,9 +21,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "from_eigen", "safe_name"]
+__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "safe_name"]
 
 # name -> dimension names; the trailing sizes are all D
 ARRAYS = {
@@ -52,11 +51,6 @@ def default_label(name: str, options: dict) -> str:
 def safe_name(target: str) -> str:
     """A group name for a target: ``layer:main.5`` -> ``layer-main.5``."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", target)
-
-
-def from_eigen(eigvals: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
-    """Metrics ``V diag(l) Vᵀ`` (B, D, D) from eigenvalues (B, D) and eigenvectors as columns (B, D, D)."""
-    return torch.einsum("bik,bk,bjk->bij", eigvecs, eigvals, eigvecs)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from geometry_core.errors import UsageError
+from geometry_core.spectrum import from_eigen
 
-from .layout import ARRAYS, GroupLayout, from_eigen
+from .layout import ARRAYS, GroupLayout
 from .store import RunStore
 
 __all__ = ["DEFAULT_RTOL", "verify_run"]

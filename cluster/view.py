@@ -22,7 +22,9 @@ import numpy as np
 import torch
 import zarr
 
-from .layout import GroupLayout, from_eigen
+from geometry_core.spectrum import from_eigen
+
+from .layout import GroupLayout
 from .storage import StoreError
 
 __all__ = ["GroupView", "RunView", "find_target_groups", "open_run"]

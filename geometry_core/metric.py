@@ -36,7 +36,7 @@ from torch.func import jvp, vmap
 
 from .errors import GeometryError
 from .generators.base import check_latents
-from .spectrum import fix_signs
+from .spectrum import fix_signs, from_eigen
 
 __all__ = ["METHODS", "default_eps", "forward_jacobian", "hvp", "metric_eigs", "metric_tensor"]
 
@@ -87,7 +87,7 @@ def metric_tensor(
             H = _bp(G, distance, z)
         else:
             vals, vecs = _lanczos(G, distance, z, topk, _LANCZOS[method], None)
-            H = vecs @ torch.diag_embed(vals) @ vecs.transpose(-1, -2)
+            H = from_eigen(vals, vecs)
     H = 0.5 * (H + H.transpose(-1, -2))
     return H[0] if single else H
 

@@ -28,6 +28,7 @@ from geometry_core.errors import GeometryError, MissingWeightsError
 from geometry_core.generators import load_generator
 from geometry_core.generators.catalog import CATALOG, CatalogEntry, CatalogFile, fetch_entry, local_path
 from geometry_core.weights_cache import OFFLINE_ENV_VARS, PIN_SUFFIX, WeightsIntegrityError, read_pin
+from tests.support.biggan import tiny_biggan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,20 +44,7 @@ def _torch_bytes(obj) -> bytes:
 
 def write_biggan_deep(entry: CatalogEntry) -> dict[str, bytes]:
     """pytorch-pretrained-biggan's pair: config.json + pytorch_model.bin, a tiny random model."""
-    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
-
-    cfg = BigGANConfig(output_dim=32, z_dim=8, class_embed_dim=8, channel_width=4, num_classes=5,
-                       layers=[(True, 16, 8), (True, 8, 4), (False, 4, 2), (True, 2, 1)],
-                       attention_layer_position=2)
-    torch.manual_seed(0)
-    net = BigGAN(cfg)
-    with torch.no_grad():  # converge spectral norm's power iteration, as in a trained file (else NaN/Inf)
-        for m in net.modules():
-            if hasattr(m, "weight_orig"):
-                W = m.weight_orig.reshape(m.weight_orig.shape[0], -1)
-                for _ in range(50):
-                    m.weight_v.copy_(nn.functional.normalize(W.T @ m.weight_u, dim=0))
-                    m.weight_u.copy_(nn.functional.normalize(W @ m.weight_v, dim=0))
+    cfg, net = tiny_biggan()
     return {"config.json": json.dumps(cfg.to_dict()).encode(), "pytorch_model.bin": _torch_bytes(net.state_dict())}
 
 

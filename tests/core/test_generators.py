@@ -14,6 +14,7 @@ from geometry_core.errors import GeometryError, MissingWeightsError, UnsafeCheck
 from geometry_core.generators import Generator, list_generators, load_generator
 from geometry_core.generators.checkpoint import load_state_dict_strict, safe_load
 from geometry_core.generators.module import from_module
+from tests.support.biggan import tiny_biggan
 
 # Same float32 ops on the same device: equal up to summation-order rounding.
 ATOL = 1e-5
@@ -196,29 +197,7 @@ def test_shuffle_seed_passes_through(tmp_path):
 
 @pytest.fixture(scope="module")
 def biggan_dir(tmp_path_factory):
-    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
-
-    # Smallest config the architecture allows: channels halve per block down to
-    # channel_width, which must be >= 3 for RGB; one self-attention layer.
-    cfg = BigGANConfig(output_dim=32, z_dim=8, class_embed_dim=8, channel_width=4, num_classes=5,
-                       layers=[(True, 16, 8), (True, 8, 4), (False, 4, 2), (True, 2, 1)],
-                       attention_layer_position=2)
-    torch.manual_seed(0)
-    net = BigGAN(cfg)
-    with torch.no_grad():
-        net.generator.bn.weight.fill_(1.0)
-        net.generator.bn.bias.zero_()
-        for m in net.modules():
-            if hasattr(m, "gamma"):
-                m.gamma.fill_(0.5)  # attention on, so it is exercised
-        # Converge the spectral-norm power iteration, as in a trained checkpoint;
-        # with random u, v the eval-mode sigma is far too small and activations blow up.
-        for m in net.modules():
-            if hasattr(m, "weight_orig"):
-                W = m.weight_orig.reshape(m.weight_orig.shape[0], -1)
-                for _ in range(50):
-                    m.weight_v.copy_(nn.functional.normalize(W.T @ m.weight_u, dim=0))
-                    m.weight_u.copy_(nn.functional.normalize(W @ m.weight_v, dim=0))
+    cfg, net = tiny_biggan(attention_gamma=0.5)  # attention on, so it is exercised
     root = tmp_path_factory.mktemp("biggan")
     (root / "config.json").write_text(json.dumps(cfg.to_dict()))
     torch.save(net.state_dict(), root / "pytorch_model.bin")
