@@ -251,7 +251,7 @@ def ray_head(tmp_path, monkeypatch):
 def test_submit_end_to_end_on_a_real_ray_head(ray_head, tmp_path, capsys):
     import numpy as np
 
-    from cluster.reduce import find_target_groups
+    from cluster.view import find_target_groups
     from geometry_core.distances import load_distance
     from geometry_core.generators import load_generator
     from geometry_core.metric import metric_tensor
