@@ -29,7 +29,7 @@ SIZES = (200, 2000)
 
 def one(n: int, chunk: int) -> dict:
     from cluster.driver import run_sweep
-    from jobs.spec import parse_spec
+    from cluster.spec import parse_spec
 
     spec = parse_spec({
         "name": f"mem{n}", "targets": ["mse"], "codes": {"n": n, "seed": 0}, "chunk_size": chunk,

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from cluster.driver import run_sweep
-from jobs.spec import parse_spec
+from cluster.spec import parse_spec
 
 
 def sweep_spec(n: int, chunk_size: int, targets: list[str], device: str) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from geometry_core.distances import load_distance
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
-from geometry_core.inversion import invert_many, metric_eigenbasis
+from geometry_core.inversion import InversionOptions, invert_many, metric_eigenbasis
 
 
 def methods(eigvals, eigvecs, population: int, inner_steps: int) -> dict:
@@ -55,8 +55,8 @@ def run_distance(name, G, args) -> dict:
     z_init = G.sample(args.targets, seed=20_000).to(args.device)
     for name_m, kw in methods(eigvals, eigvecs, args.population, args.inner_steps).items():
         t0 = time.perf_counter()
-        res = invert_many(G, d, targets, z_init=z_init, steps=args.budget, lr=args.lr, seed=0, **kw)
-        finals = np.array([r.distance for r in res])
+        res = invert_many(G, d, targets, InversionOptions(steps=args.budget, lr=args.lr, seed=0, **kw), z_init=z_init)
+        finals = np.array([r.value for r in res])
         assert all(r.evaluations == args.budget for r in res)
         out["methods"][name_m] = {
             "final_mean": float(finals.mean()), "final_sem": float(finals.std(ddof=1) / np.sqrt(len(finals))),

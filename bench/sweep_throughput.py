@@ -47,7 +47,7 @@ def sweep(n: int, chunk: int, workers: int) -> dict:
     import ray
 
     from cluster.driver import run_sweep
-    from jobs.spec import parse_spec
+    from cluster.spec import parse_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = parse_spec({

@@ -2,7 +2,7 @@
 
 Example::
 
-    from jobs.spec import load_spec
+    from cluster.spec import load_spec
     from cluster.driver import run_sweep, resume_sweep
     summary = run_sweep(load_spec("jobs/examples/quickstart.yaml"))     # embedded Ray
     summary = resume_sweep("quickstart", store="./gangeo-results")      # only missing chunks
@@ -12,6 +12,8 @@ worker), replaces a worker that dies and retries its chunk, and gives up on a
 chunk after ``max_attempts`` failures, reporting its index and error while the
 others complete. Execution is at-least-once; writes are idempotent because a
 chunk's codes come from the spec's seed and whole Zarr chunks are overwritten.
+The steps, in order: :func:`_precheck`, :class:`_Pool`, :func:`plan_groups`,
+:func:`_open_groups`, :class:`_Scheduler`, :func:`_summary`, :func:`_reduce`.
 """
 
 from __future__ import annotations
@@ -19,20 +21,29 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+from geometry_core.errors import GeometryError, WeightsError
+
+from .layout import GroupLayout
+from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .ray_runtime import init_ray
+from .spec import ALL_LAYERS, GeneratorSpec, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
-from .store import GroupPlan, RunStore
+from .store import RunStore
 from .trust import gate_stored_spec
-from .worker import FAULT_ENV, SweepWorker, chunk_task, worker_options
+from .worker import ChunkTask, SweepWorker, worker_options
 
 __all__ = ["plan_groups", "resume_sweep", "run_sweep"]
 
 MAX_ATTEMPTS = 3
 _PER_WORKER_IN_FLIGHT = 2  # one computing, one queued: no idle gap between chunks
 
+Plan = list[tuple[GeneratorSpec, GroupLayout]]
 
-def _n_workers(spec) -> int:
+
+def _n_workers(spec: SweepSpec) -> int:
     import ray
 
     res = spec.resources
@@ -44,22 +55,15 @@ def _n_workers(spec) -> int:
     return max(1, int(total.get("CPU", 1) // max(res["cpus_per_worker"], 1e-9)))
 
 
-def _worker_env(s3_endpoint: str | None) -> dict:
-    env = store_env(s3_endpoint)
-    if os.environ.get(FAULT_ENV):
-        env[FAULT_ENV] = os.environ[FAULT_ENV]
-    return env
-
-
 class _Pool:
     """Worker actors by slot; a dead one is replaced in its slot."""
 
-    def __init__(self, spec, n: int, env: dict, s3_endpoint: str | None) -> None:
+    def __init__(self, spec: SweepSpec, n: int, env: dict, s3_endpoint: str | None, worker_cls=SweepWorker) -> None:
         import ray
 
         res = spec.resources
         gpus = res["gpus_per_worker"]
-        self._cls = ray.remote(SweepWorker).options(
+        self._cls = ray.remote(worker_cls).options(
             **worker_options(gpus=gpus, cpus=res["cpus_per_worker"]), runtime_env={"env_vars": env})
         self._args = (spec.store,)
         self._kwargs = {"s3_endpoint": s3_endpoint, "threads": max(1, int(res["cpus_per_worker"])),
@@ -97,12 +101,8 @@ class _Pool:
             ray.kill(a, no_restart=True)
 
 
-def plan_groups(spec, pool: _Pool) -> list[tuple[object, str, GroupPlan]]:
-    """(generator spec, space, group plan) for every (model, space, target) of the spec."""
-    import ray
-
-    from jobs.spec import ALL_LAYERS
-
+def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
+    """(generator spec, group layout) for every (model, space, target) of the spec."""
     out = []
     for gen in spec.generators:
         for space in gen.spaces:
@@ -111,24 +111,24 @@ def plan_groups(spec, pool: _Pool) -> list[tuple[object, str, GroupPlan]]:
             for t in spec.targets:
                 targets += [f"layer:{n}" for n in info["layers"]] if t == ALL_LAYERS else [t]
             for t in dict.fromkeys(targets):
-                out.append((gen, space, GroupPlan(gen.label, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
+                out.append((gen, GroupLayout(gen.label, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
     return out
 
 
-def _describe(pool: _Pool, gen, space: str) -> dict:
-    """The worker's description of a generator; a load failure becomes one GeometryError line."""
+def _describe(pool: _Pool, gen: GeneratorSpec, space: str) -> dict:
+    """The worker's description of a generator; a load failure becomes one line of its kind."""
     import ray
-
-    from geometry_core.errors import GeometryError
 
     try:
         return ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options)))
     except Exception as exc:  # RayTaskError wraps the worker's exception (multi-line traceback)
         cause = getattr(exc, "cause", None) or exc
         text = str(cause).strip().splitlines()
-        msg = text[0] if isinstance(cause, GeometryError) and text else f"{type(cause).__name__}: " + (
-            text[-1] if text else "")
-        raise GeometryError(f"generator {gen.name!r} ({space}): {msg}") from None
+        if isinstance(cause, GeometryError) and text:  # weights keep their kind (and exit code)
+            kind = type(cause) if isinstance(cause, WeightsError) else GeometryError
+            raise kind(f"generator {gen.name!r} ({space}): {text[0]}") from None
+        raise GeometryError(f"generator {gen.name!r} ({space}): {type(cause).__name__}: "
+                            + (text[-1] if text else "")) from None
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -138,72 +138,95 @@ def _progress_bar(total: int, enabled: bool):
                 disable=not (enabled and sys.stderr.isatty()))
 
 
-def _schedule(pool: _Pool, tasks, bar, max_attempts: int) -> tuple[int, list[dict], int]:
-    """Run every task of the iterator ``tasks`` on the pool.
+@dataclass
+class _Outcome:
+    """What scheduling every pending chunk came to."""
 
-    Returns (chunks computed, failed chunk records, store retries the workers made).
+    computed: int = 0
+    failed: list[dict] = field(default_factory=list)
+    store_retries: int = 0
+
+
+class _Scheduler:
+    """Runs chunk tasks on a pool: a bounded window per worker, dead workers replaced, failures retried.
+
     Only the in-flight window and chunks awaiting a retry are held, so the
     driver's memory does not grow with the number of chunks.
     """
-    import ray
-    from ray.exceptions import RayActorError
 
-    tasks = iter(tasks)
-    retry_queue, inflight, attempts, failed, computed, store_retries = [], {}, {}, [], 0, 0
-    load = [0] * len(pool.actors)
+    def __init__(self, pool: _Pool, bar, max_attempts: int) -> None:
+        self.pool, self.bar, self.max_attempts = pool, bar, max_attempts
+        self.inflight: dict = {}  # ref -> (slot, actor, task)
+        self.load = [0] * len(pool.actors)
+        self.retry_queue: list[ChunkTask] = []
+        self.attempts: dict[tuple[str, int], int] = {}
+        self.outcome = _Outcome()
 
-    def submit() -> None:
+    def run(self, tasks) -> _Outcome:
+        import ray
+
+        self._tasks = iter(tasks)
+        self._fill()
+        while self.inflight:
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=5.0)
+            for ref in ready:
+                self._settle(ref)
+            self._fill()
+        return self.outcome
+
+    def _fill(self) -> None:
+        """Give the least loaded worker a task until every worker's window is full or none is left."""
         while True:
-            slot = min(range(len(load)), key=load.__getitem__)
-            if load[slot] >= _PER_WORKER_IN_FLIGHT:
+            slot = min(range(len(self.load)), key=self.load.__getitem__)
+            if self.load[slot] >= _PER_WORKER_IN_FLIGHT:
                 return
-            task = retry_queue.pop() if retry_queue else next(tasks, None)
+            task = self.retry_queue.pop() if self.retry_queue else next(self._tasks, None)
             if task is None:
                 return
-            actor = pool.actors[slot]
-            inflight[actor.compute.remote(task)] = (slot, actor, task)
-            load[slot] += 1
+            actor = self.pool.actors[slot]
+            self.inflight[actor.compute.remote(task)] = (slot, actor, task)
+            self.load[slot] += 1
 
-    submit()
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
-        for ref in ready:
-            slot, actor, task = inflight.pop(ref)
-            load[slot] -= 1
-            try:
-                record = ray.get(ref)
-            except RayActorError as exc:  # the worker process died: replace it, retry the chunk
-                pool.replace(slot, actor)
-                record = {"ok": False, "error": f"worker died: {type(exc).__name__}"}
-            store_retries += int(record.get("store_retries") or 0)
-            tid = (task["key"], task["chunk"])
-            if record["ok"]:
-                computed += 1
-                attempts.pop(tid, None)
-                bar.update(min(task["chunk_size"], task["n"] - task["chunk"] * task["chunk_size"]))
-                continue
-            attempts[tid] = attempts.get(tid, 0) + 1
-            if attempts[tid] < max_attempts:
-                retry_queue.append(task)
-            else:
-                attempts.pop(tid)
-                failed.append({"key": task["key"], "chunk": task["chunk"], "error": record["error"]})
-        submit()
-    return computed, failed, store_retries
+    def _settle(self, ref) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        slot, actor, task = self.inflight.pop(ref)
+        self.load[slot] -= 1
+        try:
+            record = ray.get(ref)
+        except RayActorError as exc:  # the worker process died: replace it, retry the chunk
+            self.pool.replace(slot, actor)
+            record = {"ok": False, "error": f"worker died: {type(exc).__name__}"}
+        self.outcome.store_retries += int(record.get("store_retries") or 0)
+        if record["ok"]:
+            self.outcome.computed += 1
+            self.attempts.pop((task.key, task.chunk), None)
+            self.bar.update(task.layout.n_rows(task.chunk))
+        else:
+            self._retry_or_give_up(task, record["error"])
+
+    def _retry_or_give_up(self, task: ChunkTask, error: str) -> None:
+        tid = (task.key, task.chunk)
+        self.attempts[tid] = self.attempts.get(tid, 0) + 1
+        if self.attempts[tid] < self.max_attempts:
+            self.retry_queue.append(task)
+        else:
+            self.attempts.pop(tid)
+            self.outcome.failed.append({"key": task.key, "chunk": task.chunk, "error": error})
 
 
-def _pending(spec, plans, masks):
+def _pending(spec: SweepSpec, plans: Plan, masks) -> Iterator[ChunkTask]:
     """Chunk tasks of every chunk without done, generated lazily."""
-    for (gen, space, plan), mask in zip(plans, masks):
-        for i in range(plan.n_chunks):
-            if not mask[i]:
-                yield chunk_task(spec.name, plan, i, gen, space, spec)
+    for (gen, lay), mask in zip(plans, masks):
+        for chunk in range(lay.n_chunks):
+            if not mask[chunk]:
+                yield ChunkTask(spec.name, lay, chunk, gen.name, dict(gen.options), spec.seed, spec.method,
+                                spec.topk)
 
 
-def _precheck(spec, s3_endpoint: str | None) -> None:
+def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
     """Fail fast, before Ray starts and without writing: store reachable, same spec, no live driver."""
-    from .lock import RunLockedError, _stale, lock_info
-
     loc = check_store(spec.store, s3_endpoint=s3_endpoint)
     if loc.kind == "local" and not os.path.isdir(loc.path):
         return  # a new store: nothing to compare with
@@ -215,67 +238,81 @@ def _precheck(spec, s3_endpoint: str | None) -> None:
         return
     if rs.attrs(spec.name).get("identity") != spec.identity():
         RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
-    info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if _lock_group_exists(rs) else None
-    if info is not None and not _stale(info, time.time()):
+    info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if LOCK_GROUP in rs.root.group_keys() else None
+    if info is not None and not is_stale(info, time.time()):
         raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
                              f"pid {info.get('pid')}); wait for it to finish")
 
 
-def _lock_group_exists(rs: RunStore) -> bool:
-    from .lock import LOCK_GROUP
+def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
+    """Create (or reopen) the run's groups; the done mask of each group."""
+    rs.create(spec.name, spec, [lay for _, lay in plans])
+    return [rs.done_mask(spec.name, lay.key) for _, lay in plans]
 
-    return LOCK_GROUP in rs.root.group_keys()
+
+def _points(plans: Plan, masks) -> int:
+    """Codes of the chunks still to compute (the progress bar's total)."""
+    return sum(lay.n_rows(c) for (_, lay), m in zip(plans, masks) for c in range(lay.n_chunks) if not m[c])
 
 
-def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_endpoint: str | None = None,
-              progress: bool = True, max_attempts: int = MAX_ATTEMPTS) -> dict:
+def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: _Outcome, timing: dict, pool: _Pool,
+             lock: RunLock) -> dict:
+    total = sum(lay.n_chunks for _, lay in plans)
+    pending = sum(int((~m).sum()) for m in masks)
+    return {"run": spec.name, "store": rs.url, "status": "complete" if not outcome.failed else "partial",
+            "chunks": total, "skipped": total - pending, "computed": outcome.computed, "failed": outcome.failed,
+            "workers": len(pool.actors), "workers_replaced": pool.replaced,
+            "store_retries": outcome.store_retries + rs.retry.retries, "lock_taken_over": lock.took_over is not None,
+            "groups": [lay.key for _, lay in plans], **timing}
+
+
+def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, progress: bool,
+             max_attempts: int) -> tuple[_Outcome, dict]:
+    """Compute every pending chunk; the run's status, failures and timing go to its attributes."""
+    points = _points(plans, masks)
+    t0, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rs.update_attrs(spec.name, status="running", failed=[])
+    with _progress_bar(points, progress) as bar:
+        outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks))
+    seconds = time.time() - t0
+    timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
+              "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
+    rs.update_attrs(spec.name, status="complete" if not outcome.failed else "partial", failed=outcome.failed,
+                    timing=timing)
+    return outcome, timing
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None = None,
+              s3_endpoint: str | None = None, progress: bool = True, max_attempts: int = MAX_ATTEMPTS,
+              worker_cls: type = SweepWorker) -> dict:
     """Run (or resume) the sweep ``spec``; returns a summary dict (status, chunks, failed, timing).
 
     ``store`` overrides the spec's store URL. Chunks already marked done are
     skipped. Reducers the spec enables run afterwards when the sweep is complete.
+    ``worker_cls``: the worker actor's class (a subclass of :class:`SweepWorker`).
     Raises :class:`~cluster.storage.StoreError` before starting Ray when the
     store cannot be opened or the run exists with a different spec.
     """
     import ray
 
-    from .lock import RunLock
-
     # Workers run in other directories: a relative local store means the driver's cwd.
     spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
     _precheck(spec, s3_endpoint)
-    env = _worker_env(s3_endpoint)
+    env = store_env(s3_endpoint)
     started_ray = init_ray(address, env)
     pool = lock = None
     try:
-        pool = _Pool(spec, _n_workers(spec), env, s3_endpoint)
+        pool = _Pool(spec, _n_workers(spec), env, s3_endpoint, worker_cls)
         plans = plan_groups(spec, pool)  # loads each generator once: bad options fail here, nothing written
         rs = RunStore(spec.store, s3_endpoint=s3_endpoint)
         lock = RunLock(spec.store, spec.name, s3_endpoint=s3_endpoint).acquire()
-        rs.create(spec.name, spec, [p for _, _, p in plans])
-        masks = [rs.done_mask(spec.name, plan.key) for _, _, plan in plans]
-        total_chunks = sum(p.n_chunks for _, _, p in plans)
-        pending = sum(int((~m).sum()) for m in masks)
-        points = sum(len(range(plan.n)[plan.rows(i)]) for (_, _, plan), m in zip(plans, masks)
-                     for i in range(plan.n_chunks) if not m[i])
-        t0, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        rs.update_attrs(spec.name, status="running", failed=[])
-        with _progress_bar(points, progress) as bar:
-            computed, failed, retries = _schedule(pool, _pending(spec, plans, masks), bar, max_attempts)
-        seconds = time.time() - t0
-        status = "complete" if not failed else "partial"
-        timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": computed,
-                  "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
-        rs.update_attrs(spec.name, status=status, failed=failed, timing=timing)
-        summary = {"run": spec.name, "store": rs.url, "status": status, "chunks": total_chunks,
-                   "skipped": total_chunks - pending, "computed": computed, "failed": failed,
-                   "workers": len(pool.actors), "workers_replaced": pool.replaced,
-                   "store_retries": retries + rs.retry.retries,
-                   "lock_taken_over": lock.took_over is not None,
-                   "groups": [p.key for _, _, p in plans], **timing}
+        masks = _open_groups(rs, spec, plans)
+        outcome, timing = _execute(spec, rs, pool, plans, masks, progress=progress, max_attempts=max_attempts)
+        summary = _summary(spec, rs, plans, masks, outcome, timing, pool, lock)
         summary["worker_info"] = pool.info()
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
-        summary["reduce"] = _reduce(rs, spec, progress) if status == "complete" else None
+        summary["reduce"] = _reduce(rs, spec, progress) if summary["status"] == "complete" else None
         return summary
     finally:
         if lock is not None:
@@ -286,12 +323,12 @@ def run_sweep(spec, *, address: str | None = None, store: str | None = None, s3_
             ray.shutdown()
 
 
-def _reduce(rs: RunStore, spec, progress: bool = False) -> dict | None:
+def _reduce(rs: RunStore, spec: SweepSpec, progress: bool = False) -> dict | None:
     """The spec's reducers over the finished run (on the Ray instance already running)."""
     chosen = tuple(k for k, on in spec.reducers.items() if on)
     if not chosen:
         return None
-    from cluster.reduce import reduce_run
+    from .reduce import reduce_run
 
     return reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True,
                       progress=progress and sys.stderr.isatty())
@@ -304,8 +341,6 @@ def resume_sweep(run: str, *, store: str | None = None, address: str | None = No
     The stored spec is validated like a spec file; an import path in it runs only
     with ``allow_import=True`` from the caller (:mod:`cluster.trust`).
     """
-    from jobs.spec import parse_spec
-
     rs = RunStore(store, s3_endpoint=s3_endpoint, create=False)
     raw = rs.attrs(run).get("spec")
     if not isinstance(raw, dict):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .storage import StoreError, StoreURL, parse_store_url, resolve_endpoint
 
-__all__ = ["LOCK_GROUP", "RunLock", "RunLockedError", "lock_info"]
+__all__ = ["LOCK_GROUP", "RunLock", "RunLockedError", "is_stale", "lock_info", "pid_alive"]
 
 LOCK_GROUP = "_locks"
 TTL_SECONDS = 60.0
@@ -38,7 +38,8 @@ class RunLockedError(StoreError):
     """The run is being written by another live driver."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists on this host (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -156,12 +157,13 @@ def _backend(url, run: str, s3_endpoint: str | None):
     return _S3(loc, run, resolve_endpoint(s3_endpoint))
 
 
-def _stale(info: dict | None, now: float) -> bool:
+def is_stale(info: dict | None, now: float) -> bool:
+    """True when a lock record may be taken over: absent, expired, or its driver gone from this host."""
     if not info:
         return True
     if float(info.get("expires", 0)) < now:
         return True
-    return info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1)))
+    return info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1)))
 
 
 def lock_info(url, run: str, *, s3_endpoint: str | None = None) -> dict | None:
@@ -192,7 +194,7 @@ class RunLock:
         raw, tag = self._backend.read()
         info = _decode(raw)
         now = time.time()
-        if raw is not None and not _stale(info, now):
+        if raw is not None and not is_stale(info, now):
             age = now - float(info.get("heartbeat", now))
             raise RunLockedError(
                 f"run {self.run!r} is being written by another driver (host {info.get('host')}, "

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
+from geometry_core.errors import GangeoError
+
 __all__ = ["LOOPBACK", "RayStartError", "init_ray"]
 
 LOOPBACK = "127.0.0.1"
@@ -32,8 +34,10 @@ _EMBEDDED_ENV = {
 }
 
 
-class RayStartError(RuntimeError):
+class RayStartError(GangeoError, RuntimeError):
     """Ray could not be started as required (one line)."""
+
+    kind = "ray"
 
 
 @contextmanager

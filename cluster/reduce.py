@@ -7,7 +7,7 @@ Example::
     summary = reduce_run("./gangeo-results", "quickstart", use_ray=False)
 
 Reducers read only what the sweep wrote (``z``, ``eigvals`` and ``hessian`` or
-``eigvecs``; see DESIGN.md), so they can run later, on another machine. Only
+``eigvecs``; ARCHITECTURE.md, "Store"), so they can run later, on another machine. Only
 chunks whose ``done`` entry is 1 are used; a partial sweep is reduced over what
 is done and the ``reduce/`` attrs say how many codes were used. Results go to
 ``<run>/<model>/<space>/<target>/reduce/``:
@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -37,11 +36,14 @@ import zarr
 from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
+from .executor import Executor, executor
+from .view import GroupView, open_run
+
 __all__ = [
     "DEFAULT_TILE",
     "FRACTIONS",
     "REDUCERS",
-    "find_target_groups",
+    "TileStats",
     "reduce_group",
     "reduce_run",
 ]
@@ -50,69 +52,46 @@ DEFAULT_TILE = 64
 REDUCERS = ("global", "homogeneity", "anisotropy")
 # Chunks of the sweep summed by one partial-sum task (the leaves of the tree).
 _CHUNKS_PER_LEAF = 4
-# Tasks in flight at once: enough to keep a cluster busy, bounded for memory.
-_WINDOW = 64
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """What one target group holds, read once by the driver of the reduction."""
+class TileStats:
+    """Sums over the finite off-diagonal entries of homogeneity tiles, log and linear scale."""
 
-    n: int
-    d: int
-    chunk: int
-    used: np.ndarray  # (N,) bool: the code's chunk is done
-    n_chunks: int
-    n_chunks_done: int
-    has_hessian: bool
-    has_eigvecs: bool
+    log_sum: float = 0.0
+    log_sq: float = 0.0
+    log_count: float = 0.0
+    lin_sum: float = 0.0
+    lin_sq: float = 0.0
+    lin_count: float = 0.0
+    masked: float = 0.0  # eigen-directions masked (non-positive) over all pairs
 
+    @classmethod
+    def of(cls, log: np.ndarray, lin: np.ndarray, masked: np.ndarray) -> "TileStats":
+        f, g = log[np.isfinite(log)], lin[np.isfinite(lin)]
+        return cls(f.sum(), np.square(f).sum(), float(f.size), g.sum(), np.square(g).sum(), float(g.size),
+                   float(masked[masked > 0].sum()))
 
-def _layout(group: zarr.Group) -> _Layout:
-    names = set(group.array_keys())
-    missing = {"z", "eigvals", "done"} - names
-    if missing:
-        raise GeometryError(f"group {group.path!r}: expected arrays z, eigvals, done; missing {sorted(missing)}")
-    z = group["z"]
-    n, d = z.shape
-    chunk = z.chunks[0]
-    done = np.asarray(group["done"][:]) == 1
-    used = np.repeat(done, chunk)[:n]
-    return _Layout(
-        n=n, d=d, chunk=chunk, used=used, n_chunks=done.size, n_chunks_done=int(done.sum()),
-        has_hessian="hessian" in names, has_eigvecs="eigvecs" in names,
-    )
+    def __add__(self, other: "TileStats") -> "TileStats":
+        return TileStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
-
-def _read_hessians(group: zarr.Group, lay: _Layout, a: int, b: int, dtype) -> torch.Tensor:
-    """H for the used codes in rows [a, b); reconstructed as V diag(l) V^T without a stored hessian."""
-    rows = lay.used[a:b]
-    if lay.has_hessian:
-        return torch.from_numpy(np.asarray(group["hessian"][a:b])[rows]).to(dtype)
-    vecs = torch.from_numpy(np.asarray(group["eigvecs"][a:b])[rows]).to(dtype)
-    vals = torch.from_numpy(np.asarray(group["eigvals"][a:b])[rows]).to(dtype)
-    return torch.einsum("bik,bk,bjk->bij", vecs, vals, vecs)
+    def summary(self) -> dict:
+        """mean, std and count per scale, and the masked total."""
+        out: dict = {"masked_total": int(self.masked)}
+        for name, s, sq, cnt in (("log", self.log_sum, self.log_sq, self.log_count),
+                                 ("lin", self.lin_sum, self.lin_sq, self.lin_count)):
+            mean = s / cnt if cnt else math.nan
+            var = max(sq / cnt - mean * mean, 0.0) if cnt else math.nan
+            out[f"{name}_mean"], out[f"{name}_std"], out[f"{name}_count"] = float(mean), math.sqrt(var), int(cnt)
+        return out
 
 
-def _read_eigvecs(group: zarr.Group, lay: _Layout, a: int, b: int, dtype) -> torch.Tensor:
-    """Eigenvectors (columns, descending order) of the used codes in rows [a, b)."""
-    if lay.has_eigvecs:
-        return torch.from_numpy(np.asarray(group["eigvecs"][a:b])[lay.used[a:b]]).to(dtype)
-    from geometry_core.spectrum import eigen
-
-    return eigen(_read_hessians(group, lay, a, b, dtype))[1]  # decomposed in float64 whatever dtype
+# ---- tasks: plain functions of a GroupView, run by an executor ----
 
 
-def _read_eigvals(group: zarr.Group, lay: _Layout, a: int, b: int, dtype) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(group["eigvals"][a:b])[lay.used[a:b]]).to(dtype)
-
-
-# ---- tasks (plain functions; wrapped with ray.remote when Ray is used) ----
-
-
-def _partial_sum(group: zarr.Group, lay: _Layout, a: int, b: int) -> tuple[np.ndarray, int]:
+def _partial_sum(view: GroupView, a: int, b: int) -> tuple[np.ndarray, int]:
     """Leaf of the tree: the float64 sum of H over the used codes in rows [a, b), and their count."""
-    h = _read_hessians(group, lay, a, b, torch.float64)
+    h = view.hessians(a, b, torch.float64)
     return h.sum(dim=0).numpy(), int(h.shape[0])
 
 
@@ -120,11 +99,8 @@ def _combine(left: tuple[np.ndarray, int], right: tuple[np.ndarray, int]) -> tup
     return left[0] + right[0], left[1] + right[1]
 
 
-def _tile(group: zarr.Group, lay: _Layout, rows: tuple[int, int], cols: tuple[int, int], dtype) -> np.ndarray:
-    """One homogeneity tile: compute, write its zarr chunk, return its off-diagonal sums.
-
-    Returns [sum, sum of squares, count] for log then lin, then the masked total (7 floats).
-    """
+def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype) -> TileStats:
+    """One homogeneity tile: compute, write its zarr chunk, return its statistics."""
     from geometry_core.homogeneity import homogeneity_tile
 
     (r0, r1), (c0, c1) = rows, cols
@@ -132,12 +108,12 @@ def _tile(group: zarr.Group, lay: _Layout, rows: tuple[int, int], cols: tuple[in
     out_log = np.full(shape, np.nan)
     out_lin = np.full(shape, np.nan)
     out_masked = np.full(shape, -1, dtype=np.int32)
-    ri = np.flatnonzero(lay.used[r0:r1])
-    cj = np.flatnonzero(lay.used[c0:c1])
+    ri = np.flatnonzero(view.used[r0:r1])
+    cj = np.flatnonzero(view.used[c0:c1])
     if ri.size and cj.size:
-        vecs = _read_eigvecs(group, lay, r0, r1, dtype)
-        hess = _read_hessians(group, lay, c0, c1, dtype)
-        vals = _read_eigvals(group, lay, c0, c1, dtype)
+        vecs = view.eigvecs(r0, r1, dtype)
+        hess = view.hessians(c0, c1, dtype)
+        vals = view.eigvals(c0, c1, dtype)
         t_log, t_lin, t_masked = homogeneity_tile(vecs, hess, vals)
         sel = np.ix_(ri, cj)
         out_log[sel] = t_log.double().cpu().numpy()
@@ -149,76 +125,18 @@ def _tile(group: zarr.Group, lay: _Layout, rows: tuple[int, int], cols: tuple[in
     out_log[diag] = np.nan
     out_lin[diag] = np.nan
     out_masked[diag] = -1
-    red = group["reduce"]
+    red = view.group["reduce"]
     red["homogeneity_log"][r0:r1, c0:c1] = out_log
     red["homogeneity_lin"][r0:r1, c0:c1] = out_lin
     red["homogeneity_masked"][r0:r1, c0:c1] = out_masked
-    stats = []
-    for m in (out_log, out_lin):
-        f = m[np.isfinite(m)]
-        stats += [f.sum(), np.square(f).sum(), float(f.size)]
-    stats.append(float(out_masked[out_masked > 0].sum()))
-    return np.asarray(stats)
+    return TileStats.of(out_log, out_lin, out_masked)
 
 
-# ---- execution: in-process or as Ray tasks, with a bounded window ----
-
-
-def _map(fn, args: list[tuple], use_ray: bool, *, desc: str = "reduce", progress: bool = False) -> list:
-    """fn(*a) for each a, in order; as Ray tasks keeping at most _WINDOW in flight."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(args), desc=desc, unit="tile", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True, leave=False)
-    with bar:
-        if not use_ray:
-            out = []
-            for a in args:
-                out.append(fn(*a))
-                bar.update(1)
-            return out
-        import ray
-
-        remote = ray.remote(num_cpus=1, max_retries=2)(fn)
-        refs: list = []
-        pending: list = []
-        for a in args:
-            if len(pending) >= _WINDOW:
-                _, pending = ray.wait(pending, num_returns=1, fetch_local=False)
-                bar.update(1)
-            refs.append(remote.remote(*a))
-            pending.append(refs[-1])
-        while pending:
-            _, pending = ray.wait(pending, num_returns=1, fetch_local=False)
-            bar.update(1)
-        return ray.get(refs)
-
-
-def _tree_sum(leaves: list, use_ray: bool):
-    """Combine partial sums pairwise, level by level (log2 depth)."""
-    if use_ray:
-        import ray
-
-        combine = ray.remote(num_cpus=1, max_retries=2)(_combine)
-    while len(leaves) > 1:
-        paired = []
-        for k in range(0, len(leaves) - 1, 2):
-            a, b = leaves[k], leaves[k + 1]
-            paired.append(combine.remote(a, b) if use_ray else _combine(a, b))
-        if len(leaves) % 2:
-            paired.append(leaves[-1])
-        leaves = paired
-    if use_ray:
-        import ray
-
-        return ray.get(leaves[0])
-    return leaves[0]
-
-
-def _leaf_ranges(lay: _Layout) -> list[tuple[int, int]]:
+def _leaf_ranges(view: GroupView) -> list[tuple[int, int]]:
     """Row ranges of _CHUNKS_PER_LEAF chunks that contain at least one done chunk."""
-    step = lay.chunk * _CHUNKS_PER_LEAF
-    return [(a, min(a + step, lay.n)) for a in range(0, lay.n, step) if lay.used[a : a + step].any()]
+    n = view.layout.n
+    step = view.layout.chunk_size * _CHUNKS_PER_LEAF
+    return [(a, min(a + step, n)) for a in range(0, n, step) if view.used[a : a + step].any()]
 
 
 # ---- reducers ----
@@ -230,65 +148,47 @@ def _new_array(red: zarr.Group, name: str, shape, chunks, dtype, fill, dims) -> 
     )
 
 
-def _reduce_global(group, lay, red, use_ray) -> dict:
+def _reduce_global(view: GroupView, red, ex: Executor) -> dict:
     from geometry_core.spectrum import eigen
 
-    if not (lay.has_hessian or lay.has_eigvecs):
+    if not (view.has_hessian or view.has_eigvecs):
         return {"skipped": "the run kept neither hessian nor eigvecs"}
-    if use_ray:
-        import ray
-
-        leaf = ray.remote(num_cpus=1, max_retries=2)(_partial_sum)
-        g_ref, l_ref = ray.put(group), ray.put(lay)
-        leaves = [leaf.remote(g_ref, l_ref, a, b) for a, b in _leaf_ranges(lay)]
-    else:
-        leaves = [_partial_sum(group, lay, a, b) for a, b in _leaf_ranges(lay)]
-    total, count = _tree_sum(leaves, use_ray)
+    ref = ex.put(view)
+    total, count = ex.tree_reduce(_partial_sum, [(ref, a, b) for a, b in _leaf_ranges(view)], _combine)
     h_mean = torch.from_numpy(total / count)
     h_mean = 0.5 * (h_mean + h_mean.T)  # the sum of symmetric fp32 matrices is symmetric up to round-off
     vals, vecs = eigen(h_mean)
-    d = lay.d
+    d = view.layout.dim
     _new_array(red, "global_hessian", (d, d), (d, d), "float64", np.nan, ("dim", "dim2"))[:] = h_mean.numpy()
     _new_array(red, "global_eigvals", (d,), (d,), "float64", np.nan, ("eig",))[:] = vals.numpy()
     _new_array(red, "global_eigvecs", (d, d), (d, d), "float64", np.nan, ("dim", "eig"))[:] = vecs.numpy()
     return {"n_summed": int(count), "top_eigvals": [float(v) for v in vals[:5]], "eigvals": vals}
 
 
-def _reduce_homogeneity(group, lay, red, tile, use_ray, dtype, progress=False) -> dict:
-    if not (lay.has_hessian or lay.has_eigvecs):
+def _reduce_homogeneity(view: GroupView, red, tile: int, ex: Executor, dtype, progress=False) -> dict:
+    if not (view.has_hessian or view.has_eigvecs):
         return {"skipped": "the run kept neither hessian nor eigvecs"}
-    n = lay.n
+    n = view.layout.n
     for name, dt, fill in (("homogeneity_log", "float64", np.nan), ("homogeneity_lin", "float64", np.nan),
                            ("homogeneity_masked", "int32", -1)):
         _new_array(red, name, (n, n), (tile, tile), dt, fill, ("code_i", "code_j"))
     blocks = [(a, min(a + tile, n)) for a in range(0, n, tile)]
-    if use_ray:
-        import ray
-
-        g_ref, l_ref = ray.put(group), ray.put(lay)
-    else:
-        g_ref, l_ref = group, lay
-    args = [(g_ref, l_ref, r, c, dtype) for r in blocks for c in blocks]
-    s = np.sum(_map(_tile, args, use_ray, desc="homogeneity tiles", progress=progress), axis=0)
-    out = {"tiles": len(args), "masked_total": int(s[6])}
-    for k, name in ((0, "log"), (3, "lin")):
-        cnt = s[k + 2]
-        mean = s[k] / cnt if cnt else math.nan
-        var = max(s[k + 1] / cnt - mean * mean, 0.0) if cnt else math.nan
-        out[f"{name}_mean"], out[f"{name}_std"], out[f"{name}_count"] = float(mean), math.sqrt(var), int(cnt)
-    return out
+    ref = ex.put(view)
+    args = [(ref, r, c, dtype) for r in blocks for c in blocks]
+    stats = sum(ex.map(_tile, args, desc="homogeneity tiles", progress=progress), TileStats())
+    return {"tiles": len(args), **stats.summary()}
 
 
-def _reduce_anisotropy(group, lay, red, global_vals) -> dict:
+def _reduce_anisotropy(view: GroupView, red, global_vals) -> dict:
     from geometry_core.spectrum import anisotropy
 
-    points = np.full((lay.n, len(FRACTIONS)), -1, dtype=np.int32)
-    rows = np.flatnonzero(lay.used)
+    points = np.full((view.layout.n, len(FRACTIONS)), -1, dtype=np.int32)
+    rows = np.flatnonzero(view.used)
     if rows.size:
-        vals = torch.from_numpy(np.asarray(group["eigvals"][:])[rows]).double()
+        vals = torch.from_numpy(np.asarray(view.group["eigvals"][:])[rows]).double()
         counts = anisotropy(vals, fractions=FRACTIONS)
         points[rows] = np.stack([np.asarray(counts[f]) for f in FRACTIONS], axis=1)
-    arr = _new_array(red, "anisotropy_points", points.shape, (lay.chunk, len(FRACTIONS)), "int32", -1,
+    arr = _new_array(red, "anisotropy_points", points.shape, (view.layout.chunk_size, len(FRACTIONS)), "int32", -1,
                      ("code", "fraction"))
     arr[:] = points
     arr.attrs["fractions"] = list(FRACTIONS)
@@ -305,72 +205,59 @@ def _reduce_anisotropy(group, lay, red, global_vals) -> dict:
 
 
 def reduce_group(
-    group: zarr.Group,
+    group: zarr.Group | GroupView,
     *,
     reducers: tuple[str, ...] | list[str] = REDUCERS,
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
     dtype: torch.dtype = torch.float64,
     progress: bool = False,
+    ex: Executor | None = None,
 ) -> dict:
     """Reduce one ``<model>/<space>/<target>`` group; write ``reduce/`` and return a summary dict.
 
     ``reducers``: any of "global", "homogeneity", "anisotropy". ``tile``: rows and
-    columns per homogeneity tile (and zarr chunk). ``use_ray``: run tasks on the
-    Ray instance already initialised (``reduce_run`` starts one), else in-process.
-    ``dtype``: precision of the homogeneity products (float64: log10 of small
-    eigenvalues is meaningless in float32 products).
+    columns per homogeneity tile (and zarr chunk). ``ex``: where the tasks run
+    (default: Ray tasks on the instance already initialised when ``use_ray``,
+    else this process). ``dtype``: precision of the homogeneity products
+    (float64: log10 of small eigenvalues is meaningless in float32 products).
     """
     bad = [r for r in reducers if r not in REDUCERS]
     if bad:
         raise GeometryError(f"reducers must be among {list(REDUCERS)}, got {bad}")
     if not isinstance(tile, int) or tile < 1:
         raise GeometryError(f"tile must be a positive integer, got {tile!r}")
-    lay = _layout(group)
-    red = group.require_group("reduce")
-    summary: dict = {"n_codes": lay.n, "n_used": int(lay.used.sum()), "n_chunks": lay.n_chunks,
-                     "n_chunks_done": lay.n_chunks_done, "complete": lay.n_chunks_done == lay.n_chunks}
+    view = group if isinstance(group, GroupView) else GroupView.of(group.path, group)
+    ex = ex or executor(use_ray)
+    lay = view.layout
+    red = view.group.require_group("reduce")
+    summary: dict = {"n_codes": lay.n, "n_used": int(view.used.sum()), "n_chunks": lay.n_chunks,
+                     "n_chunks_done": view.n_chunks_done, "complete": view.n_chunks_done == lay.n_chunks}
     if summary["n_used"] == 0:
         summary["note"] = "no chunk is done: nothing reduced"
         red.attrs.update(summary)
         return summary
     global_vals = None
     if "global" in reducers:
-        g = _reduce_global(group, lay, red, use_ray)
+        g = _reduce_global(view, red, ex)
         global_vals = g.pop("eigvals", None)
         summary["global"] = g
     if "homogeneity" in reducers:
-        summary["homogeneity"] = _reduce_homogeneity(group, lay, red, tile, use_ray, dtype, progress)
+        summary["homogeneity"] = _reduce_homogeneity(view, red, tile, ex, dtype, progress)
     if "anisotropy" in reducers:
-        summary["anisotropy"] = _reduce_anisotropy(group, lay, red, global_vals)
+        summary["anisotropy"] = _reduce_anisotropy(view, red, global_vals)
     if not summary["complete"]:
-        summary["note"] = (f"partial: {lay.n_chunks_done} of {lay.n_chunks} chunks done; "
+        summary["note"] = (f"partial: {view.n_chunks_done} of {lay.n_chunks} chunks done; "
                            f"reduced over {summary['n_used']} of {lay.n} codes")
     red.attrs.update({**summary, "fractions": list(FRACTIONS), "tile": tile,
-                      "source": "hessian" if lay.has_hessian else "eigvecs", "eigen_dtype": "float64",
+                      "source": "hessian" if view.has_hessian else "eigvecs", "eigen_dtype": "float64",
                       "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return summary
 
 
-def find_target_groups(run_group: zarr.Group) -> list[str]:
-    """Paths (relative to the run) of the groups holding sweep arrays, sorted."""
-    found = []
-
-    def walk(g: zarr.Group, prefix: str) -> None:
-        if "done" in set(g.array_keys()):
-            found.append(prefix)
-            return
-        for name, sub in g.groups():
-            if name != "reduce":
-                walk(sub, f"{prefix}/{name}" if prefix else name)
-
-    walk(run_group, "")
-    return sorted(found)
-
-
-def _spec_reducers(run_group: zarr.Group) -> tuple[str, ...]:
+def _spec_reducers(attrs: dict) -> tuple[str, ...]:
     """The reducers the run's spec enables (all when the spec says nothing)."""
-    spec = run_group.attrs.get("spec") or {}
+    spec = attrs.get("spec") or {}
     flags = spec.get("reducers") if isinstance(spec, dict) else None
     if not isinstance(flags, dict):
         return REDUCERS
@@ -396,26 +283,19 @@ def reduce_run(
     or ``address``) and shut it down afterwards; ``use_ray=False`` computes the
     same values in this process.
     """
-    from cluster.storage import open_root, store_env
+    from .storage import store_env
 
-    root = root_or_url if isinstance(root_or_url, zarr.Group) else open_root(
-        root_or_url, s3_endpoint=s3_endpoint, mode="a", create=False)
-    if run not in set(root.group_keys()):
-        raise GeometryError(f"no run {run!r} in the store; runs there: {sorted(root.group_keys())}")
-    run_group = root[run]
-    targets = find_target_groups(run_group)
-    if not targets:
-        raise GeometryError(f"run {run!r} has no target group with a done array")
-    chosen = tuple(reducers) if reducers is not None else _spec_reducers(run_group)
+    view = open_run(root_or_url, run, s3_endpoint=s3_endpoint, mode="a")
+    targets = view.targets()
+    chosen = tuple(reducers) if reducers is not None else _spec_reducers(view.attrs)
     started = False
     if use_ray:
-        from cluster.ray_runtime import init_ray
+        from .ray_runtime import init_ray
 
         started = init_ray(address, store_env(s3_endpoint))
     try:
-        return {path: reduce_group(run_group[path], reducers=chosen, tile=tile, use_ray=use_ray,
-                                   progress=progress)
-                for path in targets}
+        ex = executor(use_ray)
+        return {g.key: reduce_group(g, reducers=chosen, tile=tile, ex=ex, progress=progress) for g in targets}
     finally:
         if started:
             import ray

@@ -15,7 +15,7 @@ import io
 
 import numpy as np
 
-from geometry_core.plots import _pyplot  # one Agg set-up for the library and the report
+from geometry_core.plots import agg_pyplot
 
 __all__ = [
     "global_spectrum_png",
@@ -32,7 +32,7 @@ _FLOOR = 1e-30
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _pyplot().close(fig)
+    agg_pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -41,7 +41,7 @@ def spectrum_band_png(eigvals: np.ndarray, *, title: str = "") -> bytes:
 
     As the paper's Fig. 2: eigenvalue rank on x, eigenvalue on a log y axis.
     """
-    plt = _pyplot()
+    plt = agg_pyplot()
     lam = np.clip(np.asarray(eigvals, dtype=float), _FLOOR, None)
     ranks = np.arange(1, lam.shape[1] + 1)
     lo, hi = np.percentile(lam, [5, 95], axis=0)
@@ -58,7 +58,7 @@ def spectrum_band_png(eigvals: np.ndarray, *, title: str = "") -> bytes:
 
 def global_spectrum_png(eigvals: np.ndarray, *, title: str = "") -> bytes:
     """Spectrum of the global (mean) metric on a log scale."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     lam = np.clip(np.asarray(eigvals, dtype=float), _FLOOR, None)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(np.arange(1, lam.size + 1), lam, lw=1.5, color="C3")
@@ -71,7 +71,7 @@ def global_spectrum_png(eigvals: np.ndarray, *, title: str = "") -> bytes:
 
 def homogeneity_png(corr_log: np.ndarray, corr_lin: np.ndarray, *, title: str = "") -> bytes:
     """Heatmaps (top) and histograms of off-diagonal entries (bottom) of both homogeneity matrices."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 7.5), layout="constrained")
     for col, (name, m) in enumerate((("log", corr_log), ("linear", corr_lin))):
         m = np.asarray(m, dtype=float)
@@ -96,7 +96,7 @@ def traversal_grid_png(images: np.ndarray, steps: np.ndarray, *, title: str = ""
     One mosaic in one axes (dozens of small axes are slow to draw); rows name their
     edge step, columns the fraction of it.
     """
-    plt = _pyplot()
+    plt = agg_pyplot()
     k, s, h, w = images.shape[:4]
     pad = 2
     mosaic = np.ones((k * (h + pad) - pad, s * (w + pad) - pad, 3))

@@ -19,6 +19,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from .storage import StoreError
+
 __all__ = ["RetryPolicy", "is_transient", "retry_call"]
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
@@ -47,7 +49,7 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(exc, (PermissionError, FileNotFoundError, FileExistsError, IsADirectoryError,
                             NotADirectoryError, TypeError, KeyError)):
             return False
-        if getattr(exc, "transient", None) is not None and type(exc).__name__.endswith("StoreError"):
+        if isinstance(exc, StoreError):
             return bool(exc.transient)
         code, status = _status_of(exc)
         if code in _TRANSIENT_CODES or status in _TRANSIENT_STATUS:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import zarr
 
+from geometry_core.errors import GangeoError
+
 __all__ = [
     "DEFAULT_STORE",
     "StoreError",
@@ -56,11 +58,13 @@ SHIP_CREDENTIALS_ENV = "GANGEO_SHIP_AWS_CREDENTIALS"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 
-class StoreError(RuntimeError):
+class StoreError(GangeoError, RuntimeError):
     """The results store cannot be opened or used (one line, never a secret).
 
     ``transient`` is True when retrying may help (no connection, throttling, 5xx).
     """
+
+    kind = "store"
 
     def __init__(self, message: str = "", *, transient: bool = False) -> None:
         super().__init__(message)

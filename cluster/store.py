@@ -1,14 +1,15 @@
-"""The results of sweep runs in a Zarr v3 store (see DESIGN.md, "Results store").
+"""The results of sweep runs in a Zarr v3 store (ARCHITECTURE.md, "Store").
 
 Example::
 
-    from cluster.store import RunStore, GroupPlan
+    from cluster.layout import GroupLayout
+    from cluster.store import RunStore
     rs = RunStore("./gangeo-results")
-    plan = GroupPlan("dcgan-faces", "z", "mse", n=64, dim=100, chunk=8)
-    rs.create("quickstart", spec, [plan])          # idempotent: same spec -> same run
-    rs.write_chunk("quickstart", plan.key, 0, {"z": z, "eigvals": l, "eigvecs": V})
-    rs.mark_done("quickstart", plan.key, 0)         # written last: the chunk counts now
-    rs.done_mask("quickstart", plan.key)            # (n_chunks,) bool
+    lay = GroupLayout("dcgan-faces", "z", "mse", n=64, dim=100, chunk_size=8)
+    rs.create("quickstart", spec, [lay])           # idempotent: same spec -> same run
+    rs.write_chunk("quickstart", lay.key, 0, {"z": z, "eigvals": l, "eigvecs": V})
+    rs.mark_done("quickstart", lay.key, 0)          # written last: the chunk counts now
+    rs.done_mask("quickstart", lay.key)             # (n_chunks,) bool
 
 A task owns whole chunks (no sharding, ``done`` and the per-chunk records are
 chunked one entry per chunk), so concurrent workers never share a Zarr chunk.
@@ -17,78 +18,21 @@ chunked one entry per chunk), so concurrent workers never share a Zarr chunk.
 from __future__ import annotations
 
 import datetime as _dt
-import re
 import time
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
-__all__ = ["ARRAYS", "STORED_DTYPES", "GroupPlan", "RunExistsError", "RunStore", "default_label", "safe_name"]
-
-# name -> (dimension names, trailing shape from D, stored when)
-ARRAYS = {
-    "z": ("code", "dim"),
-    "eigvals": ("code", "eig"),
-    "eigvecs": ("code", "dim", "eig"),
-    "hessian": ("code", "dim", "dim2"),
-}
-# Eigenvalues keep the float64 of the decomposition (the bottom of a spectrum is ~1e-7
-# of its top); the D x D arrays stay float32 to halve their size.
-STORED_DTYPES = {"z": "f4", "eigvals": "f8", "eigvecs": "f4", "hessian": "f4"}
-_CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
-    "done": "u1",        # 1 once the chunk's arrays are complete; written last
-    "seconds": "f4",     # compute time of the chunk
-    "computed_at": "f8",  # unix time the chunk was written
-    "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, cast to float32, C order)
-}
-
+__all__ = ["RunExistsError", "RunStore"]
 
 class RunExistsError(StoreError):
     """A run of that name exists with a different spec."""
-
-
-def default_label(name: str, options: dict) -> str:
-    """A generator's group name in the store: its name, marked when its weights are shuffled."""
-    seed = options.get("shuffle_seed")
-    return f"{name}-shuffled{seed}" if seed is not None else name
-
-
-def safe_name(target: str) -> str:
-    """A group name for a target: ``layer:main.5`` -> ``layer-main.5``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "-", target)
-
-
-@dataclass(frozen=True)
-class GroupPlan:
-    """One (model, latent space, target) group of a run: N codes of dimension D in chunks of c."""
-
-    model: str
-    space: str
-    target: str
-    n: int
-    dim: int
-    chunk: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.model}/{self.space}/{safe_name(self.target)}"
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-self.n // self.chunk)
-
-    def rows(self, chunk_index: int) -> slice:
-        """The code rows of chunk ``chunk_index``."""
-        if not 0 <= chunk_index < self.n_chunks:
-            raise StoreError(f"{self.key}: chunk index must be in [0, {self.n_chunks}), got {chunk_index}")
-        start = chunk_index * self.chunk
-        return slice(start, min(start + self.chunk, self.n))
 
 
 def _now() -> str:
@@ -145,7 +89,7 @@ class RunStore:
     def has_run(self, run: str) -> bool:
         return run in self.root.group_keys()
 
-    def create(self, run: str, spec, groups: list[GroupPlan]) -> bool:
+    def create(self, run: str, spec, groups: list[GroupLayout]) -> bool:
         """Create run ``run`` for ``spec`` with ``groups``; True if new, False when resuming.
 
         The same spec under an existing name resumes it (missing arrays are added);
@@ -171,27 +115,25 @@ class RunStore:
         g.attrs["groups"] = keys
         return new
 
-    def _create_group(self, run_g: zarr.Group, plan: GroupPlan, spec) -> None:
+    def _create_group(self, run_g: zarr.Group, plan: GroupLayout, spec) -> None:
         g = run_g.require_group(plan.key)
-        g.attrs.update({"model": plan.model, "space": plan.space, "target": plan.target, "n": plan.n,
-                        "dim": plan.dim, "chunk": plan.chunk, "n_chunks": plan.n_chunks,
-                        "method": spec.method, "topk": spec.topk})
+        g.attrs.update({**plan.attrs(), "method": spec.method, "topk": spec.topk})
         names = ["z", "eigvals"] + (["eigvecs"] if spec.keep_eigvecs else []) + (
             ["hessian"] if spec.keep_hessian else [])
         existing = set(g.array_keys())
         for name in names:
             dims = ARRAYS[name]
-            shape = (plan.n, plan.dim) + (plan.dim,) * (len(dims) - 2)
+            shape = plan.shape(name)
             if name in existing:
                 if g[name].shape != shape:
                     raise StoreError(f"{plan.key}/{name}: stored shape {g[name].shape}, expected {shape}")
                 continue
-            g.create_array(name, shape=shape, chunks=(plan.chunk,) + shape[1:], dtype=STORED_DTYPES[name],
+            g.create_array(name, shape=shape, chunks=(plan.chunk_size,) + shape[1:], dtype=STORED_DTYPES[name],
                            compressors=[ZstdCodec(level=1), Crc32cCodec()], dimension_names=dims,
                            fill_value=0.0)
         # Spectra are decomposed in float64 (geometry_core.spectrum); say what each array keeps.
         g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(g[n].dtype)) for n in names}}
-        for name, dtype in _CHUNK_RECORDS.items():
+        for name, dtype in CHUNK_RECORDS.items():
             if name not in existing:
                 g.create_array(name, shape=(plan.n_chunks,), chunks=(1,), dtype=dtype,
                                dimension_names=("chunk",), fill_value=0)
@@ -221,7 +163,7 @@ class RunStore:
         except KeyError:
             raise StoreError(f"run {run!r} has no group {key!r}") from None
 
-    def write_chunk(self, run: str, key: str, chunk_index: int, arrays: dict[str, np.ndarray],
+    def write_chunk(self, run: str, key: str, chunk: int, arrays: dict[str, np.ndarray],
                     *, seconds: float = 0.0) -> int:
         """Write one chunk's rows of each array (whole Zarr chunks) and its records; returns the checksum.
 
@@ -230,8 +172,7 @@ class RunStore:
         """
         g = self._retry(lambda: self.group(run, key), f"{key} group")
         arrs = self._retry(lambda: {name: g[name] for name in g.array_keys()}, f"{key} arrays")
-        c, n = g.attrs["chunk"], g.attrs["n"]
-        rows = slice(chunk_index * c, min(chunk_index * c + c, n))
+        rows = GroupLayout.of(g).rows(chunk)
         crc = 0
         for name in sorted(arrays):
             if name not in arrs or name not in ARRAYS:
@@ -239,17 +180,17 @@ class RunStore:
             data = np.ascontiguousarray(arrays[name], dtype=np.dtype(arrs[name].dtype))
             expected = (rows.stop - rows.start,) + arrs[name].shape[1:]
             if data.shape != expected:
-                raise StoreError(f"{key}/{name} chunk {chunk_index}: expected shape {expected}, got {data.shape}")
-            self._retry(lambda a=arrs[name], d=data: a.__setitem__(rows, d), f"{key}/{name} chunk {chunk_index}")
+                raise StoreError(f"{key}/{name} chunk {chunk}: expected shape {expected}, got {data.shape}")
+            self._retry(lambda a=arrs[name], d=data: a.__setitem__(rows, d), f"{key}/{name} chunk {chunk}")
             crc = zlib.crc32(data.astype(np.float32).tobytes(), crc)
         stamp = time.time()
         for name, value in (("checksum", crc), ("seconds", seconds), ("computed_at", stamp)):
-            self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk_index, v), f"{key}/{name} {chunk_index}")
+            self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk, v), f"{key}/{name} {chunk}")
         return crc
 
-    def mark_done(self, run: str, key: str, chunk_index: int) -> None:
+    def mark_done(self, run: str, key: str, chunk: int) -> None:
         """Mark a chunk complete; call only after :meth:`write_chunk` returned."""
-        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk_index, 1), f"{key}/done {chunk_index}")
+        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk, 1), f"{key}/done {chunk}")
 
     def done_mask(self, run: str, key: str) -> np.ndarray:
         """(n_chunks,) bool: which chunks are complete."""

@@ -21,8 +21,13 @@ import zlib
 
 import numpy as np
 
-from .storage import StoreError
-from .store import ARRAYS, RunStore
+import torch
+
+from geometry_core.errors import UsageError
+from geometry_core.spectrum import from_eigen
+
+from .layout import ARRAYS, GroupLayout
+from .store import RunStore
 
 __all__ = ["DEFAULT_RTOL", "verify_run"]
 
@@ -66,17 +71,17 @@ def _check_values(data: dict[str, np.ndarray], rtol: float) -> list[str]:
         if float(np.abs(gram).max()) > 10 * rtol:
             out.append(f"eigvecs: not orthonormal (max |V^T V - I| = {float(np.abs(gram).max()):.3g})")
         elif H is not None and lam is not None:
-            recon = np.einsum("bij,bj,bkj->bik", V64, lam.astype(np.float64), V64)
+            recon = from_eigen(torch.from_numpy(lam.astype(np.float64)), torch.from_numpy(V64)).numpy()
             err = float(np.abs(recon - H).max())
             if err > 10 * rtol * max(float(np.abs(H).max()), 1e-30):
                 out.append(f"eigvecs/eigvals: V diag(l) V^T differs from hessian by {err:.3g}")
     return out
 
 
-def _check_chunk(g, names: list[str], i: int, done: bool, checksum: int, rtol: float) -> tuple[str, list[str]]:
+def _check_chunk(g, lay: GroupLayout, names: list[str], i: int, done: bool, checksum: int,
+                 rtol: float) -> tuple[str, list[str]]:
     """(state, problems) of chunk ``i``: state is "done", "unfinished" or "missing"."""
-    c, n = int(g.attrs["chunk"]), int(g.attrs["n"])
-    rows = slice(i * c, min(i * c + c, n))
+    rows = lay.rows(i)
     data, problems = {}, []
     for name in names:
         try:
@@ -103,11 +108,13 @@ def _check_chunk(g, names: list[str], i: int, done: bool, checksum: int, rtol: f
 
 def _verify_group(rs: RunStore, run: str, key: str, rtol: float, errors: list) -> dict:
     g = rs.group(run, key)
-    n, dim, n_chunks = int(g.attrs["n"]), int(g.attrs["dim"]), int(g.attrs["n_chunks"])
+    a = g.attrs
+    lay = GroupLayout(a["model"], a["space"], a["target"], int(a["n"]), int(a["dim"]), int(a["chunk"]))
+    n_chunks = lay.n_chunks
     stored = set(g.array_keys())
     names = sorted(name for name in ARRAYS if name in stored)
     for name in names:
-        want = (n, dim) + (dim,) * (len(ARRAYS[name]) - 2)
+        want = lay.shape(name)
         if g[name].shape != want:
             errors.append({"group": key, "chunk": None, "problem": f"{name}: shape {g[name].shape}, expected {want}"})
             return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}
@@ -120,7 +127,7 @@ def _verify_group(rs: RunStore, run: str, key: str, rtol: float, errors: list) -
         return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}
     states: dict[str, list[int]] = {"done": [], "unfinished": [], "missing": []}
     for i in range(n_chunks):
-        state, problems = _check_chunk(g, names, i, bool(done[i]), int(checksums[i]), rtol)
+        state, problems = _check_chunk(g, lay, names, i, bool(done[i]), int(checksums[i]), rtol)
         states[state].append(i)
         errors += [{"group": key, "chunk": i, "problem": p} for p in problems]
     return {"chunks": n_chunks, "done": len(states["done"]), "unfinished": states["unfinished"],
@@ -136,13 +143,13 @@ def verify_run(url, run: str, *, s3_endpoint: str | None = None, rtol: float = D
     store or run cannot be opened.
     """
     if not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
-        raise StoreError(f"rtol: expected a number in (0, 1), got {rtol!r}")
+        raise UsageError(f"rtol: expected a number in (0, 1), got {rtol!r}")
     rs = RunStore(url, s3_endpoint=s3_endpoint, mode="r", create=False)
     keys = rs.attrs(run).get("groups", [])
     if groups:
         unknown = [k for k in groups if k not in keys]
         if unknown:
-            raise StoreError(f"run {run!r} has no group {unknown[0]!r}; groups: {keys}")
+            raise UsageError(f"run {run!r} has no group {unknown[0]!r}; groups: {keys}")
         keys = list(groups)
     errors: list[dict] = []
     per_group = {key: _verify_group(rs, run, key, float(rtol), errors) for key in keys}

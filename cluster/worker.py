@@ -6,7 +6,7 @@ Example (the driver does this)::
     from cluster.worker import SweepWorker, worker_options
     Actor = ray.remote(SweepWorker).options(**worker_options(gpus=0, cpus=1))
     w = Actor.remote("./gangeo-results", threads=1)
-    status = ray.get(w.compute.remote(task))   # {"key", "chunk", "ok", "seconds", "error"}
+    status = ray.get(w.compute.remote(task))   # a ChunkTask in; {"key", "chunk", "ok", "seconds", "error"} out
 
 The worker computes ``metric_tensor`` and ``eigen`` for a chunk's codes, writes
 the chunk to the store itself and its ``done`` entry last, and returns only a
@@ -20,20 +20,17 @@ import os
 import socket
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .lock import _pid_alive
+from .layout import GroupLayout
+from .lock import pid_alive
 from .retry import retry_call
 from .store import RunStore
 
-__all__ = ["SweepWorker", "chunk_task", "compute_chunk", "worker_options"]
-
-# Test-only fault injection: "<chunk index>@<marker file>" makes the first worker that
-# reaches that chunk (and finds no marker) die abruptly after writing its data but
-# before its done entry, as a crashed machine would.
-FAULT_ENV = "GANGEO_FAULT_CRASH_CHUNK"
+__all__ = ["ChunkTask", "SweepWorker", "compute_chunk", "worker_options"]
 
 
 def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -> dict:
@@ -46,23 +43,40 @@ def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -
     return opts
 
 
-def chunk_task(run: str, plan, chunk_index: int, gen, space: str, spec) -> dict:
-    """The small record that describes one chunk to a worker."""
-    return {"run": run, "key": plan.key, "model": gen.name, "space": space, "options": dict(gen.options),
-            "target": plan.target, "chunk": chunk_index, "n": plan.n, "chunk_size": plan.chunk,
-            "seed": spec.seed, "method": spec.method, "topk": spec.topk,
-            "driver": {"host": socket.gethostname(), "pid": os.getpid()}}
+@dataclass(frozen=True)
+class ChunkTask:
+    """One chunk of one group, as the driver hands it to a worker (small: pickled per task).
+
+    ``generator`` is the registry name (``layout.model`` is the group's label);
+    ``driver`` is the (host, pid) of the driver, so a worker never writes for a dead one.
+    """
+
+    run: str
+    layout: GroupLayout
+    chunk: int
+    generator: str
+    options: dict
+    seed: int
+    method: str
+    topk: int | None
+    driver: tuple[str, int] = field(default_factory=lambda: (socket.gethostname(), os.getpid()))
+
+    @property
+    def key(self) -> str:
+        return self.layout.key
+
+    @property
+    def rows(self) -> slice:
+        return self.layout.rows(self.chunk)
 
 
-def compute_chunk(G, distance, task: dict) -> dict[str, torch.Tensor]:
+def compute_chunk(G, distance, task: ChunkTask) -> dict[str, torch.Tensor]:
     """z, eigvecs and hessian (CPU float32) and eigvals (float64, as decomposed) of one chunk's codes."""
     from geometry_core.metric import metric_tensor
     from geometry_core.spectrum import eigen
 
-    start = task["chunk"] * task["chunk_size"]
-    stop = min(start + task["chunk_size"], task["n"])
-    z = G.sample(task["n"], seed=task["seed"])[start:stop]
-    H = metric_tensor(G, distance, z.to(G.device), method=task["method"], topk=task["topk"])
+    z = G.sample(task.layout.n, seed=task.seed)[task.rows]
+    H = metric_tensor(G, distance, z.to(G.device), method=task.method, topk=task.topk)
     eigvals, eigvecs = eigen(H)
     out = {name: t.detach().to("cpu", torch.float32) for name, t in (("z", z), ("eigvecs", eigvecs), ("hessian", H))}
     out["eigvals"] = eigvals.detach().to("cpu", torch.float64)
@@ -122,20 +136,27 @@ class SweepWorker:
         G, _ = self._load(model, space, options, None)
         return {"dim": int(G.latent_dim), "layers": list(G.layer_names)}
 
-    def compute(self, task: dict) -> dict:
+    def write(self, task: ChunkTask, arrays: dict[str, torch.Tensor], seconds: float) -> None:
+        """Write the chunk's arrays and records (whole Zarr chunks)."""
+        self.store.write_chunk(task.run, task.key, task.chunk, {k: v.numpy() for k, v in arrays.items()},
+                               seconds=seconds)
+
+    def mark_done(self, task: ChunkTask) -> None:
+        """Write the chunk's done entry, last: from now on it counts."""
+        self.store.mark_done(task.run, task.key, task.chunk)
+
+    def compute(self, task: ChunkTask) -> dict:
         """Compute, write and mark one chunk; never raises (errors come back in the record)."""
         t0 = time.perf_counter()
-        record = {"key": task["key"], "chunk": task["chunk"], "pid": os.getpid()}
+        record = {"key": task.key, "chunk": task.chunk, "pid": os.getpid()}
         retries0 = self._retries()
         try:
-            G, distance = self._load(task["model"], task["space"], task["options"], task["target"])
+            G, distance = self._load(task.generator, task.layout.space, task.options, task.layout.target)
             arrays = compute_chunk(G, distance, task)
             seconds = time.perf_counter() - t0
             _check_driver(task)
-            self.store.write_chunk(task["run"], task["key"], task["chunk"],
-                                   {k: v.numpy() for k, v in arrays.items()}, seconds=seconds)
-            _maybe_crash(task["chunk"])
-            self.store.mark_done(task["run"], task["key"], task["chunk"])
+            self.write(task, arrays, seconds)
+            self.mark_done(task)
             return {**record, "ok": True, "seconds": time.perf_counter() - t0, "error": None,
                     "store_retries": self._retries() - retries0}
         except Exception as exc:  # reported per chunk; the driver retries or gives up
@@ -147,24 +168,8 @@ class SweepWorker:
                     "store_retries": self._retries() - retries0}
 
 
-def _check_driver(task: dict) -> None:
+def _check_driver(task: ChunkTask) -> None:
     """Refuse to write for a driver that died on this host: its run may be resumed by another."""
-    driver = task.get("driver") or {}
-    if driver.get("host") != socket.gethostname():
-        return
-    try:
-        pid = int(driver["pid"])
-    except (KeyError, TypeError, ValueError):
-        return
-    if not _pid_alive(pid):
-        raise RuntimeError(f"driver pid {pid} is gone; chunk {task['chunk']} not written")
-
-
-def _maybe_crash(chunk_index: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    index, _, marker = spec.partition("@")
-    if int(index) == chunk_index and marker and not os.path.exists(marker):
-        Path(marker).write_text(str(os.getpid()))
-        os._exit(1)
+    host, pid = task.driver
+    if host == socket.gethostname() and not pid_alive(int(pid)):
+        raise RuntimeError(f"driver pid {pid} is gone; chunk {task.chunk} not written")

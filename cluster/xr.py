@@ -27,7 +27,8 @@ import os
 
 import numpy as np
 
-from geometry_core.errors import GeometryError
+from .layout import GroupLayout
+from .storage import StoreError
 
 __all__ = ["open_run_xarray"]
 
@@ -57,15 +58,14 @@ def open_run_xarray(
     try:
         group = root[path]
     except KeyError:
-        raise GeometryError(f"no group {path!r} in the store (expected <run>/<model>/<space>/<target>)") from None
+        raise StoreError(f"no group {path!r} in the store (expected <run>/<model>/<space>/<target>)") from None
     if not isinstance(group, zarr.Group):
-        raise GeometryError(f"{path!r} is an array, expected a group <run>/<model>/<space>/<target>")
+        raise StoreError(f"{path!r} is an array, expected a group <run>/<model>/<space>/<target>")
     ds = xr.open_zarr(root.store, group=path, zarr_format=3, consolidated=False, chunks=None)
     if reduced or "done" not in ds or "z" not in ds:
         return ds
     n = ds.sizes["code"]
-    chunk = group["z"].chunks[0]
-    done = np.repeat(np.asarray(ds["done"].values) == 1, chunk)[:n]
+    done = GroupLayout.of(group).codes_done(ds["done"].values)
     coords = {"code": np.arange(n), "done_code": ("code", done)}
     if "eig" in ds.dims:
         coords["eig"] = np.arange(1, ds.sizes["eig"] + 1)

@@ -30,10 +30,21 @@ __all__ = [
     "measure_distances",
     "relative_errors",
     "save_grid",
+    "step_for_distance",
+    "traversal_steps",
     "traverse",
 ]
 
 MODES = ("linear", "spherical")
+
+
+def step_for_distance(eigvals: torch.Tensor, delta) -> torch.Tensor:
+    """The step ``t = sqrt(2 delta / lambda)`` along a unit eigenvector that changes the image by ``delta``.
+
+    The one calibration of every traversal: near ``z`` the distance grows as
+    ``lambda t^2 / 2`` (the metric is the Hessian of d). ``eigvals`` must be positive.
+    """
+    return torch.sqrt(2 * delta / eigvals)
 
 
 def calibrated_steps(eigvals, *, delta: float, n_steps: int, max_step: float | None = None) -> torch.Tensor:
@@ -48,8 +59,28 @@ def calibrated_steps(eigvals, *, delta: float, n_steps: int, max_step: float | N
     if max_step is None and not (lam > 0).all():
         raise GeometryError(f"eigenvalues must be positive to calibrate steps (got min {float(lam.min()):.3g}); pass max_step")
     j = torch.arange(-n_steps, n_steps + 1, dtype=torch.float64)
-    t = j.sign() * torch.sqrt(2 * j.abs() * delta / lam.clamp_min(1e-300).unsqueeze(1))
+    t = j.sign() * step_for_distance(lam.clamp_min(1e-300).unsqueeze(1), j.abs() * delta)
     return t.clamp(-max_step, max_step) if max_step is not None else t
+
+
+def traversal_steps(eigvals, *, n_steps: int = 7, top_step: float = 2.0, max_step: float | None = None) -> np.ndarray:
+    """Steps ``(K, n_steps)``, evenly spaced in t, whose edges change every row's image by the same distance.
+
+    ``delta = lambda_1 top_step^2 / 2`` puts the top row's edge at ``top_step``;
+    row k's edge is :func:`step_for_distance` of ``lambda_k``. Columns are
+    symmetric fractions of the edge step (-1 .. 1). ``max_step`` clips rows whose
+    eigenvalue is tiny (their distance is then smaller). The run report's grids.
+    """
+    lam = np.asarray(eigvals, dtype=np.float64)
+    if lam.ndim != 1 or lam.size == 0 or not (lam[0] > 0):
+        raise GeometryError(f"traversal needs eigenvalues (K,) with a positive first one, got {lam[:3]}")
+    if n_steps < 2:
+        raise GeometryError(f"traversal needs n_steps >= 2, got {n_steps}")
+    delta = 0.5 * lam[0] * top_step**2
+    edge = step_for_distance(torch.from_numpy(np.clip(lam, lam[0] * 1e-12, None)), delta).numpy()
+    if max_step is not None:
+        edge = np.minimum(edge, max_step)
+    return edge[:, None] * np.linspace(-1.0, 1.0, n_steps)[None, :]
 
 
 def traverse(z: torch.Tensor, directions: torch.Tensor, steps: torch.Tensor, *, mode: str = "linear") -> torch.Tensor:

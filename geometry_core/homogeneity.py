@@ -16,7 +16,7 @@ import torch
 from .errors import GeometryError
 from .spectrum import check_metric, eigen
 
-__all__ = ["global_metric", "homogeneity", "homogeneity_summary", "homogeneity_tile"]
+__all__ = ["global_metric", "homogeneity", "homogeneity_summary", "homogeneity_tile", "pearson"]
 
 # Bytes of the (ni, nj, D, D) intermediate one tile may hold.
 _TILE_BYTES = 2**27
@@ -56,10 +56,10 @@ def homogeneity_tile(
     HU = torch.einsum("bde,aek->abdk", H_j.to(U), U)  # H_j u_ik for every pair
     v = (U.unsqueeze(1) * HU).sum(dim=-2)  # (ni, nj, D): u_ik^T H_j u_ik
     lam = eigvals_j.to(v).unsqueeze(0).expand_as(v)
-    corr_lin = _pearson(v, lam, torch.ones_like(v, dtype=torch.bool))
+    corr_lin = pearson(v, lam)
     valid = (v > 0) & (lam > 0)
     tiny = torch.finfo(v.dtype).tiny
-    corr_log = _pearson(v.clamp_min(tiny).log10(), lam.clamp_min(tiny).log10(), valid)
+    corr_log = pearson(v.clamp_min(tiny).log10(), lam.clamp_min(tiny).log10(), valid)
     masked = (~valid).sum(dim=-1)
     if offsets is not None:
         i0, j0 = offsets
@@ -72,8 +72,13 @@ def homogeneity_tile(
     return corr_log, corr_lin, masked
 
 
-def _pearson(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation over the last axis using only ``valid`` entries; NaN if undefined."""
+def pearson(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Pearson correlation over the last axis using only ``valid`` entries (default all); NaN if undefined.
+
+    Undefined: fewer than two valid entries, or either side constant over them.
+    """
+    if valid is None:
+        valid = torch.ones_like(x, dtype=torch.bool)
     w = valid.to(x.dtype)
     n = w.sum(dim=-1, keepdim=True)
     mx = (w * x).sum(dim=-1, keepdim=True) / n.clamp_min(1)

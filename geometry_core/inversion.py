@@ -3,14 +3,14 @@
 Example::
 
     import geometry_core as gc
-    from geometry_core.inversion import invert
+    from geometry_core.inversion import InversionOptions, invert
     G = gc.load_generator("dcgan-faces")
     d = gc.load_distance("mse")
     H = gc.metric_tensor(G, d, G.sample(32, seed=0))
     _, eigvals, eigvecs = gc.global_metric(H)
     target = G(G.sample(1, seed=10_000))[0]
-    res = invert(G, d, target, basis=eigvecs, eigvals=eigvals, power=0.0, steps=200, lr=0.05)
-    res.distance, res.evaluations
+    res = invert(G, d, target, InversionOptions(basis=eigvecs, eigvals=eigvals, power=0.0, steps=200, lr=0.05))
+    res.value, res.evaluations
 
 Paper, Sec. 6: Adam adapts one step size per coordinate, a diagonal
 approximation of the Hessian; when the metric is anisotropic and not aligned
@@ -43,7 +43,8 @@ from .distances.base import Distance
 from .errors import GeometryError
 
 __all__ = [
-    "InversionResult",
+    "InversionOptions",
+    "OptimResult",
     "LatentBasis",
     "adam_minimize",
     "basincma_minimize",
@@ -58,16 +59,17 @@ OPTIMIZERS = ("adam", "basincma")
 
 
 @dataclass
-class InversionResult:
-    """Outcome of an inversion.
+class OptimResult:
+    """Outcome of an optimiser: inversion here, black-box search in :mod:`geometry_core.search`.
 
-    ``z``: best code found (D,); ``distance``: its loss; ``trajectory``: the loss of
-    every evaluation in order (length ``evaluations``; its running minimum is the
-    best-so-far curve); ``evaluations``: codes passed through G and the distance.
+    ``z``: best code found (D,); ``value``: its loss (the distance, for an
+    inversion); ``trajectory``: the loss of every evaluation in order (length
+    ``evaluations``; its running minimum is the best-so-far curve);
+    ``evaluations``: codes evaluated; ``optimizer``: "adam", "basincma" or "cma".
     """
 
     z: torch.Tensor
-    distance: float
+    value: float
     trajectory: np.ndarray
     evaluations: int
     optimizer: str
@@ -199,8 +201,8 @@ class _Tracker:
             self.best_loss = vals[i].item()
             self.best_z = z[i].detach().clone()
 
-    def result(self, optimizer: str) -> InversionResult:
-        return InversionResult(self.best_z, self.best_loss, np.asarray(self.losses), len(self.losses), optimizer)
+    def result(self, optimizer: str) -> OptimResult:
+        return OptimResult(self.best_z, self.best_loss, np.asarray(self.losses), len(self.losses), optimizer)
 
 
 def _adam_run(loss_fn, basis: LatentBasis, w0, rows, steps: int, lr: float, trackers) -> torch.Tensor:
@@ -239,7 +241,7 @@ def _check_common(D: int, steps: int, lr: float, z_init: torch.Tensor | None) ->
         raise GeometryError(f"z_init: expected finite codes of size {D}, got shape {tuple(z_init.shape)}")
 
 
-def _adam_problems(loss_fn, basis, z_init, steps, lr) -> list[InversionResult]:
+def _adam_problems(loss_fn, basis, z_init, steps, lr) -> list[OptimResult]:
     n = z_init.shape[0]
     trackers = [_Tracker(steps) for _ in range(n)]
     rows = torch.arange(n, device=z_init.device)
@@ -249,7 +251,7 @@ def _adam_problems(loss_fn, basis, z_init, steps, lr) -> list[InversionResult]:
 
 def _basincma_problems(
     loss_fn, basis, z_init, steps, lr, seeds, population, inner_steps, sigma0, tell
-) -> list[InversionResult]:
+) -> list[OptimResult]:
     """BasinCMA on n independent problems in lockstep, candidates batched through ``loss_fn``."""
     import cma
 
@@ -300,7 +302,7 @@ def adam_minimize(
     basis: LatentBasis,
     steps: int,
     lr: float,
-) -> InversionResult:
+) -> OptimResult:
     """Adam on ``w`` with ``z = basis.to_z(w)`` for exactly ``steps`` evaluations of ``loss_fn``.
 
     ``loss_fn`` maps codes (B, D) to losses (B,) and must be differentiable;
@@ -322,7 +324,7 @@ def basincma_minimize(
     inner_steps: int = 5,
     sigma0: float = 0.5,
     tell: str = "refined",
-) -> InversionResult:
+) -> OptimResult:
     """BasinCMA (Huh et al. 2020): CMA-ES over ``w`` whose candidates are refined by Adam.
 
     Each generation asks ``population`` candidates and spends ``inner_steps``
@@ -342,45 +344,52 @@ def basincma_minimize(
     )[0]
 
 
+@dataclass(frozen=True)
+class InversionOptions:
+    """How to invert: the latent frame, the optimiser and its budget.
+
+    ``basis``/``eigvals``: eigenvectors (columns) and eigenvalues of the global
+    metric (``global_metric``), or ``None`` for plain coordinates; ``power``
+    scales direction i by ``lambda_i^-power`` (0: a pure rotation); ``floor``
+    bounds the eigenvalues used for scaling. ``optimizer`` is ``"adam"`` or
+    ``"basincma"`` (``population``, ``inner_steps``, ``sigma0``, ``tell``; see
+    :func:`basincma_minimize`). ``steps`` evaluations per target; ``seed`` seeds
+    the default initial codes and CMA-ES.
+    """
+
+    basis: torch.Tensor | np.ndarray | None = None
+    eigvals: torch.Tensor | np.ndarray | None = None
+    power: float = 0.0
+    optimizer: str = "adam"
+    steps: int = 200
+    lr: float = 0.05
+    seed: int = 0
+    population: int = 8
+    inner_steps: int = 5
+    sigma0: float = 0.5
+    tell: str = "refined"
+    floor: float = 1e-6
+
+
 def invert(
     G: torch.nn.Module,
     distance: Distance,
     target_image: torch.Tensor,
+    options: InversionOptions | None = None,
     *,
-    basis: torch.Tensor | np.ndarray | None = None,
-    eigvals: torch.Tensor | np.ndarray | None = None,
-    power: float = 0.0,
-    optimizer: str = "adam",
-    steps: int = 200,
-    lr: float = 0.05,
     z_init: torch.Tensor | None = None,
-    seed: int = 0,
-    population: int = 8,
-    inner_steps: int = 5,
-    sigma0: float = 0.5,
-    tell: str = "refined",
-    floor: float = 1e-6,
-    callback: Callable[[InversionResult], None] | None = None,
-) -> InversionResult:
-    """Find ``z`` minimising ``d(target_image, G(z))`` within ``steps`` evaluations.
+    callback: Callable[[OptimResult], None] | None = None,
+) -> OptimResult:
+    """Find ``z`` minimising ``d(target_image, G(z))`` within ``options.steps`` evaluations.
 
-    ``basis``/``eigvals``: eigenvectors (columns) and eigenvalues of the global
-    metric (``global_metric``), or ``None`` for plain coordinates; ``power``
-    scales direction i by ``lambda_i^-power`` (0: a pure rotation). ``optimizer``
-    is ``"adam"`` or ``"basincma"`` (``population``, ``inner_steps``, ``sigma0``,
-    ``tell``; see :func:`basincma_minimize`). ``z_init`` defaults to
-    ``G.sample(1, seed)``; ``seed`` also seeds CMA-ES. ``callback`` gets the result.
+    ``z_init`` defaults to ``G.sample(1, options.seed)``. ``callback`` gets the result.
     """
     if isinstance(target_image, torch.Tensor) and target_image.ndim == 4 and target_image.shape[0] != 1:
         raise GeometryError(f"target_image: expected one image, got a batch of {target_image.shape[0]}; use invert_many")
     if isinstance(target_image, torch.Tensor) and target_image.ndim == 3:
         target_image = target_image.unsqueeze(0)
     z = None if z_init is None else torch.as_tensor(z_init).reshape(1, -1)
-    res = invert_many(
-        G, distance, target_image, basis=basis, eigvals=eigvals, power=power, optimizer=optimizer,
-        steps=steps, lr=lr, z_init=z, seed=seed, population=population, inner_steps=inner_steps,
-        sigma0=sigma0, tell=tell, floor=floor,
-    )[0]
+    res = invert_many(G, distance, target_image, options, z_init=z)[0]
     if callback is not None:
         callback(res)
     return res
@@ -390,39 +399,30 @@ def invert_many(
     G: torch.nn.Module,
     distance: Distance,
     target_images: torch.Tensor,
+    options: InversionOptions | None = None,
     *,
-    basis: torch.Tensor | np.ndarray | None = None,
-    eigvals: torch.Tensor | np.ndarray | None = None,
-    power: float = 0.0,
-    optimizer: str = "adam",
-    steps: int = 200,
-    lr: float = 0.05,
     z_init: torch.Tensor | None = None,
-    seed: int = 0,
-    population: int = 8,
-    inner_steps: int = 5,
-    sigma0: float = 0.5,
-    tell: str = "refined",
-    floor: float = 1e-6,
-) -> list[InversionResult]:
+) -> list[OptimResult]:
     """Invert N images (N, 3, H, W) independently, batched through G: one result each.
 
     The same as N calls of :func:`invert` (up to floating-point effects of
     batching) with ``z_init[i]`` (default ``G.sample(N, seed)``) and CMA-ES seed
     ``seed + i``; every problem gets exactly ``steps`` evaluations.
     """
-    if optimizer not in OPTIMIZERS:
-        raise GeometryError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
+    o = options if options is not None else InversionOptions()
+    if o.optimizer not in OPTIMIZERS:
+        raise GeometryError(f"optimizer: expected one of {OPTIMIZERS}, got {o.optimizer!r}")
     loss_fn = image_loss(G, distance, target_images)
     n, D = (1 if target_images.ndim == 3 else target_images.shape[0]), G.latent_dim
-    z0 = G.sample(n, seed=seed, dtype=G.dtype) if z_init is None else torch.as_tensor(z_init)
-    _check_common(D, steps, lr, z0)
+    z0 = G.sample(n, seed=o.seed, dtype=G.dtype) if z_init is None else torch.as_tensor(z_init)
+    _check_common(D, o.steps, o.lr, z0)
     if z0.shape != (n, D):
         raise GeometryError(f"z_init: expected shape ({n}, {D}) for {n} targets, got {tuple(z0.shape)}")
     z0 = z0.to(dtype=G.dtype, device=G.device)
-    lb = latent_basis(D, basis=basis, eigvals=eigvals, power=power, floor=floor, dtype=G.dtype, device=G.device)
-    if optimizer == "adam":
-        return _adam_problems(loss_fn, lb, z0, steps, lr)
-    _check_basincma(population, inner_steps, sigma0, tell)
-    seeds = [seed + i for i in range(n)]
-    return _basincma_problems(loss_fn, lb, z0, steps, lr, seeds, population, inner_steps, sigma0, tell)
+    lb = latent_basis(D, basis=o.basis, eigvals=o.eigvals, power=o.power, floor=o.floor, dtype=G.dtype,
+                      device=G.device)
+    if o.optimizer == "adam":
+        return _adam_problems(loss_fn, lb, z0, o.steps, o.lr)
+    _check_basincma(o.population, o.inner_steps, o.sigma0, o.tell)
+    seeds = [o.seed + i for i in range(n)]
+    return _basincma_problems(loss_fn, lb, z0, o.steps, o.lr, seeds, o.population, o.inner_steps, o.sigma0, o.tell)

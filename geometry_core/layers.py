@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .capture import capture_outputs
 from .errors import GeometryError
+from .homogeneity import pearson
 
 __all__ = [
     "amplification",
@@ -31,10 +33,6 @@ __all__ = [
     "layer_metrics",
     "plot_amplification",
 ]
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: nothing after the layer needs to run."""
 
 
 def _layer_names(G: nn.Module) -> list[str]:
@@ -59,28 +57,11 @@ def layers_map(G: nn.Module, layers: Sequence[str]) -> Callable[[torch.Tensor], 
     modules = [_module_of(G, name) for name in layers]
 
     def f(z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        box: dict[int, torch.Tensor] = {}
-
-        def make_hook(i: int):
-            def hook(_mod, _inp, out):
-                box[i] = out[0] if isinstance(out, (tuple, list)) else out
-                if len(box) == len(modules):
-                    raise _Stop
-
-            return hook
-
-        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
-        try:
-            G(z)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [layers[i] for i in range(len(modules)) if i not in box]
+        outs = capture_outputs(G, modules, z)
+        missing = [name for name, out in zip(layers, outs) if out is None]
         if missing:
             raise GeometryError(f"layers {missing} were not reached in the forward pass")
-        return tuple(box[i].flatten(1) for i in range(len(modules)))
+        return tuple((out[0] if isinstance(out, (tuple, list)) else out).flatten(1) for out in outs)
 
     return f
 
@@ -101,31 +82,25 @@ def jacobian(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chun
 
     ``z`` of shape ``(D,)`` gives ``(M, D)``; ``(B, D)`` gives ``(B, M, D)``. A map
     returning a tuple of ``(B, M_l)`` tensors gives a tuple of Jacobians.
-    ``chunk_size`` bounds how many tangents are pushed forward at once.
+    ``chunk_size`` bounds how many tangents are pushed forward at once. The
+    engine is :func:`geometry_core.metric.forward_jacobian`, the one behind
+    ``metric_tensor(method="exact")``.
     """
+    from .metric import forward_jacobian
+
     if not isinstance(z, torch.Tensor) or z.ndim not in (1, 2):
         got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise GeometryError(f"expected z of shape (D,) or (B, D), got {got}")
+        raise GeometryError(f"jacobian: expected z of shape (D,) or (B, D), got {got}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise GeometryError(f"jacobian: chunk_size must be a positive int, got {chunk_size!r}")
     single = z.ndim == 1
-    zs = z.unsqueeze(0) if single else z
+    J = forward_jacobian(f, z.unsqueeze(0) if single else z, chunk_size=chunk_size, caller="jacobian")
 
-    def one(zi: torch.Tensor):
-        out = f(zi.unsqueeze(0))
-        return tuple(o[0] for o in out) if isinstance(out, tuple) else out[0]
+    def batch_major(j: torch.Tensor) -> torch.Tensor:  # (D, B, M) -> (B, M, D), or (M, D) for one code
+        j = j.permute(1, 2, 0)
+        return j[0] if single else j
 
-    def chunked(zi: torch.Tensor):
-        # jacfwd has no chunk_size: push the tangent basis forward chunk_size columns at a time.
-        eye = torch.eye(zi.shape[0], dtype=zi.dtype, device=zi.device)
-        cols = torch.func.vmap(lambda t: torch.func.jvp(one, (zi,), (t,))[1], chunk_size=chunk_size)(eye)
-        return tuple(c.movedim(0, -1) for c in cols) if isinstance(cols, tuple) else cols.movedim(0, -1)
-
-    jac = chunked if chunk_size else torch.func.jacfwd(one)
-    per_point = [jac(zi) for zi in zs]
-    if isinstance(per_point[0], tuple):
-        out = tuple(torch.stack(parts) for parts in zip(*per_point))
-        return tuple(o[0] for o in out) if single else out
-    out = torch.stack(per_point)
-    return out[0] if single else out
+    return tuple(batch_major(j) for j in J) if isinstance(J, tuple) else batch_major(J)
 
 
 def layer_jacobian(G: nn.Module, layer: str | None, z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
@@ -165,27 +140,6 @@ def layer_metrics(
         name: metric_tensor(G, load_distance(f"layer:{name}", generator=G), z, method=method)
         for name in names
     }
-
-
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last axis, NaN where either side is constant."""
-    x = x - x.mean(-1, keepdim=True)
-    y = y - y.mean(-1, keepdim=True)
-    den = x.norm(dim=-1) * y.norm(dim=-1)
-    return torch.where(den > 0, (x * y).sum(-1) / den, torch.full_like(den, float("nan")))
-
-
-def _masked_log_corr(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """corr(log10 v, log10 lam) over entries where both are positive (others dropped)."""
-    flat_v, flat_l = v.reshape(-1, v.shape[-1]), lam.reshape(-1, lam.shape[-1])
-    res = torch.empty(flat_v.shape[0], dtype=v.dtype)
-    for i in range(flat_v.shape[0]):
-        keep = (flat_v[i] > 0) & (flat_l[i] > 0)
-        if keep.sum() < 2:
-            res[i] = float("nan")
-            continue
-        res[i] = _pearson(flat_v[i][keep].log10(), flat_l[i][keep].log10())
-    return res.reshape(v.shape[:-1])
 
 
 def amplification(H_by_layer: Mapping[str, torch.Tensor]) -> dict:
@@ -228,8 +182,9 @@ def amplification(H_by_layer: Mapping[str, torch.Tensor]) -> dict:
     energy = torch.einsum("pajk,pcjm,pamk->pack", U, H, U)
     lam_b = lam.unsqueeze(1).expand_as(energy)
     ratio = energy / lam_b
-    corr_log = _masked_log_corr(energy, lam_b)
-    corr_lin = _pearson(energy, lam_b)
+    tiny = torch.finfo(energy.dtype).tiny  # masked entries are dropped; the clamp only keeps log10 finite
+    corr_log = pearson(energy.clamp_min(tiny).log10(), lam_b.clamp_min(tiny).log10(), (energy > 0) & (lam_b > 0))
+    corr_lin = pearson(energy, lam_b)
     out = {"layers": names, "eigvals": lam, "energy": energy, "ratio": ratio, "corr_log": corr_log, "corr_lin": corr_lin}
     if len(shape) == 2:
         return {k: (v[0] if isinstance(v, torch.Tensor) else v) for k, v in out.items()}

@@ -34,7 +34,6 @@ __all__ = [
     "marchenko_pastur_median",
     "optimal_hard_threshold",
     "omega",
-    "tangent_subspaces",
 ]
 
 
@@ -148,17 +147,6 @@ def local_dimension_table(G, zs: torch.Tensor, layers: Sequence[str | None], *, 
             "shape": list(shape),
         }
     return table
-
-
-def tangent_subspaces(f: Callable[[torch.Tensor], torch.Tensor], zs: torch.Tensor, k: int, *, chunk_size: int | None = None) -> torch.Tensor:
-    """Orthonormal bases ``(N, D, k)`` of the top-k right singular vectors of ``J_f`` at each code.
-
-    These span the latent directions ``f`` is most sensitive to: the latent side of
-    the tangent space of the image of ``f``.
-    """
-    J = jacobian(f, zs, chunk_size=chunk_size).double()
-    _, _, Vh = torch.linalg.svd(J, full_matrices=False)
-    return Vh[:, :k, :].transpose(-1, -2)
 
 
 def distortion(

@@ -36,9 +36,9 @@ from torch.func import jvp, vmap
 
 from .errors import GeometryError
 from .generators.base import check_latents
-from .spectrum import fix_signs
+from .spectrum import fix_signs, from_eigen
 
-__all__ = ["METHODS", "default_eps", "hvp", "metric_eigs", "metric_tensor"]
+__all__ = ["METHODS", "default_eps", "forward_jacobian", "hvp", "metric_eigs", "metric_tensor"]
 
 METHODS = ("exact", "bp", "lanczos-backward", "lanczos-forward")
 _LANCZOS = {"lanczos-backward": "backward", "lanczos-forward": "forward"}
@@ -82,10 +82,10 @@ def metric_tensor(
     thread-safe against other users of the same modules); the result has that dtype.
     ``z`` is moved to ``G``'s device and the result lives there.
     """
-    z, single, dtype = _parse(G, z, method, dtype)
+    z, single, dtype = _parse(G, z, method, dtype, "metric_tensor")
     D = z.shape[-1]
     if method in _LANCZOS:
-        topk = _parse_topk(topk, D)
+        topk = _parse_topk(topk, D, "metric_tensor")
     elif topk is not None:
         raise GeometryError(f"metric_tensor: topk applies to the Lanczos methods only, got method={method!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -97,7 +97,7 @@ def metric_tensor(
             H = _bp(G, distance, z)
         else:
             vals, vecs = _lanczos(G, distance, z, topk, _LANCZOS[method], None)
-            H = vecs @ torch.diag_embed(vals) @ vecs.transpose(-1, -2)
+            H = from_eigen(vals, vecs)
     H = 0.5 * (H + H.transpose(-1, -2))
     return H[0] if single else H
 
@@ -124,8 +124,8 @@ def metric_eigs(
     """
     if method not in _LANCZOS:
         raise GeometryError(f"metric_eigs: method must be one of {sorted(_LANCZOS)}, got {method!r}")
-    z, single, dtype = _parse(G, z, method, dtype)
-    topk = _parse_topk(topk, z.shape[-1])
+    z, single, dtype = _parse(G, z, method, dtype, "metric_eigs")
+    topk = _parse_topk(topk, z.shape[-1], "metric_eigs")
     with _cast((G, distance), dtype):
         vals, vecs = _lanczos(G, distance, z, topk, _LANCZOS[method], eps)
     return (vals[0], vecs[0]) if single else (vals, vecs)
@@ -153,7 +153,7 @@ def hvp(
     """
     if method not in ("backward", "forward"):
         raise GeometryError(f"hvp: method must be 'backward' or 'forward', got {method!r}")
-    z0, single, _ = _parse(G, z0, "hvp", None)
+    z0, single, _ = _parse(G, z0, None, None, "hvp")
     if not isinstance(v, torch.Tensor) or v.shape[-1] != z0.shape[-1] or v.ndim != (1 if single else 2):
         got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
         raise GeometryError(f"hvp: expected v shaped like z0 {tuple(z0.shape[single:])}, got {got}")
@@ -172,16 +172,19 @@ def hvp(
 # --- validation and dtype handling ---------------------------------------------------
 
 
-def _parse(G, z, method, dtype):
-    """Check method, latent codes and dtype; return (z as (B, D) on G's device, single, dtype)."""
-    if method not in METHODS and method != "hvp":
-        raise GeometryError(f"metric_tensor: method must be one of {list(METHODS)}, got {method!r}")
+def _parse(G, z, method, dtype, caller):
+    """Check method (None: not checked), latent codes and dtype for ``caller`` (named in messages).
+
+    Returns (z as (B, D) on G's device, single, dtype).
+    """
+    if method is not None and method not in METHODS:
+        raise GeometryError(f"{caller}: method must be one of {list(METHODS)}, got {method!r}")
     latent_dim = getattr(G, "latent_dim", None)
     if not isinstance(latent_dim, int):
-        raise GeometryError(f"metric_tensor: G must be a Generator with latent_dim, got {type(G).__name__}")
+        raise GeometryError(f"{caller}: G must be a Generator with latent_dim, got {type(G).__name__}")
     check_latents(z, latent_dim, name=getattr(G, "name", "generator"))
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise GeometryError(f"metric_tensor: dtype must be a floating torch.dtype, got {dtype!r}")
+        raise GeometryError(f"{caller}: dtype must be a floating torch.dtype, got {dtype!r}")
     if dtype is None:
         # A generator without floating weights computes in the dtype of its input.
         weights = [t for t in (*G.parameters(), *G.buffers()) if t.is_floating_point()]
@@ -191,11 +194,11 @@ def _parse(G, z, method, dtype):
     return (z.unsqueeze(0) if single else z), single, dtype
 
 
-def _parse_topk(topk, D):
+def _parse_topk(topk, D, caller):
     if topk is None:
         topk = min(D - 1, 20)
     if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk < D:
-        raise GeometryError(f"metric_tensor: topk must be an int with 1 <= topk < {D}, got {topk!r}")
+        raise GeometryError(f"{caller}: topk must be an int with 1 <= topk < {D}, got {topk!r}")
     return topk
 
 
@@ -227,7 +230,7 @@ def _exact(G, distance, z, chunk_size):
         M, widest = _widths(f, z, (G, distance))
         chunk_size = _default_chunk(B, D, M, z, widest)
     with torch.no_grad():  # forward mode only: no graph to keep
-        J = _jacobian(f, z, chunk_size)  # (D, B, M)
+        J = forward_jacobian(f, z, chunk_size=chunk_size, caller="metric_tensor")  # (D, B, M)
     # H_b = 2 c J_b^T J_b, with J stored tangent-major.
     return 2.0 * distance.c * torch.einsum("ibm,jbm->bij", J, J)
 
@@ -249,10 +252,10 @@ def _exact_scalar(G, distance, z, chunk_size):
         return torch.func.grad(lambda x: distance(ref, x.reshape(-1, *shape)).sum())(x_flat)
 
     with torch.no_grad():  # forward mode, and reverse mode inside torch.func.grad only
-        J = _jacobian(lambda x: G(x).flatten(1), z, chunk_size)  # (D, B, N)
+        J = forward_jacobian(lambda x: G(x).flatten(1), z, chunk_size=chunk_size, caller="metric_tensor")  # (D, B, N)
         H = z.new_empty(B, D, D)
         for start in range(0, D, chunk_size):
-            AJ = _jvp_chunk(grad_d, x0_flat, J[start : start + chunk_size])  # (k, B, N): A J_G columns
+            AJ = _jvp_chunk(grad_d, x0_flat, J[start : start + chunk_size], "metric_tensor")  # (k, B, N): A J_G
             H[:, :, start : start + AJ.shape[0]] = torch.einsum("ibn,jbn->bij", J, AJ)
     return H
 
@@ -291,27 +294,37 @@ def _default_chunk(B, D, M, z, widest):
     return max(1, min(D, by_jacobian, by_activations))
 
 
-def _jacobian(f, z, chunk_size):
-    """Jacobian of ``f`` at ``z`` (B, D), tangent-major: (D, B, M)."""
+def forward_jacobian(f, z: torch.Tensor, *, chunk_size: int | None = None, caller: str = "forward_jacobian"):
+    """Jacobian of a batched map ``f: (B, D) -> (B, M)`` at codes ``z`` (B, D), tangent-major: ``(D, B, M)``.
+
+    The one forward-mode engine of the library: ``torch.func.jvp`` vectorised with
+    ``vmap`` over ``chunk_size`` basis tangents at a time (default: all D), with a
+    repeated-batch fallback for modules that refuse ``vmap``. A map returning a
+    tuple of ``(B, M_l)`` tensors gives a tuple of Jacobians. ``caller`` names the
+    public function in the error raised when the model lacks forward-mode AD.
+    """
     B, D = z.shape
+    chunk_size = chunk_size or D
     eye = torch.eye(D, dtype=z.dtype, device=z.device)
     cols = []
     for start in range(0, D, chunk_size):
         tangents = eye[start : start + chunk_size].unsqueeze(1).expand(-1, B, D)
-        cols.append(_jvp_chunk(f, z, tangents))  # (k, B, M)
+        cols.append(_jvp_chunk(f, z, tangents, caller))  # (k, B, M)
+    if isinstance(cols[0], tuple):
+        return tuple(torch.cat(parts, dim=0) for parts in zip(*cols))
     return torch.cat(cols, dim=0)
 
 
 _NO_FORWARD_AD = ("forward AD", "forward-mode", "jvp", "functorch transforms", "setup_context")
 
 
-def _jvp_chunk(f, z, tangents):
-    """Jacobian-vector products for a chunk of tangents (k, B, D) -> (k, B, M)."""
+def _jvp_chunk(f, z, tangents, caller):
+    """Jacobian-vector products for a chunk of tangents (k, B, D) -> (k, B, M) (a tuple for a tuple map)."""
     try:
         return vmap(lambda t: jvp(f, (z,), (t,))[1])(tangents)
     except RuntimeError as err:
         if "vmap" not in str(err):
-            _raise_if_no_forward_ad(err)
+            _raise_if_no_forward_ad(err, caller)
             raise
     # Some modules refuse vmap: feed the tangents as a batch of repeated codes instead
     # (about 3x slower on dcgan-faces, as the primal is recomputed per tangent).
@@ -319,18 +332,19 @@ def _jvp_chunk(f, z, tangents):
     try:
         _, out = jvp(f, (z.repeat(k, 1),), (tangents.reshape(k * B, D),))
     except RuntimeError as err:
-        _raise_if_no_forward_ad(err)
+        _raise_if_no_forward_ad(err, caller)
         raise
+    if isinstance(out, tuple):
+        return tuple(o.reshape(k, B, -1) for o in out)
     return out.reshape(k, B, -1)
 
 
-def _raise_if_no_forward_ad(err: RuntimeError) -> None:
+def _raise_if_no_forward_ad(err: RuntimeError, caller: str) -> None:
     if any(word in str(err) for word in _NO_FORWARD_AD):
         first = str(err).splitlines()[0][:200]
-        raise GeometryError(
-            f"metric_tensor: method 'exact' needs forward-mode AD, which this model lacks ({first}); "
-            "use method='bp'"
-        ) from None
+        hint = "use method='bp'" if caller == "metric_tensor" else "this map cannot be differentiated forward"
+        what = "method 'exact'" if caller == "metric_tensor" else "forward-mode Jacobians"
+        raise GeometryError(f"{caller}: {what} needs forward-mode AD, which this model lacks ({first}); {hint}") from None
 
 
 # --- bp: the paper's double-backward reference ---------------------------------------

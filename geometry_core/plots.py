@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["plot_amplification", "plot_distance_curve", "plot_spectra"]
+__all__ = ["agg_pyplot", "plot_amplification", "plot_distance_curve"]
 
 
-def _pyplot():
+def agg_pyplot():
+    """matplotlib.pyplot on the Agg backend: one set-up for the library and the run report."""
     # Agg: no display on cluster nodes; imported lazily so geometry_core stays light.
     import matplotlib
 
@@ -26,7 +27,7 @@ def _save(fig, path) -> str:
     if parent:
         os.makedirs(parent, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    agg_pyplot().close(fig)
     return path
 
 
@@ -40,7 +41,7 @@ def plot_amplification(
     title: str | None = None,
 ) -> str:
     """Left: corr_log[a, b] heatmap. Right: energy of layer a's eigenvectors under the last layer's metric."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     im = ax0.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
     ax0.set_xticks(range(len(layers)), layers, rotation=90)
@@ -71,7 +72,7 @@ def plot_distance_curve(
     title: str | None = None,
 ) -> str:
     """Measured distance against the calibrated target, one line per direction; (K, S) arrays."""
-    plt = _pyplot()
+    plt = agg_pyplot()
     targets, measured = np.atleast_2d(targets), np.atleast_2d(measured)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for k in range(measured.shape[0]):
@@ -86,18 +87,3 @@ def plot_distance_curve(
         ax.set_title(title)
     return _save(fig, path)
 
-
-def plot_spectra(spectra: dict[str, np.ndarray], path, *, title: str | None = None) -> str:
-    """Eigenvalue spectra (descending) on a log scale, one line per label."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for name, lam in spectra.items():
-        lam = np.asarray(lam, dtype=float)
-        ax.plot(np.arange(1, lam.size + 1), np.clip(lam, 1e-30, None), lw=1, label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel("rank")
-    ax.set_ylabel("eigenvalue")
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)

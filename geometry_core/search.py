@@ -27,37 +27,23 @@ Budget: one evaluation is one code passed to the objective; exactly
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from .capture import capture_outputs
 from .distances.base import Distance
 from .errors import GeometryError
+from .inversion import OptimResult
 
 __all__ = [
-    "SearchResult",
     "cma_search",
     "frame_scales",
     "random_alexnet",
     "target_distance_objective",
     "unit_activation_objective",
 ]
-
-
-@dataclass
-class SearchResult:
-    """Best code (D,), its objective value, every evaluated value in order, and their count."""
-
-    z: np.ndarray
-    value: float
-    trajectory: np.ndarray
-    evaluations: int
-
-    def best_so_far(self) -> np.ndarray:
-        """The running minimum of ``trajectory``."""
-        return np.minimum.accumulate(self.trajectory)
 
 
 def frame_scales(eigvals: np.ndarray, *, power: float = 0.5, cutoff: int | None = None) -> np.ndarray:
@@ -91,7 +77,7 @@ def cma_search(
     sigma0: float = 0.5,
     popsize: int | None = None,
     x0: np.ndarray | torch.Tensor | None = None,
-) -> SearchResult:
+) -> OptimResult:
     """Minimise a batched black-box ``objective`` (codes (B, D) -> values (B,)) with CMA-ES.
 
     With ``eigvecs``/``eigvals`` (columns, descending) the search runs in the
@@ -116,7 +102,7 @@ def cma_search(
     return _run_cma(objective, lambda y: center + (y * s) @ V.T, D, budget, seed, sigma0, popsize)
 
 
-def _run_cma(objective, to_z, D, budget, seed, sigma0, popsize) -> SearchResult:
+def _run_cma(objective, to_z, D, budget, seed, sigma0, popsize) -> OptimResult:
     import cma
 
     # A private generator instead of pycma's default (numpy's global one); no
@@ -144,7 +130,7 @@ def _run_cma(objective, to_z, D, budget, seed, sigma0, popsize) -> SearchResult:
             best_v, best_z = float(f[i]), zs[i]
         if n == len(ys):
             es.tell(ys, f.tolist())
-    return SearchResult(best_z, best_v, np.asarray(values), len(values))
+    return OptimResult(torch.from_numpy(best_z), best_v, np.asarray(values), len(values), "cma")
 
 
 def random_alexnet(seed: int = 0) -> nn.Module:
@@ -159,10 +145,6 @@ def random_alexnet(seed: int = 0) -> nn.Module:
         torch.manual_seed(int(seed))
         net = torchvision.models.alexnet(weights=None)
     return net.eval().requires_grad_(False)
-
-
-class _StopForward(Exception):
-    """Raised by the activation hook to end the CNN's forward pass early."""
 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -189,21 +171,9 @@ def unit_activation_objective(
         x = (G(z.to(dtype=G.dtype, device=G.device)) + 1) / 2
         if input_size is not None and x.shape[-1] != input_size:
             x = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        captured: list[torch.Tensor] = []
-
-        def grab(module, inputs, output):
-            # clone: a following in-place ReLU would rewrite it; then stop, later layers are unused
-            captured.append(output.clone())
-            raise _StopForward
-
-        handle = target_module.register_forward_hook(grab)
-        try:
-            cnn(((x - mean.to(x)) / std.to(x)).to(next(cnn.parameters()).dtype))
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        a = captured[0]
+        # clone: an in-place ReLU after the layer must not rewrite what was captured
+        (a,) = capture_outputs(cnn, [target_module], ((x - mean.to(x)) / std.to(x)).to(next(cnn.parameters()).dtype),
+                               clone=True)
         if not 0 <= unit < a.shape[1]:
             raise GeometryError(f"unit: expected 0 <= unit < {a.shape[1]} for layer {layer!r}, got {unit}")
         if a.ndim == 4:

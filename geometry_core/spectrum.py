@@ -13,7 +13,7 @@ import torch
 
 from .errors import GeometryError
 
-__all__ = ["FRACTIONS", "anisotropy", "check_metric", "eigen", "fix_signs", "null_space"]
+__all__ = ["FRACTIONS", "anisotropy", "check_metric", "eigen", "fix_signs", "from_eigen", "null_space"]
 
 FRACTIONS = (0.99, 0.999, 0.9999, 0.99999)
 # Relative asymmetry ||H - H^T||_F / ||H||_F above which a matrix is refused:
@@ -63,6 +63,18 @@ def eigen(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     H = H.to(torch.float64)
     vals, vecs = torch.linalg.eigh(0.5 * (H + H.transpose(-1, -2)))
     return vals.flip(-1), fix_signs(vecs.flip(-1))
+
+
+def from_eigen(eigvals: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
+    """The metric ``V diag(l) Vᵀ`` from its eigenvalues and eigenvectors (columns), the inverse of :func:`eigen`.
+
+    Example::
+
+        H = from_eigen(*eigen(H))         # (D, D) or (B, D, D); a rank-k H from (k,), (D, k)
+    """
+    if eigvecs.ndim == 2:
+        return from_eigen(eigvals.unsqueeze(0), eigvecs.unsqueeze(0))[0]
+    return torch.einsum("bik,bk,bjk->bij", eigvecs, eigvals, eigvecs)
 
 
 def anisotropy(

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import GeometryError, MissingWeightsError
+from .errors import GeometryError, MissingWeightsError, WeightsError
 
 __all__ = [
     "HOME_ENV",
@@ -65,7 +65,7 @@ _TIMEOUT_S = 60  # per socket operation, not for the whole file
 _MIN_PREFIX = 6  # shorter published prefixes would not identify a file
 
 
-class WeightsIntegrityError(GeometryError):
+class WeightsIntegrityError(WeightsError):
     """A weight file whose sha256 differs from the published or pinned one."""
 
 

@@ -8,7 +8,7 @@ Example::
 
 `axes` writes ``axes_grid.png``, ``axes_curve.png`` and ``axes.json`` into ``--out``
 and prints the JSON summary on stdout. `localdim` prints a JSON table.
-Errors: one line on stderr, exit 2, nothing written.
+Errors: one line on stderr and the exit code of their kind (jobs.cli.EXIT_CODES), nothing written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import argparse
 import json
 import os
 import sys
+
+from geometry_core.errors import UsageError
 
 __all__ = ["add_parser", "main", "run_axes", "run_localdim"]
 
@@ -51,22 +53,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_localdim)
 
 
-def _fail(msg: str) -> int:
-    print(f"gangeo: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _load_directions(path: str, dim: int):
     import numpy as np
 
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read directions {path}: {err}") from None
+        raise UsageError(f"cannot read directions {path}: {err}") from None
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != dim or not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"directions {path}: expected a float array (n, {dim}), got {arr.dtype} {arr.shape}")
+        raise UsageError(f"directions {path}: expected a float array (n, {dim}), got {arr.dtype} {arr.shape}")
     return arr
 
 
@@ -89,35 +86,32 @@ def run_axes(args: argparse.Namespace) -> int:
     from geometry_core.alignment import alignment, sefa_directions
     from geometry_core.axes import explore_axes
 
-    try:
-        if args.topk < 1 or args.steps < 1 or not args.delta > 0:
-            raise ValueError(f"need --topk >= 1, --steps >= 1, --delta > 0; got {args.topk}, {args.steps}, {args.delta}")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise ValueError(f"--out {args.out} exists and is not a directory")
-        G = load_generator(args.generator, space=args.space)
-        d = load_distance(args.distance, generator=G) if args.distance.startswith("layer:") else load_distance(args.distance)
-        directions = _load_directions(args.directions, G.latent_dim) if args.directions else None
-        z = G.sample(1, seed=args.seed)[0]
-        lam, U = eigen(metric_tensor(G, d, z, method=args.method).detach().cpu().double())
-        res = explore_axes(
-            G, d, z, eigvals=lam, eigvecs=U, topk=args.topk, delta=args.delta,
-            n_steps=args.steps, mode=args.mode, max_step=args.max_step,
+    if args.topk < 1 or args.steps < 1 or not args.delta > 0:
+        raise UsageError(f"need --topk >= 1, --steps >= 1, --delta > 0; got {args.topk}, {args.steps}, {args.delta}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    G = load_generator(args.generator, space=args.space)
+    d = load_distance(args.distance, generator=G) if args.distance.startswith("layer:") else load_distance(args.distance)
+    directions = _load_directions(args.directions, G.latent_dim) if args.directions else None
+    z = G.sample(1, seed=args.seed)[0]
+    lam, U = eigen(metric_tensor(G, d, z, method=args.method).detach().cpu().double())
+    res = explore_axes(
+        G, d, z, eigvals=lam, eigvecs=U, topk=args.topk, delta=args.delta,
+        n_steps=args.steps, mode=args.mode, max_step=args.max_step,
+    )
+    summary = {
+        "generator": args.generator, "distance": args.distance, "seed": args.seed, "mode": args.mode,
+        "topk": args.topk, "delta": args.delta,
+        "eigvals_top": lam[: args.topk].tolist(),
+        "steps": res["steps"].tolist(), "target": res["target"].tolist(), "measured": res["measured"].tolist(),
+    }
+    if directions is not None:
+        summary["alignment"] = _alignment_summary(alignment(directions, U, lam, topk=args.topk, seed=args.seed))
+    if args.sefa:
+        _, sefa_vecs = sefa_directions(G)
+        summary["sefa_alignment"] = _alignment_summary(
+            alignment(sefa_vecs[:, : args.topk].T, U, lam, topk=args.topk, seed=args.seed)
         )
-        summary = {
-            "generator": args.generator, "distance": args.distance, "seed": args.seed, "mode": args.mode,
-            "topk": args.topk, "delta": args.delta,
-            "eigvals_top": lam[: args.topk].tolist(),
-            "steps": res["steps"].tolist(), "target": res["target"].tolist(), "measured": res["measured"].tolist(),
-        }
-        if directions is not None:
-            summary["alignment"] = _alignment_summary(alignment(directions, U, lam, topk=args.topk, seed=args.seed))
-        if args.sefa:
-            _, sefa_vecs = sefa_directions(G)
-            summary["sefa_alignment"] = _alignment_summary(
-                alignment(sefa_vecs[:, : args.topk].T, U, lam, topk=args.topk, seed=args.seed)
-            )
-    except (ValueError, RuntimeError) as err:  # GeometryError is a ValueError
-        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     from geometry_core.axes import save_grid
     from geometry_core.plots import plot_distance_curve
 
@@ -138,35 +132,31 @@ def run_localdim(args: argparse.Namespace) -> int:
     from geometry_core import load_generator
     from geometry_core.local_dim import distortion, local_dimension_table
 
-    try:
-        if args.n < 2 and args.distortion:
-            raise ValueError(f"--distortion needs --n >= 2, got {args.n}")
-        if args.n < 1:
-            raise ValueError(f"--n must be >= 1, got {args.n}")
-        G = load_generator(args.generator, space=args.space)
-        names = args.layers if args.layers else list(G.layer_names) + ["image"]
-        layers = [None if n == "image" else n for n in names]
-        for layer in layers:
-            if layer is not None:
-                G.layer(layer)
-        zs = G.sample(args.n, seed=args.seed)
-        table = local_dimension_table(G, zs, layers)
-        out = {("image" if k is None else k): v for k, v in table.items()}
-        if args.distortion:
-            for name, layer in zip(names, layers):
-                out[name]["distortion"] = distortion(G, zs, layer)["distortion"]
-    except (ValueError, RuntimeError) as err:
-        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    if args.n < 2 and args.distortion:
+        raise UsageError(f"--distortion needs --n >= 2, got {args.n}")
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    G = load_generator(args.generator, space=args.space)
+    names = args.layers if args.layers else list(G.layer_names) + ["image"]
+    layers = [None if n == "image" else n for n in names]
+    for layer in layers:
+        if layer is not None:
+            G.layer(layer)
+    zs = G.sample(args.n, seed=args.seed)
+    table = local_dimension_table(G, zs, layers)
+    out = {("image" if k is None else k): v for k, v in table.items()}
+    if args.distortion:
+        for name, layer in zip(names, layers):
+            out[name]["distortion"] = distortion(G, zs, layer)["distortion"]
     print(json.dumps(out))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.axes_cmd axes ...``); ``gangeo`` registers the same parsers."""
-    parser = argparse.ArgumentParser(prog="gangeo")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from jobs.cli import run_module
+
+    return run_module(add_parser, argv)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ Examples::
     gangeo query quickstart --array eigvals --index 0:4 --format table
     gangeo query quickstart --array eigvecs --format npy --out vecs.npy
 
-Results go to stdout as JSON (or a table / .npy); errors are one line each on
-stderr with exit status 2; a sweep that ends partial exits 1.
+Results go to stdout as JSON (or a table / .npy). An error is one line on
+stderr, ``gangeo CMD: message``, and an exit status that names its kind
+(:data:`EXIT_CODES`; ARCHITECTURE.md, "Errors"); a sweep that ends partial
+exits 1. Any other exception is a bug and prints its traceback.
 """
 
 from __future__ import annotations
@@ -23,12 +25,26 @@ from importlib import import_module
 
 import numpy as np
 
-__all__ = ["main", "build_parser"]
+from geometry_core.errors import GangeoError, UsageError
+
+__all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", "run_module"]
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
          "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd")
 FORMATS = ("json", "table", "npy")
+# Exit status per error kind (GangeoError.kind); 1 is a result (a partial sweep, a failed job).
+EXIT_CODES = {
+    "usage": 2,     # a command-line argument or input file that cannot be used (argparse too)
+    "geometry": 3,  # bad input to the mathematics (shapes, ranges, names of layers or distances)
+    "spec": 4,      # a sweep spec with problems, one line each
+    "store": 5,     # the results store: unreachable, no such run, a different spec, locked, untrusted
+    "weights": 6,   # model weights absent, or a checkpoint that would need code to load
+    "submit": 7,    # the Ray job server refused or cannot be reached
+    "schedule": 8,  # a bad schedule, or one that does not exist
+    "ray": 9,       # Ray could not be started as required
+    "error": 10,    # any other GangeoError
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,9 +54,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
-def _err(cmd: str, message: object) -> int:
-    print(f"gangeo {cmd}: {message}", file=sys.stderr)
-    return 2
+def _warn(cmd: str, message: object) -> None:
+    print(f"gangeo {cmd}: {message}" if cmd else f"gangeo: {message}", file=sys.stderr)
 
 
 def store_args(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
@@ -65,84 +80,57 @@ def _print_json(obj) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cluster.driver import run_sweep
-    from cluster.storage import StoreError
-    from jobs.spec import SpecError, load_spec
+    from cluster.spec import load_spec
 
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as exc:
-        for problem in exc.problems:
-            _err("run", problem)
-        return 2
-    return _sweep("run", lambda: run_sweep(spec, address=args.address, store=args.store,
-                                            s3_endpoint=args.s3_endpoint, progress=not args.quiet),
-                  StoreError)
+    spec = load_spec(args.spec)
+    summary = run_sweep(spec, address=args.address, store=args.store, s3_endpoint=args.s3_endpoint,
+                        progress=not args.quiet)
+    return _sweep_result("run", summary)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from cluster.driver import resume_sweep
-    from cluster.storage import StoreError
 
-    return _sweep("resume", lambda: resume_sweep(args.run, store=args.store, address=args.address,
-                                                  s3_endpoint=args.s3_endpoint, progress=not args.quiet,
-                                                  allow_import=args.allow_import),
-                  StoreError)
+    summary = resume_sweep(args.run, store=args.store, address=args.address, s3_endpoint=args.s3_endpoint,
+                           progress=not args.quiet, allow_import=args.allow_import)
+    return _sweep_result("resume", summary)
 
 
-def _sweep(cmd: str, fn, store_error) -> int:
-    from geometry_core.errors import GeometryError
-
-    try:
-        summary = fn()
-    except (store_error, GeometryError) as exc:
-        return _err(cmd, exc)
+def _sweep_result(cmd: str, summary: dict) -> int:
     _print_json(summary)
     for f in summary["failed"]:
-        _err(cmd, f"chunk {f['chunk']} of {f['key']} failed: {f['error']}")
+        _warn(cmd, f"chunk {f['chunk']} of {f['key']} failed: {f['error']}")
     return 0 if summary["status"] == "complete" else 1
 
 
-def _open(args, cmd: str):
+def _open(args):
     from cluster.store import RunStore
 
     return RunStore(args.store, s3_endpoint=args.s3_endpoint, create=False)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cluster.storage import StoreError
-
     if args.address:  # RUN is the id `gangeo submit` printed: follow the Ray job
         return _job_status(args)
-    try:
-        rs = _open(args, "status")
-        attrs = rs.attrs(args.run)
-        prog = rs.progress(args.run)
-    except StoreError as exc:
-        return _err("status", exc)
+    rs = _open(args)
+    attrs = rs.attrs(args.run)
+    prog = rs.progress(args.run)
     keys = ("status", "created", "updated", "timing", "failed", "versions")
     _print_json({"run": args.run, "store": rs.url, **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
 
 
 def _job_status(args: argparse.Namespace) -> int:
-    from jobs.submit import SubmitError, follow_job, job_status
+    from jobs.submit import follow_job, job_status
 
-    try:
-        info = follow_job(args.run, args.address) if args.follow else job_status(args.run, args.address)
-    except SubmitError as exc:
-        return _err("status", exc)
+    info = follow_job(args.run, args.address) if args.follow else job_status(args.run, args.address)
     _print_json(info)
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from cluster.storage import StoreError
-
-    try:
-        rs = _open(args, "ls")
-        runs = rs.ls()
-    except StoreError as exc:
-        return _err("ls", exc)
+    rs = _open(args)
+    runs = rs.ls()
     _print_json({"store": rs.url, "runs": runs})
     return 0
 
@@ -159,31 +147,29 @@ def parse_index(text: str | None):
             raise ValueError
         return slice(*parts)
     except ValueError:
-        raise ValueError(f"--index: expected an integer or a slice like 0:8, got {text!r}") from None
+        raise UsageError(f"--index: expected an integer or a slice like 0:8, got {text!r}") from None
 
 
 def _pick_group(rs, run: str, args) -> str:
-    from cluster.store import safe_name
+    from cluster.layout import safe_name
 
     keys = rs.attrs(run).get("groups", [])
     want = [args.generator, args.space, safe_name(args.target) if args.target else None]
     hits = [k for k in keys if all(w is None or w == part for w, part in zip(want, k.split("/")))]
     if len(hits) != 1:
         what = "no group matches" if not hits else "several groups match"
-        raise ValueError(f"{what} --generator/--space/--target; groups of {run!r}: {keys}")
+        raise UsageError(f"{what} --generator/--space/--target; groups of {run!r}: {keys}")
     return hits[0]
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from cluster.storage import StoreError
-
+    index = parse_index(args.index)
+    rs = _open(args)
+    key = _pick_group(rs, args.run, args)
     try:
-        index = parse_index(args.index)
-        rs = _open(args, "query")
-        key = _pick_group(rs, args.run, args)
         data = rs.read(args.run, key, args.array, index)
-    except (StoreError, ValueError, IndexError) as exc:
-        return _err("query", exc)
+    except IndexError as exc:  # an index past the array's end is the user's
+        raise UsageError(f"--index {args.index}: {exc}") from None
     if args.format == "npy":
         if args.out:
             np.save(args.out, data)
@@ -192,7 +178,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     elif args.format == "table":
         if data.ndim > 2:
-            return _err("query", f"--format table shows at most 2 dimensions, got shape {data.shape}; "
+            raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
                                  "use --index or --format npy")
         for row in np.atleast_2d(data):
             print("\t".join(f"{v:.9g}" if np.issubdtype(data.dtype, np.floating) else str(v) for v in row))
@@ -203,19 +189,17 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _add_core(sub) -> None:
-    p = sub.add_parser("run", help="run a sweep spec (embedded Ray unless --address)")
-    p.add_argument("spec", help="YAML sweep spec")
-    store_args(p)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("resume", help="finish a run: recompute only chunks without a done entry")
-    p.add_argument("run")
-    store_args(p)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    allow_import_arg(p)
-    p.set_defaults(func=cmd_resume)
+    for name, what, help_, func in (
+            ("run", "spec", "run a sweep spec (embedded Ray unless --address)", cmd_run),
+            ("resume", "run", "finish a run: recompute only chunks without a done entry", cmd_resume)):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
+        store_args(p)
+        p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "resume":
+            allow_import_arg(p)
+        p.set_defaults(func=func)
     p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON); "
                                       "with --address, a submitted Ray job's status")
     p.add_argument("run", help="run name, or with --address the job id `gangeo submit` printed")
@@ -265,8 +249,29 @@ def main(argv: list[str] | None = None) -> int:
         # A command module that fails to import is an installation fault, not a smaller CLI.
         print(f"gangeo: broken installation, missing command modules: {', '.join(missing)}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_command(parser.parse_args(argv))
+
+
+def run_module(add_parser, argv: list[str] | None = None) -> int:
+    """Stand-alone entry of one command module (``python -m jobs.axes_cmd axes ...``), same handling."""
+    parser = _Parser(prog="gangeo")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run_command(parser.parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: the one place where a user's error becomes a line and an exit code."""
+    try:
+        return int(args.func(args) or 0)
+    except GangeoError as exc:  # anything else is a bug and keeps its traceback
+        return report_error(getattr(args, "command", None) or "", exc)
+
+
+def report_error(cmd: str, exc: GangeoError) -> int:
+    """Print ``gangeo CMD: message`` (a spec: one line per problem); return the kind's exit code."""
+    for line in getattr(exc, "problems", None) or [str(exc)]:
+        _warn(cmd, " ".join(str(line).split()))
+    return EXIT_CODES.get(exc.kind, EXIT_CODES["error"])
 
 
 if __name__ == "__main__":

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from cluster.driver import run_sweep
     from cluster.report import build_report
-    from cluster.storage import StoreError
-    from geometry_core.errors import GeometryError
-    from jobs.spec import load_spec
+    from cluster.spec import load_spec
+    from geometry_core.errors import GangeoError
+    from jobs.cli import report_error
 
     try:
         spec = load_spec(QUICKSTART)
@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: sweep ended {summary['status']}: {summary['failed']}", file=sys.stderr)
             return 1
         report = build_report(summary["store"], summary["run"], progress=not args.quiet)
-    except (GeometryError, StoreError, OSError) as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return 2
+    except GangeoError as exc:  # the CLI's one handler: a line and the kind's exit code
+        return report_error("demo", exc)
     print(f"run {summary['run']}: {summary['chunks']} chunks ({summary['computed']} computed, "
           f"{summary['skipped']} already done) in {summary['seconds']:.1f} s, "
           f"{summary['points_per_second']} codes/s")

@@ -11,7 +11,7 @@ Example::
 the final objective value mean ± sem over seeds for plain and metric CMA-ES.
 The global metric for ``--basis global`` is computed from ``--metric-codes``
 codes drawn with ``--metric-seed``, or loaded from ``--metric FILE`` (a (D, D)
-.npy matrix). Errors: one line on stderr, exit 2, nothing written.
+.npy matrix). Errors: one line on stderr and the exit code of their kind, nothing written.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import os
 import sys
 
 import numpy as np
+
+from geometry_core.errors import UsageError
 
 __all__ = ["DEFAULTS", "add_parser", "main", "run_invert", "run_search"]
 
@@ -77,11 +79,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric-seed", type=int, default=DEFAULTS["metric_seed"])
 
 
-def _fail(cmd: str, exc: BaseException) -> int:
-    print(f"gangeo {cmd}: {exc}", file=sys.stderr)
-    return 2
-
-
 def _load(args):
     from geometry_core import load_distance, load_generator
 
@@ -99,9 +96,12 @@ def _eigenbasis(args, G, d):
 
     if args.metric is None:
         return metric_eigenbasis(G, d, n_codes=args.metric_codes, seed=args.metric_seed)
-    H = torch.as_tensor(np.load(args.metric, allow_pickle=False), dtype=torch.float64)
+    try:
+        H = torch.as_tensor(np.load(args.metric, allow_pickle=False), dtype=torch.float64)
+    except (OSError, ValueError) as exc:  # absent, not .npy, or pickled objects
+        raise UsageError(f"--metric {args.metric}: cannot read a .npy matrix ({exc})") from None
     if H.shape != (G.latent_dim, G.latent_dim):
-        raise ValueError(f"--metric {args.metric}: expected a ({G.latent_dim}, {G.latent_dim}) matrix, got {tuple(H.shape)}")
+        raise UsageError(f"--metric {args.metric}: expected a ({G.latent_dim}, {G.latent_dim}) matrix, got {tuple(H.shape)}")
     return eigen(H)
 
 
@@ -110,8 +110,11 @@ def _read_png(path: str, size: tuple[int, int]):
     from torchvision.io import ImageReadMode, read_image
 
     if not os.path.isfile(path):
-        raise ValueError(f"--target-image {path} does not exist")
-    x = read_image(path, mode=ImageReadMode.RGB).float().unsqueeze(0) / 127.5 - 1
+        raise UsageError(f"--target-image {path} does not exist")
+    try:
+        x = read_image(path, mode=ImageReadMode.RGB).float().unsqueeze(0) / 127.5 - 1
+    except RuntimeError as exc:  # torchvision's decoders say "Unsupported image file" this way
+        raise UsageError(f"--target-image {path}: cannot decode an image ({exc})") from None
     x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     return x[0].clamp(-1, 1)
 
@@ -120,33 +123,29 @@ def run_invert(args: argparse.Namespace) -> int:
     """Invert one target; print (and with --out write) the JSON summary."""
     import torch
 
-    from geometry_core.inversion import invert
+    from geometry_core.inversion import InversionOptions, invert
 
-    try:
-        basis = args.basis or "global"
-        if basis == "both":
-            raise ValueError("--basis: invert takes global or none")
-        if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise ValueError(f"--out {args.out} exists and is not a directory")
-        G, d = _load(args)
-        with torch.no_grad():
-            probe = G(G.sample(1, seed=args.target_seed, dtype=G.dtype).to(G.device))
-        target = probe[0] if args.target_image is None else _read_png(args.target_image, tuple(probe.shape[-2:]))
-        eigvals = eigvecs = None
-        if basis == "global":
-            eigvals, eigvecs = _eigenbasis(args, G, d)
-        res = invert(
-            G, d, target.to(dtype=G.dtype, device=G.device), basis=eigvecs, eigvals=eigvals, power=args.power,
-            optimizer=args.optimizer, steps=args.steps, lr=args.lr, seed=args.init_seed,
-            population=args.population, inner_steps=args.inner_steps,
-        )
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        return _fail("invert", exc)
+    basis = args.basis or "global"
+    if basis == "both":
+        raise UsageError("--basis: invert takes global or none")
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    G, d = _load(args)
+    with torch.no_grad():
+        probe = G(G.sample(1, seed=args.target_seed, dtype=G.dtype).to(G.device))
+    target = probe[0] if args.target_image is None else _read_png(args.target_image, tuple(probe.shape[-2:]))
+    eigvals = eigvecs = None
+    if basis == "global":
+        eigvals, eigvecs = _eigenbasis(args, G, d)
+    options = InversionOptions(basis=eigvecs, eigvals=eigvals, power=args.power, optimizer=args.optimizer,
+                               steps=args.steps, lr=args.lr, seed=args.init_seed, population=args.population,
+                               inner_steps=args.inner_steps)
+    res = invert(G, d, target.to(dtype=G.dtype, device=G.device), options)
     summary = {
         "generator": args.generator, "distance": args.distance, "optimizer": args.optimizer, "basis": basis,
         "power": args.power, "target": args.target_image or {"seed": args.target_seed},
         "steps": args.steps, "evaluations": res.evaluations, "initial_distance": float(res.trajectory[0]),
-        "final_distance": res.distance,
+        "final_distance": res.value,
     }
     if args.out is not None:
         _write_inversion(args.out, G, target, res, summary)
@@ -193,28 +192,25 @@ def run_search(args: argparse.Namespace) -> int:
     """Plain and/or metric CMA-ES over --seeds runs; print final values mean ± sem."""
     from geometry_core.search import cma_search
 
-    try:
-        basis = args.basis or "both"
-        if args.budget < 1 or args.seeds < 1:
-            raise ValueError(f"need --budget >= 1 and --seeds >= 1; got {args.budget}, {args.seeds}")
-        G, d = _load(args)
-        objective = search_objective(args, G, d)
-        frames = {}
-        if basis in ("none", "both"):
-            frames["cma"] = {}
-        if basis in ("global", "both"):
-            lam, V = _eigenbasis(args, G, d)
-            frames["cma-hessian"] = dict(eigvecs=V, eigvals=lam, power=args.power, cutoff=args.cutoff)
-        out = {}
-        for name, frame in frames.items():
-            finals = [
-                cma_search(objective, G.latent_dim, budget=args.budget, seed=s, sigma0=args.sigma0,
-                           popsize=args.popsize, **frame).value
-                for s in range(args.seeds)
-            ]
-            out[name] = mean_sem(finals)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        return _fail("search", exc)
+    basis = args.basis or "both"
+    if args.budget < 1 or args.seeds < 1:
+        raise UsageError(f"need --budget >= 1 and --seeds >= 1; got {args.budget}, {args.seeds}")
+    G, d = _load(args)
+    objective = search_objective(args, G, d)
+    frames = {}
+    if basis in ("none", "both"):
+        frames["cma"] = {}
+    if basis in ("global", "both"):
+        lam, V = _eigenbasis(args, G, d)
+        frames["cma-hessian"] = dict(eigvecs=V, eigvals=lam, power=args.power, cutoff=args.cutoff)
+    out = {}
+    for name, frame in frames.items():
+        finals = [
+            cma_search(objective, G.latent_dim, budget=args.budget, seed=s, sigma0=args.sigma0,
+                       popsize=args.popsize, **frame).value
+            for s in range(args.seeds)
+        ]
+        out[name] = mean_sem(finals)
     print(json.dumps({"objective": args.objective, "generator": args.generator, "budget": args.budget,
                       "popsize": args.popsize, "sigma0": args.sigma0, "power": args.power,
                       "cutoff": args.cutoff, "methods": out}))
@@ -223,10 +219,9 @@ def run_search(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``invert``/``search`` standalone (``python -m jobs.invert_cmd invert ...``)."""
-    parser = argparse.ArgumentParser(prog="gangeo")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from jobs.cli import run_module
+
+    return run_module(add_parser, argv)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     f.set_defaults(func=cmd_fetch)
 
 
-def _err(message: object) -> int:
-    print(f"gangeo models: {message}", file=sys.stderr)
-    return 2
-
-
 def _table(rows: list[dict]) -> str:
     head = ("NAME", "ARCH", "SPACES", "RES", "CACHED", "CHECK", "PATH")
     lines = [head]
@@ -55,14 +50,10 @@ def _table(rows: list[dict]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from geometry_core.errors import GeometryError
     from geometry_core.generators.catalog import CATALOG, entry_status
     from geometry_core.weights_cache import cache_home
 
-    try:
-        rows = [entry_status(name) for name in CATALOG]
-    except GeometryError as exc:
-        return _err(exc)
+    rows = [entry_status(name) for name in CATALOG]
     if args.format == "table":
         print(_table(rows))
     else:
@@ -72,18 +63,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from geometry_core.errors import GeometryError
+    from geometry_core.errors import UsageError
     from geometry_core.generators.catalog import CATALOG, entry_status, fetch_entry, get_entry
 
     if bool(args.names) == bool(args.all):
-        return _err("fetch: give catalogue names, or --all (not both)")
+        raise UsageError("fetch: give catalogue names, or --all (not both)")
     names = list(CATALOG) if args.all else list(dict.fromkeys(args.names))
-    try:
-        for name in names:
-            get_entry(name)  # every name checked before any download
-        for name in names:
-            fetch_entry(name)
-            print(json.dumps(entry_status(name)), flush=True)
-    except GeometryError as exc:
-        return _err(exc)
+    for name in names:
+        get_entry(name)  # every name checked before any download
+    for name in names:
+        fetch_entry(name)
+        print(json.dumps(entry_status(name)), flush=True)
     return 0

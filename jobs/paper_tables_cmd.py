@@ -29,7 +29,7 @@ float64. What each table holds (ARCHITECTURE.md, "paper tables"):
   eig_corr, the two similarity statistics (order unknown), slope, intercept.
 
 Prints one JSON object on stdout (``--format table``: a readable table instead);
-progress goes to stderr. Errors: one line on stderr, exit 2.
+progress goes to stderr. Errors: one line on stderr, the exit code of their kind (jobs.cli.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -245,13 +245,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.batch < 1:
-            raise ValueError(f"--batch must be a positive int, got {args.batch}")
-        result = run_all(args)
-    except (ValueError, RuntimeError, OSError) as err:
-        print(f"gangeo: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-        return 2
+    from geometry_core.errors import UsageError
+
+    if args.batch < 1:
+        raise UsageError(f"--batch must be a positive int, got {args.batch}")
+    result = run_all(args)
     text = json.dumps(result, indent=1)
     if args.out:
         from pathlib import Path
@@ -264,10 +262,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.paper_tables_cmd ...``); ``gangeo`` registers the same parser."""
-    parser = argparse.ArgumentParser(prog="gangeo")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["paper-tables", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    from jobs.cli import run_module
+
+    return run_module(add_parser, ["paper-tables", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

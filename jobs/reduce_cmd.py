@@ -36,17 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_reduce(args: argparse.Namespace) -> int:
-    """Reduce the run and print its summary as JSON; one line on stderr and exit 2 on error."""
+    """Reduce the run and print its summary as JSON."""
     from cluster.reduce import reduce_run
-    from cluster.storage import StoreError
 
-    try:
-        summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
-                             tile=args.tile, use_ray=not args.no_ray,
-                             progress=not args.quiet and sys.stderr.isatty())
-    except (StoreError, ValueError) as exc:
-        print(f"gangeo reduce: {exc}", file=sys.stderr)
-        return 2
+    summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
+                         tile=args.tile, use_ray=not args.no_ray, progress=not args.quiet and sys.stderr.isatty())
     json.dump({"run": args.run, "store": str(args.store), "groups": summary}, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

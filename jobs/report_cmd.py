@@ -12,7 +12,6 @@ stderr on a terminal (none with ``--quiet``).
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["add_parser", "run_report"]
 
@@ -36,16 +35,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Build the report and print its path; one line on stderr and exit 2 on error (nothing written)."""
+    """Build the report and print its path (on an error nothing is written)."""
     from cluster.report import build_report
-    from cluster.storage import StoreError
 
-    try:
-        path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
-                            progress=not args.quiet, traversals=not args.no_traversals,
-                            allow_import=args.allow_import)
-    except (StoreError, ValueError) as exc:
-        print(f"gangeo report: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
+                        progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import)
     print(path)
     return 0

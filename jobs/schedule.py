@@ -37,6 +37,8 @@ from typing import Callable
 import yaml
 import zarr
 
+from geometry_core.errors import GangeoError
+
 __all__ = [
     "ScheduleBook",
     "ScheduleError",
@@ -51,8 +53,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_MISSED_COUNT = 10_000
 
 
-class ScheduleError(ValueError):
+class ScheduleError(GangeoError, ValueError):
     """A bad schedule or a schedule that does not exist (one line)."""
+
+    kind = "schedule"
 
 
 def _utc(t: datetime) -> datetime:
@@ -201,32 +205,23 @@ def _now(args: argparse.Namespace) -> datetime:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from cluster.storage import StoreError
-    from jobs.spec import SpecError, load_spec
+    from cluster.spec import load_spec
 
-    try:
-        if args.action == "add":
-            spec = load_spec(args.spec).to_dict()
-            # No --store: the jobs write to the spec's own store (the schedules live in the default one).
-            out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args),
-                                  s3_endpoint=args.s3_endpoint)
-        elif args.action == "list":
-            out = _book(args).list()
-        elif args.action == "remove":
-            _book(args).remove(args.name)
-            out = {"removed": args.name}
-        elif args.action == "run-due":
-            out = _book(args).run_due(_now(args), submit_entry)
-        else:
-            daemon(_book(args), submit_entry, interval=args.interval)
-            return 0
-    except SpecError as exc:
-        for line in exc.problems:
-            print(f"gangeo schedule: {line}", file=sys.stderr)
-        return 2
-    except (ScheduleError, StoreError) as exc:
-        print(f"gangeo schedule: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "add":
+        spec = load_spec(args.spec).to_dict()
+        # No --store: the jobs write to the spec's own store (the schedules live in the default one).
+        out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args),
+                              s3_endpoint=args.s3_endpoint)
+    elif args.action == "list":
+        out = _book(args).list()
+    elif args.action == "remove":
+        _book(args).remove(args.name)
+        out = {"removed": args.name}
+    elif args.action == "run-due":
+        out = _book(args).run_due(_now(args), submit_entry)
+    else:
+        daemon(_book(args), submit_entry, interval=args.interval)
+        return 0
     print(json.dumps(out, indent=2))
     return 0
 

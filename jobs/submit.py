@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from geometry_core.errors import GangeoError
+
 __all__ = [
     "PROJECT_MODULES",
     "add_parser",
@@ -51,8 +53,10 @@ SPEC_NAME = "spec.yaml"
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-class SubmitError(RuntimeError):
+class SubmitError(GangeoError, RuntimeError):
     """A submission that cannot be made or followed (one line)."""
+
+    kind = "submit"
 
 
 def _project_dir() -> Path:
@@ -72,9 +76,9 @@ def build_submission(
 
     ``staging``: an empty directory that becomes the job's working directory (it
     receives ``spec.yaml``, the validated spec with ``store`` applied).
-    Raises ``jobs.spec.SpecError`` listing every problem of the spec.
+    Raises ``cluster.spec.SpecError`` listing every problem of the spec.
     """
-    from jobs.spec import load_spec
+    from cluster.spec import load_spec
 
     spec = load_spec(spec_path).with_store(store)
     Path(staging, SPEC_NAME).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -177,28 +181,14 @@ def follow_job(job_id: str, address: str, *, out=sys.stderr, client=None) -> dic
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from jobs.spec import SpecError
-
-    try:
-        job_id = submit_spec(args.spec, args.address, store=args.store, s3_endpoint=args.s3_endpoint,
-                             submission_id=args.submission_id)
-    except SpecError as exc:
-        for line in exc.problems:
-            print(f"gangeo submit: {line}", file=sys.stderr)
-        return 2
-    except SubmitError as exc:
-        print(f"gangeo submit: {exc}", file=sys.stderr)
-        return 2
+    job_id = submit_spec(args.spec, args.address, store=args.store, s3_endpoint=args.s3_endpoint,
+                         submission_id=args.submission_id)
     print(job_id)
     return 0
 
 
 def _cmd_job_status(args: argparse.Namespace) -> int:
-    try:
-        info = follow_job(args.job_id, args.address) if args.follow else job_status(args.job_id, args.address)
-    except SubmitError as exc:
-        print(f"gangeo job-status: {exc}", file=sys.stderr)
-        return 2
+    info = follow_job(args.job_id, args.address) if args.follow else job_status(args.job_id, args.address)
     print(json.dumps(info))
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 

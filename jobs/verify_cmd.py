@@ -35,15 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from cluster.storage import StoreError
     from cluster.verify import verify_run
 
-    try:
-        report = verify_run(args.store, args.run, s3_endpoint=args.s3_endpoint, rtol=args.rtol,
-                            groups=args.group)
-    except StoreError as exc:
-        print(f"gangeo verify: {exc}", file=sys.stderr)
-        return 2
+    report = verify_run(args.store, args.run, s3_endpoint=args.s3_endpoint, rtol=args.rtol, groups=args.group)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     for e in report["errors"]:

@@ -10,20 +10,13 @@ import pytest
 import yaml
 
 from geometry_core.errors import GeometryError
-from jobs.cli import main
-from jobs.spec import SpecError, load_spec
-from tests.ray_fixture import ray_local  # noqa: F401  (session fixture)
-from tests.s3_server import s3_server  # noqa: F401  (session fixture)
-from tests.test_verify import tanh_spec
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import SpecError, load_spec
+from tests.support.runs import tanh_spec
 
 REPO = Path(__file__).resolve().parent.parent
 # The product and its benchmarks; tests/ is left out because one test unpickles a payload on purpose.
 SOURCES = [p for d in ("geometry_core", "cluster", "jobs", "bench") for p in (REPO / d).rglob("*.py")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _s3_env_before_ray(s3_server):  # noqa: F811
-    yield
 
 
 def _calls(name: str, attr: str):
@@ -74,7 +67,7 @@ def test_no_source_binds_every_interface():
         assert "0.0.0.0" not in path.read_text(), f"{path}: binds to every interface"
 
 
-def test_credentials_never_written_or_printed(ray_local, s3_server, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_credentials_never_written_or_printed(ray_local, s3_server, tmp_path, monkeypatch, capsys):
     import ray
 
     secret = f"gangeoSecret{uuid.uuid4().hex}"
@@ -85,7 +78,7 @@ def test_credentials_never_written_or_printed(ray_local, s3_server, tmp_path, mo
     assert main(["run", str(spec), "--store", url, "--quiet"]) == 0
     assert main(["status", "sec", "--store", url]) == 0
     assert main(["verify", "sec", "--store", url]) == 0
-    assert main(["status", "sec", "--store", url + "-absent"]) == 2  # an error message too
+    assert main(["status", "sec", "--store", url + "-absent"]) == EXIT_CODES["store"]  # an error message too
     out, err = capsys.readouterr()
     bucket = url.removeprefix("s3://").partition("/")[0]
     client = s3_server.client()

@@ -5,10 +5,9 @@ named layer's output, i.e. ``phi = a.flatten(1) / sqrt(M)`` and ``c = 1`` (the
 same mean-squared convention as the pixel MSE, so layers of different sizes
 are comparable).
 
-The activations are captured with a forward hook on ``G.layer(name)``; the hook
-then stops the forward pass (the rest of the generator is not needed). The
-captured tensor never leaves the call, so this works under ``torch.func.jvp``,
-``vmap`` and ``jacfwd`` (tested).
+The activations are captured by :func:`geometry_core.capture.capture_outputs`
+on ``G.layer(name)``, which stops the forward pass there; this works under
+``torch.func.jvp``, ``vmap`` and ``jacfwd`` (tested).
 
 Example::
 
@@ -24,22 +23,11 @@ import math
 import torch
 from torch import nn
 
+from ..capture import capture_outputs
 from ..errors import GeometryError
 from .base import Distance
 
 __all__ = ["LayerDistance"]
-
-
-class _Captured(Exception):
-    """Raised by the hook to stop the forward pass once the layer has run."""
-
-    def __init__(self, value: object) -> None:
-        super().__init__("layer captured")
-        self.value = value
-
-
-def _stop_with_output(module: nn.Module, args: tuple, output: object) -> None:
-    raise _Captured(output)
 
 
 class LayerDistance(Distance):
@@ -83,15 +71,9 @@ class LayerDistance(Distance):
         module = G.layer(self.layer_name) if hasattr(G, "layer") else None
         if module is None:
             raise GeometryError(f"{self.name}: expected a Generator with .layer(name), got {type(G).__name__}")
-        handle = module.register_forward_hook(_stop_with_output)
-        try:
-            G(z)
-        except _Captured as caught:
-            act = caught.value
-        else:
+        (act,) = capture_outputs(G, [module], z)
+        if act is None:
             raise GeometryError(f"{self.name}: the layer did not run during G(z)")
-        finally:
-            handle.remove()
         if not isinstance(act, torch.Tensor):
             raise GeometryError(f"{self.name}: expected the layer to output a tensor, got {type(act).__name__}")
         flat = act.flatten(1)

@@ -25,7 +25,6 @@ lacks them, normal draws seeded by ``noise_seed``. Images are clamped to
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from torch import nn
 
 from ..errors import GeometryError
 from .base import Generator
-from .checkpoint import load_state_dict_strict, safe_load
+from .checkpoint import load_state_dict_strict
 from .module import check_output, import_arch, no_inplace_activations
 from .stylegan2_builtin import build_stylegan2, check_space, load_builtin
 from .stylegan2_rosinality import read_rosinality

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["StyleGAN2Config", "StyleGAN2Net", "standard_channels"]
+__all__ = ["StyleGAN2Config", "StyleGAN2Net", "blur_kernel", "standard_channels"]
 
 _LRELU_SLOPE = 0.2
 _LRELU_GAIN = math.sqrt(2.0)  # keeps the activations' second moment (He init)
@@ -71,7 +71,8 @@ class StyleGAN2Config:
         return 2 * self.log_size - 2
 
 
-def _blur_kernel(gain: float) -> torch.Tensor:
+def blur_kernel(gain: float) -> torch.Tensor:
+    """The [1, 3, 3, 1] blur as a normalised 2-D kernel times ``gain``, float32 (shared by the weight readers)."""
     taps = torch.tensor(_BLUR_TAPS, dtype=torch.float64)
     k = torch.outer(taps, taps)
     return (k / k.sum() * gain).to(torch.float32)
@@ -123,7 +124,7 @@ class ModulatedConv(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_ch * k * k)
         self.demodulate, self.up = demodulate, up
         if up:
-            self.register_buffer("blur_kernel", _blur_kernel(4.0), persistent=False)
+            self.register_buffer("blur_kernel", blur_kernel(4.0), persistent=False)
 
     def modulated_conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = self.affine(w)  # (B, in)
@@ -164,7 +165,7 @@ class ToRGB(ModulatedConv):
     def __init__(self, in_ch: int, style_dim: int, *, clamp: float | None):
         super().__init__(in_ch, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(3))
-        self.register_buffer("up_kernel", _blur_kernel(4.0), persistent=False)
+        self.register_buffer("up_kernel", blur_kernel(4.0), persistent=False)
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import GeometryError, MissingWeightsError, UnsafeCheckpointError
-from .stylegan2_arch import StyleGAN2Config, _blur_kernel
+from .stylegan2_arch import StyleGAN2Config, blur_kernel
 
 __all__ = ["PersistentRecord", "nvidia_name", "read_nvidia_pkl", "safe_unpickle"]
 
@@ -222,7 +222,7 @@ def read_nvidia_pkl(path: str | Path):
 
 
 def _convert(tensors: dict, cfg: StyleGAN2Config) -> dict[str, torch.Tensor]:
-    filt = _blur_kernel(1.0)
+    filt = blur_kernel(1.0)
     out: dict[str, torch.Tensor] = {}
     for key, t in tensors.items():
         if key == "mapping.w_avg":

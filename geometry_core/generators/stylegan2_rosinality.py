@@ -24,7 +24,7 @@ import torch
 
 from ..errors import GeometryError
 from .checkpoint import safe_load
-from .stylegan2_arch import StyleGAN2Config, _blur_kernel, standard_channels
+from .stylegan2_arch import StyleGAN2Config, blur_kernel, standard_channels
 
 __all__ = ["convert_rosinality", "read_rosinality", "rosinality_name"]
 
@@ -134,7 +134,7 @@ def convert_rosinality(state: dict) -> tuple[StyleGAN2Config, dict[str, torch.Te
         if not isinstance(value, torch.Tensor):
             raise GeometryError(f"stylegan2 g_ema: {key!r} is a {type(value).__name__}, expected a tensor")
         if _BLUR.fullmatch(key):
-            if value.shape != (4, 4) or not torch.allclose(value.float(), _blur_kernel(4.0), atol=1e-6):
+            if value.shape != (4, 4) or not torch.allclose(value.float(), blur_kernel(4.0), atol=1e-6):
                 raise GeometryError(f"stylegan2 g_ema: {key!r} is not the [1, 3, 3, 1] blur kernel this model uses")
             continue
         name = _rename(key)

@@ -1,0 +1,122 @@
+"""The run report's page: HTML pieces in order, figures rendered to PNG, one self-contained file.
+
+Example::
+
+    doc = Doc()
+    doc.add("<h2>Spectrum</h2>")
+    doc.figure("spectrum", "Mean spectrum", lambda: png_bytes)
+    render_figures(doc.figures, progress=False)
+    html_text = page("quickstart", doc)
+
+Sections (:mod:`cluster.report`) add text and figures; this module knows only
+HTML. Every table cell that holds a run's number carries ``data-key``; an inline
+script writes the count of loaded images into ``<pre id="selfcheck">``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Doc", "Figure", "esc", "fmt", "page", "render_figures", "slug", "table"]
+
+
+@dataclass
+class Figure:
+    slug: str
+    caption: str
+    render: Callable[[], bytes]
+    png: bytes = b""
+
+
+@dataclass
+class Doc:
+    """The report being assembled: HTML pieces in order, figures rendered later."""
+
+    parts: list = field(default_factory=list)
+    figures: list = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def figure(self, name: str, caption: str, render: Callable[[], bytes]) -> None:
+        fig = Figure(slug(name), caption, render)
+        self.figures.append(fig)
+        self.parts.append(fig)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "figure"
+
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def fmt(x) -> str:
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    return "nan" if not np.isfinite(x) else f"{x:.4g}"
+
+
+def table(header: list[str], rows: list[list], keys: list[list[str | None]] | None = None) -> str:
+    """An HTML table; cell (r, c) gets ``data-key=keys[r][c]`` when given."""
+    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
+    for r, row in enumerate(rows):
+        out.append("<tr>")
+        for c, cell in enumerate(row):
+            key = keys[r][c] if keys else None
+            attr = f' data-key="{esc(key)}"' if key else ""
+            text = fmt(cell) if isinstance(cell, (int, float, np.integer, np.floating)) else str(cell)
+            out.append(f"<td{attr}>{esc(text)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #bbb;padding:2px 8px;text-align:right;font-size:13px}th{background:#eee}
+figure{margin:1em 0}figure img{max-width:100%}pre{background:#f6f6f6;padding:.5em;font-size:12px}
+.note{color:#a33}section{border-top:2px solid #ccc;margin-top:1.5em}"""
+
+# Written on load so a headless browser's --dump-dom shows whether every figure decoded.
+_SELFCHECK = """<pre id="selfcheck">pending</pre><script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.getElementById("selfcheck").textContent =
+    "images_loaded=" + ok + " images_total=" + imgs.length +
+    " tables=" + document.querySelectorAll("table").length;
+});
+</script>"""
+
+
+def page(run: str, doc: Doc) -> str:
+    body = []
+    for part in doc.parts:
+        if isinstance(part, Figure):
+            data = base64.b64encode(part.png).decode("ascii")
+            body.append(f'<figure><img alt="{esc(part.caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{esc(part.caption)} ({esc(part.slug)}.png)</figcaption></figure>")
+        else:
+            body.append(part)
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>gangeo report: {esc(run)}</title>'
+            f"<style>{_STYLE}</style></head><body><h1>Run {esc(run)}</h1><p>Report made {made}.</p>"
+            + "".join(body) + _SELFCHECK + "</body></html>")
+
+
+def render_figures(figures: list[Figure], progress: bool) -> None:
+    from tqdm import tqdm
+
+    quiet = not progress or not sys.stderr.isatty()
+    for fig in tqdm(figures, desc="report figures", unit="fig", file=sys.stderr, disable=quiet):
+        fig.png = fig.render()

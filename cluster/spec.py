@@ -1,0 +1,318 @@
+"""Sweep specs: YAML in, a validated :class:`SweepSpec` out.
+
+Example::
+
+    from cluster.spec import load_spec
+    spec = load_spec("jobs/examples/quickstart.yaml")
+    spec.n_codes, spec.method, spec.chunk_size
+
+Every problem is collected and reported as one line naming its field
+(``codes.n: expected a positive integer, got -3``); unknown keys are problems
+too. Validation never writes anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geometry_core.errors import GeometryError
+
+from .storage import DEFAULT_STORE
+from .layout import default_label
+
+__all__ = [
+    "ALL_LAYERS",
+    "DEFAULTS",
+    "METHODS",
+    "GeneratorSpec",
+    "SpecError",
+    "SweepSpec",
+    "load_spec",
+    "parse_spec",
+]
+
+METHODS = ("exact", "bp", "lanczos-backward", "lanczos-forward")
+DEFAULT_SPACE = "default"
+ALL_LAYERS = "layers:all"
+# One source of defaults for the Python API and the CLI.
+DEFAULTS: dict[str, Any] = {
+    "store": DEFAULT_STORE,
+    "codes": {"n": 64, "seed": 0},
+    "method": "exact",
+    "topk": None,
+    "keep": {"hessian": False, "eigvecs": True},
+    "chunk_size": 16,
+    "reducers": {"global": True, "homogeneity": True, "anisotropy": True},
+    "resources": {"workers": None, "gpus_per_worker": 0, "cpus_per_worker": 1},
+}
+_TOP_KEYS = ("name", "store", "generators", "targets", "codes", "method", "topk", "keep",
+             "chunk_size", "reducers", "resources")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/\[\]]*$")
+
+
+class SpecError(GeometryError):
+    """A sweep spec with problems; ``problems`` holds one line per problem."""
+
+    kind = "spec"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """One generator of a sweep: registry name, latent spaces, loader options.
+
+    ``label`` names its groups in the store (default: the name, with
+    ``-shuffled<seed>`` for a weight-shuffled control), so the same generator can
+    appear twice, trained and shuffled.
+    """
+
+    name: str
+    spaces: tuple[str, ...] = (DEFAULT_SPACE,)
+    options: dict = field(default_factory=dict)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep. ``identity()`` is what must match to resume a run."""
+
+    name: str
+    generators: tuple[GeneratorSpec, ...]
+    targets: tuple[str, ...]
+    n_codes: int
+    seed: int
+    store: str = DEFAULTS["store"]
+    method: str = "exact"
+    topk: int | None = None
+    keep_hessian: bool = False
+    keep_eigvecs: bool = True
+    chunk_size: int = 16
+    reducers: dict = field(default_factory=lambda: dict(DEFAULTS["reducers"]))
+    resources: dict = field(default_factory=lambda: dict(DEFAULTS["resources"]))
+
+    def to_dict(self) -> dict:
+        """The spec in its YAML form (round-trips through :func:`parse_spec`)."""
+        return {
+            "name": self.name,
+            "store": self.store,
+            "generators": [
+                {"name": g.name, "spaces": list(g.spaces), "options": dict(g.options),
+                 # a default label is implied, so runs made before labels existed keep their identity
+                 **({"label": g.label} if g.label != default_label(g.name, g.options) else {})}
+                for g in self.generators
+            ],
+            "targets": list(self.targets),
+            "codes": {"n": self.n_codes, "seed": self.seed},
+            "method": self.method,
+            "topk": self.topk,
+            "keep": {"hessian": self.keep_hessian, "eigvecs": self.keep_eigvecs},
+            "chunk_size": self.chunk_size,
+            "reducers": dict(self.reducers),
+            "resources": dict(self.resources),
+        }
+
+    def identity(self) -> dict:
+        """The fields that decide the stored numbers (not store, resources, reducers)."""
+        d = self.to_dict()
+        for k in ("store", "resources", "reducers"):
+            d.pop(k)
+        return d
+
+    def with_store(self, store: str | None) -> "SweepSpec":
+        """A copy whose store URL is ``store`` (unchanged when None)."""
+        if store is None:
+            return self
+        return replace(self, store=str(store))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _section(raw: dict, key: str, problems: list[str]) -> dict:
+    """A mapping section with defaults filled and unknown keys reported."""
+    value = raw.get(key)
+    defaults = DEFAULTS[key]
+    if value is None:
+        return dict(defaults)
+    if not isinstance(value, dict):
+        problems.append(f"{key}: expected a mapping with keys {sorted(defaults)}, got {value!r}")
+        return dict(defaults)
+    for k in value:
+        if k not in defaults:
+            problems.append(f"{key}.{k}: unknown key; expected one of {sorted(defaults)}")
+    return {**defaults, **{k: v for k, v in value.items() if k in defaults}}
+
+
+def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
+    if not isinstance(value, list) or not value:
+        problems.append(f"generators: expected a non-empty list of {{name, spaces, options}}, got {value!r}")
+        return []
+    known = _known("list_generators")
+    out = []
+    for i, g in enumerate(value):
+        where = f"generators[{i}]"
+        if isinstance(g, str):
+            g = {"name": g}
+        if not isinstance(g, dict):
+            problems.append(f"{where}: expected a mapping with a name, got {g!r}")
+            continue
+        for k in g:
+            if k not in ("name", "label", "spaces", "options"):
+                problems.append(f"{where}.{k}: unknown key; expected name, label, spaces or options")
+        name = g.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            problems.append(f"{where}.name: expected a generator name, got {name!r}")
+            continue
+        if known is not None and name not in known:
+            problems.append(f"{where}.name: unknown generator {name!r}; known: {sorted(known)}")
+        valid = tuple(known[name][0]) if known and name in known else None
+        spaces = g.get("spaces") or [valid[0] if valid else DEFAULT_SPACE]
+        if isinstance(spaces, str):
+            spaces = [spaces]
+        # A generator's own space names are valid even where they are not plain names ("w+").
+        if not isinstance(spaces, list) or not all(isinstance(s, str) and (_NAME_RE.match(s) or s in valid)
+                                                   for s in spaces):
+            problems.append(f"{where}.spaces: expected a list of space names, got {spaces!r}")
+            spaces = [DEFAULT_SPACE]
+        elif valid and any(s not in valid for s in spaces):
+            problems.append(f"{where}.spaces: expected spaces among {list(valid)}, got {spaces!r}")
+        options = g.get("options") or {}
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            problems.append(f"{where}.options: expected a mapping of loader options, got {options!r}")
+            options = {}
+        label = g.get("label") or default_label(name, options)
+        if not isinstance(label, str) or not _NAME_RE.match(label):
+            problems.append(f"{where}.label: expected a group name, got {label!r}")
+            label = name
+        elif label in {o.label for o in out}:
+            problems.append(f"{where}.label: {label!r} is used by another generator; give each a distinct label")
+        out.append(GeneratorSpec(name, tuple(dict.fromkeys(spaces)), dict(options), label))
+    return out
+
+
+def _parse_targets(value: Any, problems: list[str]) -> list[str]:
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        problems.append(f"targets: expected a non-empty list of distance names or 'layer:<name>', got {value!r}")
+        return []
+    known = _known("list_distances")
+    out = []
+    for i, t in enumerate(value):
+        if isinstance(t, dict) and list(t) == ["layers"] and t["layers"] == "all":
+            t = ALL_LAYERS  # YAML reads `- layers: all` as a mapping
+        if not isinstance(t, str) or not _TARGET_RE.match(t.replace(" ", "")):
+            problems.append(f"targets[{i}]: expected a distance name, 'layer:<name>' or 'layers: all', got {t!r}")
+            continue
+        t = t.replace(" ", "")
+        if t.startswith("layers:") and t != ALL_LAYERS:
+            problems.append(f"targets[{i}]: expected 'layers: all', got {t!r}")
+            continue
+        if t.startswith("layer:") and len(t) == len("layer:"):
+            problems.append(f"targets[{i}]: expected 'layer:<layer name>', got {t!r}")
+            continue
+        if known is not None and not t.startswith("layer") and t not in known:
+            problems.append(f"targets[{i}]: unknown distance {t!r}; known: {sorted(known)}")
+        out.append(t)
+    return list(dict.fromkeys(out))
+
+
+def _known(func: str) -> dict | None:
+    """A geometry_core registry listing (name -> details); None when it is unavailable."""
+    try:
+        import geometry_core
+
+        listing = getattr(geometry_core, func)()
+        return dict(listing) if isinstance(listing, dict) else dict.fromkeys(listing)
+    except (ImportError, AttributeError, NotImplementedError):
+        return None
+
+
+def _check_scalars(raw: dict, codes: dict, keep: dict, red: dict, res: dict, problems: list[str]) -> None:
+    if not _is_int(codes["n"]) or codes["n"] < 1:
+        problems.append(f"codes.n: expected a positive integer, got {codes['n']!r}")
+    if not _is_int(codes["seed"]) or codes["seed"] < 0:
+        problems.append(f"codes.seed: expected a non-negative integer, got {codes['seed']!r}")
+    method = raw.get("method", DEFAULTS["method"])
+    if method not in METHODS:
+        problems.append(f"method: expected one of {list(METHODS)}, got {method!r}")
+    topk = raw.get("topk")
+    if topk is not None and (not _is_int(topk) or topk < 1):
+        problems.append(f"topk: expected a positive integer or null, got {topk!r}")
+    if isinstance(method, str) and method.startswith("lanczos") and topk is None:
+        problems.append(f"topk: method {method!r} needs topk (the number of eigenpairs)")
+    chunk = raw.get("chunk_size", DEFAULTS["chunk_size"])
+    if not _is_int(chunk) or chunk < 1:
+        problems.append(f"chunk_size: expected a positive integer, got {chunk!r}")
+    for sec, d in (("keep", keep), ("reducers", red)):
+        for k, v in d.items():
+            if not isinstance(v, bool):
+                problems.append(f"{sec}.{k}: expected true or false, got {v!r}")
+    keeps_bool = all(isinstance(v, bool) for v in keep.values())
+    if keeps_bool and (red.get("global") is True or red.get("homogeneity") is True) and not (
+        keep["eigvecs"] or keep["hessian"]
+    ):
+        problems.append("keep: reducers global/homogeneity need keep.eigvecs or keep.hessian to be true")
+    w = res["workers"]
+    if w is not None and (not _is_int(w) or w < 1):
+        problems.append(f"resources.workers: expected a positive integer or null (auto), got {w!r}")
+    for k in ("gpus_per_worker", "cpus_per_worker"):
+        v = res[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            problems.append(f"resources.{k}: expected a non-negative number, got {v!r}")
+    if res["cpus_per_worker"] == 0 and res["gpus_per_worker"] == 0:
+        problems.append("resources: a worker needs cpus_per_worker > 0 or gpus_per_worker > 0")
+
+
+def parse_spec(raw: Any) -> SweepSpec:
+    """Validate a spec mapping (as read from YAML); raise :class:`SpecError` listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError([f"spec: expected a mapping at the top level, got {type(raw).__name__}"])
+    problems: list[str] = [f"{k}: unknown key; expected one of {list(_TOP_KEYS)}" for k in raw if k not in _TOP_KEYS]
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name == "reduce":
+        problems.append(f"name: expected a run name of letters, digits, '.', '_' or '-', got {name!r}")
+    store = raw.get("store", DEFAULTS["store"])
+    if not isinstance(store, str) or not store.strip():
+        problems.append(f"store: expected a directory or s3://bucket/prefix, got {store!r}")
+    gens = _parse_generators(raw.get("generators"), problems)
+    targets = _parse_targets(raw.get("targets"), problems)
+    codes = _section(raw, "codes", problems)
+    keep = _section(raw, "keep", problems)
+    red = _section(raw, "reducers", problems)
+    res = _section(raw, "resources", problems)
+    _check_scalars(raw, codes, keep, red, res, problems)
+    if problems:
+        raise SpecError(problems)
+    return SweepSpec(
+        name=name, generators=tuple(gens), targets=tuple(targets), n_codes=codes["n"],
+        seed=codes["seed"], store=store, method=raw.get("method", DEFAULTS["method"]),
+        topk=raw.get("topk"), keep_hessian=keep["hessian"], keep_eigvecs=keep["eigvecs"],
+        chunk_size=raw.get("chunk_size", DEFAULTS["chunk_size"]), reducers=red, resources=res,
+    )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML spec file (``yaml.safe_load``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([f"spec: cannot read {path}: {exc.strerror or exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError([f"spec: {path} is not valid YAML{where}"]) from None
+    return parse_spec(raw)

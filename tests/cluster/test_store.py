@@ -1,0 +1,187 @@
+"""The results store on a local directory and on S3 (a moto server over HTTP): same suite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from cluster.storage import StoreError, open_root, parse_store_url, store_env
+from cluster.layout import GroupLayout, safe_name
+from cluster.store import RunExistsError, RunStore
+from jobs.cli import EXIT_CODES, main
+from cluster.spec import parse_spec
+
+D = 5
+
+
+def _spec(**patch):
+    raw = {"name": "r", "generators": [{"name": "dcgan-faces"}], "targets": ["mse", "layer:main.5"],
+           "codes": {"n": 5, "seed": 0}, "chunk_size": 2, "keep": {"hessian": True, "eigvecs": True}}
+    return parse_spec({**raw, **patch})
+
+
+PLANS = [GroupLayout("dcgan-faces", "z", "mse", n=5, dim=D, chunk_size=2),
+         GroupLayout("dcgan-faces", "z", "layer:main.5", n=5, dim=D, chunk_size=2)]
+
+
+def _chunk(rows: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"z": rng.standard_normal((rows, D)), "eigvals": rng.random((rows, D)),
+            "eigvecs": rng.standard_normal((rows, D, D)), "hessian": rng.standard_normal((rows, D, D))}
+
+
+class StoreSuite:
+    """Subclasses provide ``url`` (a fresh, empty store) and ``raw_root`` (zarr without our code)."""
+
+    def test_create_write_done_read(self, url):
+        rs = RunStore(url)
+        assert rs.create("r", _spec(), PLANS) is True
+        key = PLANS[1].key
+        assert key == "dcgan-faces/z/layer-main.5"
+        assert rs.done_mask("r", key).tolist() == [False, False, False]
+        data = _chunk(1, 0)  # the last chunk holds the one remaining code
+        rs.write_chunk("r", key, 2, data, seconds=0.5)
+        assert rs.done_mask("r", key).tolist() == [False, False, False]  # not counted before done
+        rs.mark_done("r", key, 2)
+        assert rs.done_mask("r", key).tolist() == [False, False, True]
+        # float64 in, float32 stored: compare at float32 resolution (rtol 1e-7 of the values' scale).
+        np.testing.assert_allclose(rs.read("r", key, "eigvecs", slice(4, 5)), data["eigvecs"], rtol=1e-6)
+        root = self.raw_root(url)
+        g = root["r/dcgan-faces/z/layer-main.5"]
+        assert g.attrs["target"] == "layer:main.5"
+        assert g["eigvecs"].metadata.dimension_names == ("code", "dim", "eig")
+        assert g["hessian"].metadata.dimension_names == ("code", "dim", "dim2")
+        assert g["z"].chunks == (2, D) and g["done"].chunks == (1,)
+        np.testing.assert_allclose(g["z"][4:5], data["z"], rtol=1e-6)
+        assert g["seconds"][2] == pytest.approx(0.5)
+
+    def test_same_spec_resumes_different_spec_refused(self, url):
+        rs = RunStore(url)
+        rs.create("r", _spec(), PLANS)
+        rs.write_chunk("r", PLANS[0].key, 0, _chunk(2, 1))
+        rs.mark_done("r", PLANS[0].key, 0)
+        assert rs.create("r", _spec(store="elsewhere", resources={"workers": 2}), PLANS) is False
+        assert rs.done_mask("r", PLANS[0].key).tolist() == [True, False, False]  # nothing reset
+        with pytest.raises(RunExistsError, match=r"differs in: codes") as info:
+            rs.create("r", _spec(codes={"n": 6, "seed": 0}), PLANS)
+        assert "\n" not in str(info.value)
+
+    def test_ls_status_and_unknown_names(self, url):
+        rs = RunStore(url)
+        rs.create("a", _spec(name="a"), PLANS[:1])
+        rs.create("b", _spec(name="b"), PLANS[:1])
+        rs.update_attrs("b", status="complete")
+        assert [(r["run"], r["status"]) for r in rs.ls()] == [("a", "created"), ("b", "complete")]
+        assert rs.attrs("a")["spec"]["codes"] == {"n": 5, "seed": 0}
+        with pytest.raises(StoreError, match="no run 'zz'"):
+            rs.attrs("zz")
+        with pytest.raises(StoreError, match="no array 'nope'"):
+            rs.read("a", PLANS[0].key, "nope")
+        with pytest.raises(StoreError, match="expected shape"):
+            rs.write_chunk("a", PLANS[0].key, 0, _chunk(1, 0))
+
+
+class TestLocalStore(StoreSuite):
+    @pytest.fixture
+    def url(self, tmp_path):
+        return str(tmp_path / "store")
+
+    def raw_root(self, url):
+        return zarr.open_group(url, mode="r", zarr_format=3)
+
+    def test_missing_store_without_create(self, tmp_path):
+        with pytest.raises(StoreError, match="no results store"):
+            open_root(tmp_path / "absent", create=False)
+        assert not (tmp_path / "absent").exists()
+
+
+class TestS3Store(StoreSuite):
+    @pytest.fixture
+    def url(self, s3_server):
+        return s3_server.new_bucket("store") + "/runs"
+
+    def raw_root(self, url):
+        import os
+
+        return zarr.open_group(url, mode="r", zarr_format=3, storage_options={
+            "endpoint_url": os.environ["AWS_ENDPOINT_URL"], "skip_instance_cache": True})
+
+
+def test_parse_store_url():
+    assert parse_store_url("s3://bkt/a/b/").path == "bkt/a/b"
+    assert parse_store_url("file:///tmp/x").path == "/tmp/x"
+    for bad in ("gs://bkt", "s3://B_", "s3://"):
+        with pytest.raises(StoreError):
+            parse_store_url(bad)
+
+
+def _assert_one_clean_line(err: str, *secrets: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert all(s not in lines[0] for s in secrets)
+    return lines[0]
+
+
+def test_s3_failures_are_one_line_and_write_nothing(s3_server, tmp_path, capsys, monkeypatch):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: r\ngenerators: [dcgan-faces]\ntargets: [mse]\ncodes: {n: 2}\n")
+    cases = {"does not exist": ["--store", "s3://no-such-bucket/x"],
+             "cannot reach": ["--store", "s3://any-bucket/x", "--s3-endpoint", "http://127.0.0.1:9"]}
+    for needle, args in cases.items():
+        assert main(["run", str(spec), "--quiet", *args]) == EXIT_CODES["store"]
+        out, err = capsys.readouterr()
+        assert out == "" and needle in _assert_one_clean_line(err)
+    url = s3_server.new_bucket("auth")
+    with s3_server.enforce_auth() as (key_id, secret):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-" + secret[:4])
+        assert main(["run", str(spec), "--quiet", "--store", url]) == EXIT_CODES["store"]
+        out, err = capsys.readouterr()
+        line = _assert_one_clean_line(err, secret, "not-the-secret")
+        assert "denied" in line and "credentials" in line
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        open_root(url)  # the right credentials work against the same enforcing server
+    monkeypatch.undo()
+    assert s3_server.keys(url) == ["zarr.json"]  # only the root the valid open created; no run
+    env = store_env("http://h:1")
+    assert env["AWS_ENDPOINT_URL"] == "http://h:1" and env["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
+
+
+def test_safe_name():
+    assert safe_name("layer:main.5") == "layer-main.5"
+    assert safe_name("lpips-alex") == "lpips-alex"
+
+
+def test_cli_status_ls_query(tmp_path, capsys):
+    url = str(tmp_path / "store")
+    rs = RunStore(url)
+    rs.create("r", _spec(), PLANS)
+    data = _chunk(2, 3)
+    rs.write_chunk("r", PLANS[0].key, 0, data)
+    rs.mark_done("r", PLANS[0].key, 0)
+    assert main(["status", "r", "--store", url]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["progress"]["groups"][PLANS[0].key] == {"done": 1, "chunks": 3}
+    assert main(["ls", "--store", url]) == 0
+    assert [r["run"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["r"]
+    q = ["query", "r", "--store", url, "--target", "mse", "--array", "eigvals", "--index", "0:2"]
+    assert main([*q, "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["shape"] == [2, D] and got["group"] == PLANS[0].key
+    np.testing.assert_allclose(got["data"], data["eigvals"], rtol=1e-6)  # float32 storage
+    assert main([*q, "--format", "table"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    np.testing.assert_allclose([[float(v) for v in r.split("\t")] for r in rows], data["eigvals"], rtol=1e-6)
+    out = tmp_path / "v.npy"
+    assert main([*q[:-4], "--array", "eigvecs", "--format", "npy", "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out)[:2], data["eigvecs"], rtol=1e-6)
+    for bad, needle, kind in ((["query", "r", "--store", url], "several groups match", "usage"),
+                              ([*q[:-2], "--index", "x"], "--index", "usage"),
+                              (["status", "zz", "--store", url], "no run 'zz'", "store"),
+                              (["ls", "--store", str(tmp_path / "none")], "no results store", "store")):
+        assert main(bad) == EXIT_CODES[kind]
+        out_, err = capsys.readouterr()
+        assert out_ == "" and len(err.strip().splitlines()) == 1 and needle in err

@@ -1,0 +1,367 @@
+"""The catalogue of published weights, end to end against a loopback HTTP mirror.
+
+Each test starts ``http.server`` on 127.0.0.1 (port 0) serving files the test
+writes, points ``GANGEO_MIRROR`` at it (the documented mirror: ``<base>/<entry>/<file>``)
+and ``GANGEO_HOME`` at a temporary cache. Each real weight format is a small
+writer function in ``WRITERS`` (architecture -> files of an entry); every
+catalogue entry whose architecture has a writer is downloaded and loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from geometry_core.errors import GeometryError, MissingWeightsError
+from geometry_core.generators import load_generator
+from geometry_core.generators.catalog import CATALOG, CatalogEntry, CatalogFile, fetch_entry, local_path
+from geometry_core.weights_cache import OFFLINE_ENV_VARS, PIN_SUFFIX, WeightsIntegrityError, read_pin
+from tests.support.biggan import tiny_biggan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------ writers, one per real format
+
+
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def write_biggan_deep(entry: CatalogEntry) -> dict[str, bytes]:
+    """pytorch-pretrained-biggan's pair: config.json + pytorch_model.bin, a tiny random model."""
+    cfg, net = tiny_biggan()
+    return {"config.json": json.dumps(cfg.to_dict()).encode(), "pytorch_model.bin": _torch_bytes(net.state_dict())}
+
+
+DATA = ROOT / "tests" / "support" / "data"
+
+
+def write_gan_zoo(filename: str):
+    """A file the GAN zoo's own ``BaseGAN.save`` wrote (tests/data/gan_zoo/README.txt says how)."""
+    def write(entry: CatalogEntry) -> dict[str, bytes]:
+        (f,) = entry.files
+        return {f.filename: (DATA / "gan_zoo" / filename).read_bytes()}
+
+    return write
+
+
+def write_stylegan2(entry: CatalogEntry) -> dict[str, bytes]:
+    """A rosinality checkpoint (``{"g_ema", "latent_avg"}``) served under the entry's file name:
+    the loader tells the formats apart by content. NVIDIA's pickle layout has its own tests
+    (tests/test_stylegan2_nvidia.py)."""
+    (f,) = entry.files
+    return {f.filename: (DATA / "stylegan2" / "rosinality_tiny.pt").read_bytes()}
+
+
+WRITERS = {"biggan-deep": write_biggan_deep, "pggan": write_gan_zoo("pggan_tiny.pth"),
+           "dcgan-fashion": write_gan_zoo("dcgan_tiny.pth"), "stylegan2": write_stylegan2}
+
+
+class TinyGenerator(nn.Module):
+    """4-d codes -> (3, 2, 2) images; built by the "module" loader for a test catalogue entry."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 12)
+
+    def forward(self, z):
+        return torch.tanh(self.lin(z)).reshape(-1, 3, 2, 2)
+
+
+# ------------------------------------------------------------------ the loopback mirror
+
+
+class Mirror:
+    """Files by URL path; ``cut[path] = n`` declares n bytes but sends fewer, then closes."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                mirror.requests.append(self.path)
+                body = mirror.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(mirror.cut.get(self.path, len(body))))
+                self.end_headers()
+                self.wfile.write(body)  # HTTP/1.0: the connection closes after this
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A running mirror, ``GANGEO_MIRROR`` pointing at it, an empty ``GANGEO_HOME``, downloads allowed."""
+    m = Mirror()
+    monkeypatch.setenv("GANGEO_MIRROR", m.url)
+    monkeypatch.setenv("GANGEO_HOME", str(tmp_path / "home"))
+    for var in OFFLINE_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    yield m
+    m.close()
+
+
+def serve_entry(mirror: Mirror, name: str, files: dict[str, bytes], monkeypatch) -> CatalogEntry:
+    """Serve ``files`` as entry ``name``; an entry with published hashes gets the served files' digests."""
+    entry = CATALOG[name]
+    for filename, body in files.items():
+        mirror.files[f"/{name}/{filename}"] = body
+    if any(f.sha256 for f in entry.files):
+        digests = {fn: hashlib.sha256(body).hexdigest() for fn, body in files.items()}
+        entry = dataclasses.replace(
+            entry, files=tuple(dataclasses.replace(f, sha256=digests[f.filename]) for f in entry.files)
+        )
+        monkeypatch.setitem(CATALOG, name, entry)
+    return entry
+
+
+def _cache_listing(entry: CatalogEntry) -> list[str]:
+    folder = local_path(entry, entry.files[0]).parent
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ------------------------------------------------------------------ downloads that succeed
+
+
+@pytest.mark.parametrize("name", [n for n, e in CATALOG.items() if e.arch in WRITERS])
+def test_entry_downloads_verifies_and_loads(mirror, monkeypatch, tmp_path, capfd, name):
+    entry = CATALOG[name]
+    files = WRITERS[entry.arch](entry)
+    entry = serve_entry(mirror, name, files, monkeypatch)
+    space = next(iter(entry.spaces))
+
+    G = load_generator(name, space=space)
+    err = capfd.readouterr().err
+    for f in entry.files:
+        path = local_path(entry, f)
+        assert f"downloading {mirror.url}/{name}/{f.filename} -> {path}" in err
+        assert path.read_bytes() == files[f.filename]
+        if f.sha256 is None:  # pinned on first use: the pin holds the served file's digest
+            assert read_pin(path)["sha256"] == hashlib.sha256(files[f.filename]).hexdigest()
+    assert not [p for p in _cache_listing(entry) if p.endswith(".part")]
+
+    # The same files loaded directly give the same generator; a second load downloads nothing.
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    for filename, body in files.items():
+        (direct / filename).write_bytes(body)
+    paths = {f.option: str(direct / f.filename) for f in entry.files}
+    G_direct = load_generator(entry.arch, space=space, **entry.options, **paths)
+    z = G.sample(2, seed=0)
+    x = G(z)
+    assert x.ndim == 4 and x.shape[:2] == (2, 3) and torch.isfinite(x).all()
+    torch.testing.assert_close(x, G_direct(z), rtol=0, atol=0)
+    n_requests = len(mirror.requests)
+    G_again = load_generator(entry.arch, space=space, weights=name)
+    torch.testing.assert_close(G_again(z), G(z), rtol=0, atol=0)
+    assert len(mirror.requests) == n_requests
+
+
+@pytest.mark.parametrize("digest", ["full", "prefix"])
+def test_published_hash_accepts_the_right_file(mirror, monkeypatch, digest):
+    torch.manual_seed(1)
+    body = _torch_bytes(TinyGenerator().state_dict())
+    sha = hashlib.sha256(body).hexdigest()
+    entry = CatalogEntry(
+        "tiny-test", "module", (CatalogFile("weights", "tiny-0.pt", "https://example.invalid/tiny-0.pt",
+                                            sha if digest == "full" else sha[:8]),),
+        {"z": 4}, 2, "a 4-d test generator", "tests",
+        options={"arch": "tests.core.test_catalog:TinyGenerator", "latent_dim": 4, "allow_import": True},
+    )
+    monkeypatch.setitem(CATALOG, entry.name, entry)
+    mirror.files["/tiny-test/tiny-0.pt"] = body
+    G = load_generator("module", weights="tiny-test")
+    assert G(G.sample(3, seed=0)).shape == (3, 3, 2, 2)
+    assert local_path(entry, entry.files[0]).read_bytes() == body
+    assert _cache_listing(entry) == ["tiny-0.pt"]  # published digest: no pin file
+
+
+def test_hand_placed_file_is_pinned_on_first_use(mirror, monkeypatch):
+    entry = CATALOG["biggan-deep-256"]
+    files = write_biggan_deep(entry)
+    for f in entry.files:
+        path = local_path(entry, f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[f.filename])
+    load_generator("biggan-deep-256", space="noise")
+    assert mirror.requests == []
+    pinned = read_pin(local_path(entry, entry.files[1]))["sha256"]
+    assert pinned == hashlib.sha256(files["pytorch_model.bin"]).hexdigest()
+
+
+def test_file_url_mirror_is_a_shipped_cache(mirror, monkeypatch, tmp_path):
+    entry = serve_entry(mirror, "biggan-deep-256", write_biggan_deep(CATALOG["biggan-deep-256"]), monkeypatch)
+    fetch_entry(entry.name)  # fill one cache from the HTTP mirror, then use that cache as a file:// mirror
+    monkeypatch.setenv("GANGEO_MIRROR", (tmp_path / "home").as_uri())
+    monkeypatch.setenv("GANGEO_HOME", str(tmp_path / "worker-cache"))
+    n_requests = len(mirror.requests)
+    paths = fetch_entry(entry.name)
+    assert all(str(p).startswith(str(tmp_path / "worker-cache")) for p in paths.values())
+    assert paths["weights"].read_bytes() == mirror.files["/biggan-deep-256/pytorch_model.bin"]
+    assert len(mirror.requests) == n_requests
+
+
+# ------------------------------------------------------------------ downloads that are refused
+
+
+def test_wrong_published_hash_is_refused_and_nothing_cached(mirror):
+    entry = CATALOG["pggan-celebahq-256"]  # published prefix 6196db68
+    mirror.files[f"/{entry.name}/{entry.files[0].filename}"] = b"not the published file" * 100
+    with pytest.raises(WeightsIntegrityError, match=r"expected 6196db68.*published.*was not cached") as info:
+        fetch_entry(entry.name)  # the architecture-independent step of load_generator("pggan-celebahq-256")
+    assert "\n" not in str(info.value)
+    assert _cache_listing(entry) == []
+    assert mirror.requests == [f"/{entry.name}/{entry.files[0].filename}"]
+
+
+def test_cut_off_transfer_leaves_nothing_that_looks_valid(mirror, monkeypatch):
+    entry = serve_entry(mirror, "biggan-deep-128", write_biggan_deep(CATALOG["biggan-deep-128"]), monkeypatch)
+    path = f"/{entry.name}/pytorch_model.bin"
+    mirror.cut[path] = len(mirror.files[path]) + 5000  # the server promises more than it sends
+    with pytest.raises(MissingWeightsError, match=r"cut off \(\d+ of \d+ bytes\)") as info:
+        load_generator("biggan-deep-128")
+    assert "\n" not in str(info.value)
+    # config.json arrived whole and is kept; the weights left neither a file, a temp file nor a pin.
+    assert _cache_listing(entry) == ["config.json", "config.json" + PIN_SUFFIX]
+
+
+def test_pinned_file_that_changes_is_refused(mirror, monkeypatch):
+    entry = serve_entry(mirror, "biggan-deep-256", write_biggan_deep(CATALOG["biggan-deep-256"]), monkeypatch)
+    load_generator("biggan-deep-256")
+    weights = local_path(entry, entry.files[1])
+    good = weights.read_bytes()
+
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # the cached file changed on disk
+    with pytest.raises(WeightsIntegrityError, match=r"pinned on first use.*delete it to download it again"):
+        load_generator("biggan-deep-256")
+
+    weights.unlink()  # deleted, and the mirror now serves a different file: the pin still decides
+    mirror.files[f"/{entry.name}/pytorch_model.bin"] = good + b"\0"
+    with pytest.raises(WeightsIntegrityError, match=r"pinned on first use.*was not cached"):
+        load_generator("biggan-deep-256")
+    assert not weights.exists()
+    assert not [p for p in _cache_listing(entry) if p.endswith(".part")]
+
+
+def test_offline_names_file_url_and_destination(mirror, monkeypatch):
+    monkeypatch.setenv("GANGEO_OFFLINE", "1")
+    entry = CATALOG["stylegan2-ffhq-1024"]
+    f = entry.files[0]
+    with pytest.raises(MissingWeightsError) as info:
+        load_generator("stylegan2", weights=entry.name)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"{f.filename} is not in the cache" in msg
+    assert f"download {mirror.url}/{entry.name}/{f.filename}" in msg
+    assert f"put it at {local_path(entry, f)}" in msg
+    assert mirror.requests == []
+
+
+def test_unreachable_mirror_is_one_line(mirror, monkeypatch):
+    mirror.close()
+    with pytest.raises(MissingWeightsError, match=r"download failed \(URLError") as info:
+        load_generator("biggan-deep-512")
+    assert "\n" not in str(info.value)
+
+
+def test_entry_of_another_architecture_is_refused_before_download(mirror):
+    with pytest.raises(GeometryError, match=r"catalogue entry for architecture 'pggan', not 'biggan-deep'"):
+        load_generator("biggan-deep", weights="pggan-celebahq-256")
+    with pytest.raises(GeometryError, match=r"brings its own weights"):
+        load_generator("biggan-deep-256", weights="other.bin")
+    assert mirror.requests == []
+
+
+# ------------------------------------------------------------------ the CLI, as a user runs it
+
+
+def _gangeo(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@pytest.mark.slow  # three CLI processes, each importing torch (about 7 s each on a busy 2-core machine)
+def test_cli_models_lists_fetches_and_reports_pins(mirror, monkeypatch):
+    serve_entry(mirror, "biggan-deep-256", write_biggan_deep(CATALOG["biggan-deep-256"]), monkeypatch)
+
+    listed = _gangeo("models")
+    assert listed.returncode == 0, listed.stderr
+    out = json.loads(listed.stdout)
+    assert out["cache"] == os.environ["GANGEO_HOME"]
+    rows = {r["name"]: r for r in out["models"]}
+    assert set(rows) == set(CATALOG)
+    assert rows["pggan-celebahq-256"]["files"][0]["check"] == "published sha256 6196db68"
+    assert rows["biggan-deep-256"]["cached"] is False
+    assert rows["biggan-deep-256"]["files"][0]["pinned_on_first_use"] is True
+
+    fetched = _gangeo("models", "fetch", "biggan-deep-256")
+    assert fetched.returncode == 0, fetched.stderr
+    record = json.loads(fetched.stdout)
+    assert record["name"] == "biggan-deep-256" and record["cached"] is True
+    assert f"downloading {mirror.url}/biggan-deep-256/pytorch_model.bin" in fetched.stderr
+
+    table = _gangeo("models", "--format", "table")
+    assert table.returncode == 0, table.stderr
+    line = next(ln for ln in table.stdout.splitlines() if ln.startswith("biggan-deep-256 "))
+    assert " yes " in line and "pinned on first use: " in line and str(Path(os.environ["GANGEO_HOME"])) in line
+    assert " no " in next(ln for ln in table.stdout.splitlines() if ln.startswith("biggan-deep-128 "))
+
+
+def test_cli_models_fetch_errors_are_one_line(mirror, monkeypatch, capsys):
+    from jobs.cli import EXIT_CODES, main  # in-process: the same parser and command as the subprocess above
+
+    assert main(["models", "fetch", "nope"]) == EXIT_CODES["geometry"]
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "unknown catalogue entry 'nope'" in err
+    assert main(["models", "fetch"]) == EXIT_CODES["usage"]
+    assert "give catalogue names, or --all" in capsys.readouterr().err
+    monkeypatch.setenv("GANGEO_OFFLINE", "1")
+    assert main(["models", "fetch", "dcgan-fashiongen"]) == EXIT_CODES["weights"]
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "downloads are off" in err
+    assert mirror.requests == []
+
+
+def test_readme_table_lists_every_entry():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Published weights"):]
+    section = section[: section.index("\n## ", 1)]
+    for e in CATALOG.values():
+        row = next((ln for ln in section.splitlines() if ln.startswith(f"| `{e.name}` |")), None)
+        assert row is not None, f"README's Published weights table lacks {e.name}"
+        assert f"| `{e.arch}` |" in row and f"| {e.resolution} |" in row
+        check = f"prefix `{e.files[0].sha256}`" if e.files[0].sha256 else "pinned on first use"
+        assert check in row

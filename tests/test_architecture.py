@@ -1,0 +1,99 @@
+"""The layering of ARCHITECTURE.md, checked on the source: imports point down, private names stay home.
+
+Walks every module of the three packages with ``ast`` (nothing is imported), so a
+new upward import or a new reach into another module's ``_private`` name fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ("geometry_core", "cluster", "jobs")  # bottom to top
+
+
+def _modules() -> list[Path]:
+    return sorted(p for pkg in LAYERS for p in (REPO / pkg).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, me: str) -> list[tuple[str, list[str], int]]:
+    """(absolute module, imported names, line) for every import in the file of module ``me``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out += _imports_of(node, me, is_package=path.name == "__init__.py")
+    return out
+
+
+def _imports_of(node: ast.ImportFrom, me: str, *, is_package: bool = False) -> list[tuple[str, list[str], int]]:
+    """The absolute module of a ``from ... import`` (relative ones resolved against ``me``)."""
+    if node.level:
+        base = (me if is_package else me.rpartition(".")[0]).split(".")
+        base = base[: len(base) - (node.level - 1)]
+        module = ".".join(base + ([node.module] if node.module else []))
+    else:
+        module = node.module or ""
+    return [(module, [a.name for a in node.names], node.lineno)]
+
+
+def _layer(module: str) -> int | None:
+    top = module.split(".")[0]
+    return LAYERS.index(top) if top in LAYERS else None
+
+
+def _problems(path: Path, me: str) -> list[str]:
+    mine = _layer(me)
+    problems = []
+    for module, names, line in _imports(path, me):
+        theirs = _layer(module)
+        if theirs is not None and theirs > mine:
+            problems.append(f"line {line}: {me} ({LAYERS[mine]}) imports {module} ({LAYERS[theirs]}), a layer above")
+        if theirs is not None and module != me:
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if private:
+                problems.append(f"line {line}: {me} imports private {private} from {module}")
+    problems += _private_attributes(path, me)
+    return problems
+
+
+def _private_attributes(path: Path, me: str) -> list[str]:
+    """``module._name`` where ``module`` is another project module bound by an import."""
+    tree = ast.parse(path.read_text(), str(path))
+    bound = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound.update({a.asname: a.name for a in node.names if a.asname and _layer(a.name) is not None})
+        elif isinstance(node, ast.ImportFrom):
+            for module, names, _ in _imports_of(node, me):
+                bound.update({n: f"{module}.{n}" for n in names if _layer(module) is not None})
+    return [f"line {node.lineno}: {me} uses private {node.attr!r} of {bound[node.value.id]}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+            and node.attr.startswith("_") and not node.attr.startswith("__") and bound[node.value.id] != me]
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(REPO)))
+def test_imports_point_down_and_private_names_stay_home(path):
+    problems = _problems(path, _module_name(path))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checks_see_a_violation(tmp_path):
+    """An upward import and a private name are both found (so the test above can fail)."""
+    bad = tmp_path / "probe.py"
+    bad.write_text("from jobs.cli import main\nfrom .lock import _secret\nimport geometry_core.metric\n"
+                   "from . import plots\nplots._pyplot()\n")
+    problems = _problems(bad, "cluster.probe")
+    assert len(problems) == 3, problems
+    assert "jobs.cli (jobs), a layer above" in problems[0] and "private ['_secret'] from cluster.lock" in problems[1]
+    assert "uses private '_pyplot' of cluster.plots" in problems[2]
