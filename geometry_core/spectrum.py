@@ -1,6 +1,6 @@
 """Eigen-decomposition of metric tensors, their anisotropy and null space.
 
-Conventions (ARCHITECTURE.md): eigenvalues descending, eigenvectors as columns,
+Conventions (ARCHITECTURE.md, "Mathematics"): eigenvalues descending, eigenvectors as columns,
 the sign of each eigenvector fixed so its largest-magnitude entry is positive.
 Decompositions run in float64 whatever the metric's dtype: the bottom of a
 generator's spectrum lies ~1e-7 below its top, where float32 LAPACK returns

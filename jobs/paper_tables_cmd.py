@@ -8,7 +8,7 @@ Example::
 For each generator, ``n`` codes ``G.sample(n, seed=seed)`` and one metric per code
 and distance (``--reference``, the paper's LPIPS, and each of ``--compare``),
 computed by ``metric_tensor(method=--method, dtype=--dtype)`` and decomposed in
-float64. What each table holds (ARCHITECTURE.md, "paper tables"):
+float64. What each table holds (ARCHITECTURE.md, "Paper tables"):
 
 - Table 2 (anisotropy): for f in 0.99 ... 0.99999, the fewest top eigenvalues
   whose sum reaches f of the total (``spectrum.anisotropy``), of the mean

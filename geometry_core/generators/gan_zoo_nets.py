@@ -5,7 +5,7 @@ Both nets are written here from the papers (PGGAN: Karras et al. 2018,
 facebookresearch/pytorch_GAN_zoo, so its trained state dicts load into them.
 They use only differentiable ``torch`` ops (no custom autograd Functions, no
 in-place activations), so ``torch.func.jvp`` and ``vmap`` work and the exact
-metric is available on every device (ARCHITECTURE.md, generators).
+metric is available on every device (ARCHITECTURE.md, "Generators").
 
 PGGAN, one scale after another (4, 8, 16, ... px)::
 
