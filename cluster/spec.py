@@ -179,7 +179,9 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         spaces = g.get("spaces") or [valid[0] if valid else DEFAULT_SPACE]
         if isinstance(spaces, str):
             spaces = [spaces]
-        if not isinstance(spaces, list) or not all(isinstance(s, str) and _NAME_RE.match(s) for s in spaces):
+        # A generator's own space names are valid even where they are not plain names ("w+").
+        if not isinstance(spaces, list) or not all(isinstance(s, str) and (_NAME_RE.match(s) or s in valid)
+                                                   for s in spaces):
             problems.append(f"{where}.spaces: expected a list of space names, got {spaces!r}")
             spaces = [DEFAULT_SPACE]
         elif valid and any(s not in valid for s in spaces):

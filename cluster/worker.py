@@ -96,6 +96,7 @@ class SweepWorker:
         self._gen_key: tuple | None = None
         self._G = None
         self._distances: dict[str, torch.nn.Module] = {}
+        self.model_loads = 0  # generators loaded over this worker's life: one per switch of model
 
     @property
     def store(self) -> RunStore:
@@ -119,9 +120,16 @@ class SweepWorker:
             self._G, self._distances, self._gen_key = None, {}, None
             self._G = geometry_core.load_generator(model, space=space, device=self.device, **options)
             self._gen_key = key
+            self.model_loads += 1
         if target is not None and target not in self._distances:
             self._distances[target] = geometry_core.load_distance(target, generator=self._G, device=self.device)
         return self._G, self._distances.get(target)
+
+    def info(self) -> dict:
+        """Where this worker runs and how many generators it has loaded (for the run summary)."""
+        name = torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else "cpu"
+        return {"pid": os.getpid(), "host": socket.gethostname(), "device": self.device, "device_name": name,
+                "model_loads": self.model_loads}
 
     def describe(self, model: str, space: str, options: dict) -> dict:
         """Latent size and layer names of a generator (for planning a sweep)."""

@@ -45,6 +45,13 @@ _LANCZOS = {"lanczos-backward": "backward", "lanczos-forward": "forward"}
 # Bytes of Jacobian columns one tangent chunk may hold (B * chunk * M floats; M = image
 # size for a scalar distance).
 _CHUNK_BYTES = 2**28
+# Activations of one chunk: a forward-mode pass keeps the primal and the tangent of the
+# widest layer's input and output per tangent, and temporaries about as many again
+# (StyleGAN2's modulated convolutions, upsampling); 8 copies of the widest output bounds it.
+_LIVE_COPIES = 8
+# Memory a chunk's activations may take: a quarter of the free GPU memory, or 2 GiB on CPU.
+_GPU_FRACTION = 0.25
+_CPU_ACTIVATION_BYTES = 2**31
 
 
 def metric_tensor(
@@ -64,10 +71,13 @@ def metric_tensor(
         H = metric_tensor(G, load_distance("lpips-alex"), G.sample(4))   # (4, D, D)
         H = metric_tensor(G, d, z, method="lanczos-backward", topk=20)   # rank 20
 
-    ``distance``: either form (see the module doc). ``method``: one of ``METHODS``. ``topk`` (Lanczos only, ``1 <= topk < D``,
-    default ``min(D - 1, 20)``): the rank of the reconstruction. ``chunk_size``
+    ``distance``: either form (see the module doc). ``method``: one of ``METHODS``.
+    ``topk`` (Lanczos only, ``1 <= topk < D``, default ``min(D - 1, 20)``): the rank
+    of the reconstruction. ``chunk_size``
     (``exact`` only): tangents per forward-mode pass; by default as many as keep
-    the Jacobian chunk under 256 MiB. ``dtype``: if given, ``G`` and ``distance``
+    the Jacobian chunk under 256 MiB and the chunk's activations (8 copies of the
+    widest layer output per tangent) under a quarter of the free GPU memory, or
+    2 GiB on CPU. ``dtype``: if given, ``G`` and ``distance``
     are cast to it in place for the call and cast back afterwards (so a call is not
     thread-safe against other users of the same modules); the result has that dtype.
     ``z`` is moved to ``G``'s device and the result lives there.
@@ -217,9 +227,8 @@ def _exact(G, distance, z, chunk_size):
     B, D = z.shape
     f = lambda x: distance.represent(G, x)  # noqa: E731
     if chunk_size is None:
-        with torch.no_grad():
-            M = f(z[:1]).shape[-1]
-        chunk_size = _default_chunk(B, D, M, z)
+        M, widest = _widths(f, z, (G, distance))
+        chunk_size = _default_chunk(B, D, M, z, widest)
     with torch.no_grad():  # forward mode only: no graph to keep
         J = forward_jacobian(f, z, chunk_size=chunk_size, caller="metric_tensor")  # (D, B, M)
     # H_b = 2 c J_b^T J_b, with J stored tangent-major.
@@ -233,7 +242,8 @@ def _exact_scalar(G, distance, z, chunk_size):
         x0 = G(z)
     shape, x0_flat = x0.shape[1:], x0.flatten(1)
     if chunk_size is None:
-        chunk_size = _default_chunk(B, D, x0_flat.shape[1], z)
+        _, widest = _widths(lambda x: G(x).flatten(1), z, (G, distance))
+        chunk_size = _default_chunk(B, D, x0_flat.shape[1], z, widest)
 
     def grad_d(x_flat):
         # Gradient over x of sum_b d(x0_b, x_b); a batch of k repeats (the no-vmap
@@ -250,8 +260,38 @@ def _exact_scalar(G, distance, z, chunk_size):
     return H
 
 
-def _default_chunk(B, D, M, z):
-    return max(1, min(D, _CHUNK_BYTES // (B * M * z.element_size())))
+def _widths(f, z, modules) -> tuple[int, int]:
+    """``f``'s output size per code, and the largest output of any submodule per code."""
+    widest = 0
+
+    def hook(_module, _inputs, out):
+        nonlocal widest
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.ndim:
+                widest = max(widest, t.numel() // max(1, t.shape[0]))
+
+    handles = [m.register_forward_hook(hook) for module in modules for m in module.modules()]
+    try:
+        with torch.no_grad():
+            M = f(z[:1]).shape[-1]
+    finally:
+        for h in handles:
+            h.remove()
+    return M, max(widest, M)
+
+
+def _activation_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(_GPU_FRACTION * free)
+    return _CPU_ACTIVATION_BYTES
+
+
+def _default_chunk(B, D, M, z, widest):
+    """Tangents per chunk: the Jacobian chunk and the chunk's activations both within budget."""
+    by_jacobian = _CHUNK_BYTES // (B * M * z.element_size())
+    by_activations = _activation_budget(z.device) // (B * widest * z.element_size() * _LIVE_COPIES)
+    return max(1, min(D, by_jacobian, by_activations))
 
 
 def forward_jacobian(f, z: torch.Tensor, *, chunk_size: int | None = None, caller: str = "forward_jacobian"):

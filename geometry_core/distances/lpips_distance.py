@@ -39,6 +39,8 @@ from torchvision.models import VGG16_Weights
 from ..errors import GeometryError
 from ..errors import MissingWeightsError
 from ..generators.checkpoint import safe_load
+from ..weights_cache import OFFLINE_ENV_VARS  # noqa: F401  (re-exported: one offline switch for all weights)
+from ..weights_cache import is_offline
 from .base import Distance
 from .lpips_weights import SOURCE_PACKAGE
 from .lpips_weights import TRUNKS
@@ -64,16 +66,7 @@ BACKBONE_WEIGHTS = {
     "squeeze": SqueezeNet1_1_Weights.IMAGENET1K_V1,
 }
 
-# Any of these set to a true value forbids network access.
-OFFLINE_ENV_VARS = ("GANGEO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HUB_OFFLINE")
-
 _EPS = 1e-10  # lpips.normalize_tensor's eps, kept so values match lpips exactly
-
-
-def is_offline() -> bool:
-    """True when an environment variable in ``OFFLINE_ENV_VARS`` is set to a true value."""
-    truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(v, "").strip().lower() in truthy for v in OFFLINE_ENV_VARS)
 
 
 def _check_net(net: str) -> str:

@@ -60,13 +60,16 @@ TRUNKS = {
 }
 _N_HEADS = 5
 
-# The only globals a pickle of numpy arrays needs (numpy 2 moved numpy.core to numpy._core).
+# The only globals a pickle of numpy arrays needs. Files name the reconstructor
+# numpy.core.multiarray._reconstruct (numpy 1) or numpy._core... (numpy 2); both map to
+# this numpy's own, taken from how it pickles an array.
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]
 _ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
 }
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_mod, "_reconstruct")] = np.ndarray.__reduce__(np.zeros(0))[0]
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -70,7 +70,9 @@ class SSIMDistance(ScalarDistance):
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise GeometryError(f"ssim: expected {label} of shape (B, C, H, W), got {got}")
         if x0.shape[1:] != x.shape[1:] or x0.shape[0] not in (1, x.shape[0]):
-            raise GeometryError(f"ssim: expected x0 and x of the same shape, got {tuple(x0.shape)} and {tuple(x.shape)}")
+            raise GeometryError(
+                f"ssim: expected x0 and x of the same shape, got {tuple(x0.shape)} and {tuple(x.shape)}"
+            )
         if min(x.shape[-2:]) < self.window:
             raise GeometryError(
                 f"ssim: expected images at least {self.window}x{self.window} (the window), got {tuple(x.shape[-2:])}"

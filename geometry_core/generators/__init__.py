@@ -128,6 +128,7 @@ def load_generator(
     _check_options(name, factory, options)
     if is_catalog_name(options.get("weights")):
         options = with_catalog_weights(name, options)
+        _check_options(name, factory, options)  # the entry's own options too
     G = factory(space=space, **options)
     if not isinstance(G, Generator):
         raise GeometryError(f"{name}: factory returned {type(G).__name__}, expected a Generator")

@@ -30,12 +30,13 @@ from pathlib import Path
 import torch
 from torch import nn
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+from pytorch_pretrained_biggan.model import BigGANBatchNorm
 
 from ..errors import GeometryError, MissingWeightsError
 from .base import Generator
 from .checkpoint import load_state_dict_strict, safe_load
 
-__all__ = ["BigGANSpace", "load_biggan_deep", "truncated_normal"]
+__all__ = ["BigGANSpace", "build_biggan_deep", "load_biggan_deep", "truncated_normal"]
 
 SPACES = ("joint", "noise", "class")
 
@@ -162,9 +163,88 @@ def load_biggan_deep(
     state = safe_load(weights, what="biggan-deep weights")
     net = BigGAN(cfg)
     load_state_dict_strict(net, state, what="biggan-deep weights")
+    return _wrap(net, space, float(truncation), class_index, fixed_noise)
+
+
+# Block layouts of the released models: (up-sample?, in, out) channel multiples of 128;
+# each resolution doubling adds a pair of blocks (4x4 -> 128 px in 10 blocks).
+_RELEASED_LAYERS = {
+    128: [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
+          (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)],
+}
+_RELEASED_LAYERS[256] = _RELEASED_LAYERS[128] + [(False, 1, 1), (True, 1, 1)]
+
+
+def build_biggan_deep(*, resolution: int = 256, space: str = "noise", truncation: float = 0.7,
+                      class_index: int = 0, seed: int = 0) -> Generator:
+    """BigGAN-deep in the released ``resolution``'s layout (z 128, width 128), random weights.
+
+    For benchmarks at real size: the package's own initialisation under ``seed``,
+    without touching the global RNG.
+    """
+    if resolution not in _RELEASED_LAYERS:
+        raise GeometryError(f"biggan-deep: resolution must be one of {sorted(_RELEASED_LAYERS)}, got {resolution!r}")
+    if space not in SPACES:
+        raise GeometryError(f"biggan-deep: unknown latent space {space!r}; its spaces: {list(SPACES)}")
+    cfg = BigGANConfig(output_dim=resolution, layers=_RELEASED_LAYERS[resolution], attention_layer_position=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = BigGAN(cfg)
+    _converge_spectral_norm(net)
+    G = _wrap(net, space, float(truncation), class_index, _fixed_noise(None, cfg.z_dim, float(truncation)))
+    _calibrate_batch_norms(G, G.sample(_CALIBRATION_CODES, seed=seed))
+    return G
+
+
+_POWER_STEPS = 200
+
+
+@torch.no_grad()
+def _converge_spectral_norm(net: nn.Module) -> None:
+    # Fresh spectral-norm vectors are random, so sigma = u^T W v is far from the top singular
+    # value and the eval-mode weights explode; trained checkpoints store converged vectors.
+    # Power iteration from the stored vectors (random weights have clustered top singular values).
+    for module in net.modules():
+        if hasattr(module, "weight_orig"):
+            W = module.weight_orig.reshape(module.weight_orig.shape[0], -1)
+            u, v = module.weight_u, module.weight_v
+            for _ in range(_POWER_STEPS):
+                v = nn.functional.normalize(W.T @ u, dim=0)
+                u = nn.functional.normalize(W @ v, dim=0)
+            module.weight_u.copy_(u)
+            module.weight_v.copy_(v)
+
+
+_CALIBRATION_CODES = 4
+
+
+@torch.no_grad()
+def _calibrate_batch_norms(G: Generator, codes: torch.Tensor) -> None:
+    # Released models store the statistics of their activations; fresh ones store 0 and 1,
+    # under which random activations shrink layer by layer until the image ignores z.
+    # Setting each layer's statistics from the activations it receives makes it look trained.
+    def set_stats(bn, args):
+        x = args[0]
+        bn.running_means.copy_(x.mean(dim=(0, 2, 3)).expand_as(bn.running_means))
+        bn.running_vars.copy_(x.var(dim=(0, 2, 3)).expand_as(bn.running_vars))
+
+    norms = [m for m in G.modules() if isinstance(m, BigGANBatchNorm)]
+    for m in norms:
+        if not m.conditional:  # the package leaves this affine uninitialised (torch.Tensor(n))
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+    handles = [m.register_forward_pre_hook(set_stats) for m in norms]
+    try:
+        G(codes.to(torch.float32))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _wrap(net: BigGAN, space: str, truncation: float, class_index: int, fixed_noise: torch.Tensor) -> Generator:
     net.eval()
     _strip_spectral_norm(net)
-    module = BigGANSpace(net, space, float(truncation), class_index, fixed_noise)
+    module = BigGANSpace(net, space, truncation, class_index, fixed_noise)
     n_layers = len(net.generator.layers)
     layer_names = ["generator.gen_z", *[f"generator.layers.{i}" for i in range(n_layers)], "generator.conv_to_rgb"]
     return Generator(

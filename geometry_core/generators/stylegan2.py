@@ -10,8 +10,9 @@ Without ``arch`` the built-in plain-PyTorch architecture
 (``stylegan2_arch``) loads rosinality checkpoints and NVIDIA pickles, its
 shapes read from the file (``stylegan2_builtin.load_builtin``). Other architectures come
 from a module the user names with ``arch="package.module:Generator"`` and
-opts into with ``allow_import=True``. Such a class must follow rosinality's interface: ``Generator(size, style_dim, n_mlp,
-channel_multiplier=...)``, a mapping network ``.style``, and
+opts into with ``allow_import=True``. Such a class must follow rosinality's
+interface: ``Generator(size, style_dim, n_mlp, channel_multiplier=...)``, a
+mapping network ``.style``, and
 ``forward(styles, input_is_latent=..., noise=None, randomize_noise=...,
 truncation=..., truncation_latent=...) -> (image, latents)``.
 

@@ -5,9 +5,10 @@ Example::
     G = build_stylegan2(size=256, style_dim=512, space="w")   # random weights, config F
     G.layer_names[:3]       # ['synthesis.conv1', 'synthesis.to_rgb1', 'synthesis.convs.0']
 
-Spaces (ARCHITECTURE.md, generators): ``z`` is the input of the mapping network,
+Spaces: ``z`` is the input of the mapping network,
 ``w`` its output (one w broadcast to every synthesis input), ``w+`` one w per
-synthesis input, flattened to ``n_latent * style_dim`` numbers (w index major).
+synthesis input (Abdal et al. 2019, Image2StyleGAN), flattened to ``n_latent * style_dim``
+numbers (w index major).
 Truncation ``psi < 1`` moves every w toward ``latent_avg``:
 ``w <- avg + psi (w - avg)``, in all three spaces, so ``G_w(mapping(z)) == G_z(z)``.
 Noise is fixed (the per-layer ``noise`` buffers), so G is deterministic.
@@ -26,7 +27,15 @@ from .base import Generator
 from .module import check_output
 from .stylegan2_arch import StyleGAN2Config, StyleGAN2Net
 
-__all__ = ["SPACES", "StyleGAN2", "build_stylegan2", "check_space", "load_builtin", "load_builtin_state", "make_generator"]
+__all__ = [
+    "SPACES",
+    "StyleGAN2",
+    "build_stylegan2",
+    "check_space",
+    "load_builtin",
+    "load_builtin_state",
+    "make_generator",
+]
 
 SPACES = ("z", "w", "w+")
 # Codes averaged through the mapping network when a checkpoint has no latent_avg.
@@ -168,10 +177,25 @@ def build_stylegan2(
     return make_generator(net, name="stylegan2-random")
 
 
+# torch.save's legacy (non-zip) files open with this pickled magic number.
+_LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+
+
+def _is_torch_file(path: Path) -> bool:
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as f:
+        return f.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC
+
+
 def _read_weights(weights: str | Path):
-    """(config, built-in state, latent_avg or None, checkpoint name of a built-in key) of a file."""
+    """(config, built-in state, latent_avg or None, checkpoint name of a built-in key) of a file.
+
+    Files torch wrote are rosinality checkpoints; other pickles (NVIDIA's
+    ``.pkl``, under any suffix) go to the restricted NVIDIA reader.
+    """
     path = Path(weights).expanduser()
-    if path.suffix == ".pkl" and path.is_file() and not zipfile.is_zipfile(path):
+    if path.is_file() and not _is_torch_file(path):
         from .stylegan2_nvidia import read_nvidia_pkl  # lazy: only NVIDIA pickles need it
 
         return read_nvidia_pkl(path)

@@ -10,7 +10,7 @@ NVIDIA's pickles (``training_loop.py`` writes ``{"G", "D", "G_ema",
 carries the class's *source code* (``module_src``, executed by NVIDIA's
 loader) and the module's ``__dict__`` (``state``). Here a restricted
 unpickler resolves only tensor and storage rebuilders, plain containers and
-numpy scalars; the persistent-object call yields an inert record of ``meta``
+numpy scalars and arrays; the persistent-object call yields an inert record of ``meta``
 whose source is never looked at, and any other global is refused with
 :class:`UnsafeCheckpointError` before it could run. Parameters come from each
 record's ``_parameters`` / ``_buffers`` / ``_modules`` dictionaries.
@@ -81,6 +81,13 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype)[0].item()
 
 
+def _numpy_array(subtype, shape, dtype_code):
+    # numpy's pickled arrays: an empty array of this exact class, then its __setstate__ (raw data).
+    if subtype is not np.ndarray:
+        raise UnsafeCheckpointError(f"stylegan2 pkl: refused numpy array subclass {subtype!r}")
+    return np.ndarray.__new__(np.ndarray, shape, dtype_code if isinstance(dtype_code, str) else "b")
+
+
 _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -94,6 +101,9 @@ _ALLOWED = {
     ("numpy", "dtype"): np.dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy", "ndarray"): np.ndarray,
 }
 
 

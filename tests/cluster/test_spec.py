@@ -21,7 +21,7 @@ def _good() -> dict:
 def test_quickstart_is_valid_and_round_trips():
     spec = load_spec(QUICKSTART)
     assert (spec.generators[0].name, spec.targets, spec.n_codes, spec.method) == (
-        "dcgan-faces", ("mse",), 64, "exact")
+        "dcgan-faces", ("lpips-alex",), 64, "exact")
     assert all(spec.reducers.values())
     assert spec.generators[0].spaces == ("z",)  # the registry's first space
     assert parse_spec(spec.to_dict()) == spec
@@ -112,3 +112,21 @@ def test_shuffled_control_gets_its_own_label_and_duplicates_are_refused():
         parse_spec({**base, "generators": [{"name": "dcgan-faces"}, {"name": "dcgan-faces"}]})
     assert err.value.problems == [
         "generators[1].label: 'dcgan-faces' is used by another generator; give each a distinct label"]
+
+
+def test_paper_gans_example_names_the_catalogue():
+    from geometry_core.generators.catalog import CATALOG
+
+    spec = load_spec(QUICKSTART.parent / "paper_gans.yaml")
+    assert {g.name for g in spec.generators} <= set(CATALOG)
+    assert {s for g in spec.generators for s in g.spaces} == {"z", "w", "noise", "class"}
+    assert spec.resources["gpus_per_worker"] == 1 and spec.targets == ("lpips-alex",)
+
+
+def test_a_generators_own_space_names_are_accepted():
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["generators"] = [{"name": "stylegan2", "spaces": ["w+"], "options": {"weights": "x.pt"}}]
+    assert parse_spec(raw).generators[0].spaces == ("w+",)
+    raw["generators"] = [{"name": "dcgan-faces", "spaces": ["w+"]}]
+    with pytest.raises(SpecError, match="spaces"):
+        parse_spec(raw)

@@ -153,3 +153,17 @@ def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, 
     np.testing.assert_array_equal(g["computed_at"][:][done_before], stamps_before[done_before])
     assert (g["computed_at"][:][~done_before] > stamps_before.max()).all()
     _check_group(g, reference, N)
+
+
+def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp_path):
+    from tests.support.runs import tanh_spec
+
+    gens = [{"name": "module", "label": f"tanh{d}", "spaces": ["z"], "options": {
+        "arch": "torch.nn:Tanh", "latent_dim": d, "input_shape": [3, 2, d // 6],
+        "allow_import": True}} for d in (12, 6)]
+    raw = tanh_spec("many", n=4, generators=gens, resources={"workers": 1})
+    summary = run_sweep(parse_spec(raw), store=str(tmp_path / "s"), progress=False)
+    assert summary["status"] == "complete" and summary["computed"] == 4
+    (info,) = summary["worker_info"]
+    # Planning describes each generator once on the first worker, then its chunks run model by model.
+    assert info["model_loads"] == 2 + 2 and info["device"] == "cpu"

@@ -48,8 +48,28 @@ def write_biggan_deep(entry: CatalogEntry) -> dict[str, bytes]:
     return {"config.json": json.dumps(cfg.to_dict()).encode(), "pytorch_model.bin": _torch_bytes(net.state_dict())}
 
 
-# The lead adds "pggan", "dcgan-fashion" and "stylegan2" writers here once those loaders are merged.
-WRITERS = {"biggan-deep": write_biggan_deep}
+DATA = ROOT / "tests" / "data"
+
+
+def write_gan_zoo(filename: str):
+    """A file the GAN zoo's own ``BaseGAN.save`` wrote (tests/support/data/gan_zoo/README.txt says how)."""
+    def write(entry: CatalogEntry) -> dict[str, bytes]:
+        (f,) = entry.files
+        return {f.filename: (DATA / "gan_zoo" / filename).read_bytes()}
+
+    return write
+
+
+def write_stylegan2(entry: CatalogEntry) -> dict[str, bytes]:
+    """A rosinality checkpoint (``{"g_ema", "latent_avg"}``) served under the entry's file name:
+    the loader tells the formats apart by content. NVIDIA's pickle layout has its own tests
+    (tests/test_stylegan2_nvidia.py)."""
+    (f,) = entry.files
+    return {f.filename: (DATA / "stylegan2" / "rosinality_tiny.pt").read_bytes()}
+
+
+WRITERS = {"biggan-deep": write_biggan_deep, "pggan": write_gan_zoo("pggan_tiny.pth"),
+           "dcgan-fashion": write_gan_zoo("dcgan_tiny.pth"), "stylegan2": write_stylegan2}
 
 
 class TinyGenerator(nn.Module):

@@ -234,3 +234,20 @@ def test_model_without_forward_ad_gets_clear_error_and_bp_still_works(mse):
         metric_tensor(G, mse, z)
     # d = mean((z^2 - z0^2)^2) over 3 pixels: H = (2/3) diag(2 z0)^2 = (8/3) diag(z0^2).
     torch.testing.assert_close(metric_tensor(G, mse, z, method="bp"), torch.diag(8 / 3 * z**2))
+
+
+def test_default_chunks_respect_the_activation_budget(nonlinear_generator, mse, monkeypatch):
+    import geometry_core.metric as metric
+
+    z = nonlinear_generator.sample(2, seed=0)
+    calls = []
+    real = metric._jvp_chunk
+    monkeypatch.setattr(metric, "_jvp_chunk", lambda f, z, t: calls.append(t.shape[0]) or real(f, z, t))
+    H_one = metric.metric_tensor(nonlinear_generator, mse, z)
+    assert calls == [5]  # D = 5 tangents fit the default budget in one pass
+    # The widest output of the MLP is 48 float64 per code; a budget for 2 tangents of 2 codes:
+    monkeypatch.setattr(metric, "_CPU_ACTIVATION_BYTES", 2 * 2 * 48 * 8 * metric._LIVE_COPIES)
+    calls.clear()
+    H_chunked = metric.metric_tensor(nonlinear_generator, mse, z)
+    assert calls == [2, 2, 1]
+    torch.testing.assert_close(H_chunked, H_one, rtol=1e-12, atol=1e-14)  # float64: chunking is exact

@@ -187,7 +187,8 @@ def test_linear_generator_quadratic_distance_gives_2AtQA(linear_generator, metho
 def test_lanczos_quadratic_rank_deficient_is_exact(make_linear_generator):
     # A of rank D - 1 = 5, so topk = 5 reconstructs the whole metric 2 A^T Q A.
     gen = torch.Generator().manual_seed(3)
-    A = torch.randn(48, 5, generator=gen, dtype=torch.float64) @ torch.randn(5, 6, generator=gen, dtype=torch.float64) / 7
+    A = torch.randn(48, 5, generator=gen, dtype=torch.float64)
+    A = A @ torch.randn(5, 6, generator=gen, dtype=torch.float64) / 7
     G = make_linear_generator(A, torch.zeros(48, dtype=torch.float64))
     Q = torch.diag(torch.linspace(0.5, 2.0, 48, dtype=torch.float64))
     z = G.sample(1, seed=1, dtype=torch.float64)[0]

@@ -112,7 +112,9 @@ def nvidia_pickle(path, P, easy, net, *, clamp=None, extra=None):
     synthesis = P("SynthesisNetwork", modules=blocks, img_resolution=cfg.size)
     G = P("Generator", modules=[("mapping", mapping), ("synthesis", synthesis)],
           _init_kwargs=easy(z_dim=cfg.style_dim, mapping_kwargs=easy(num_layers=cfg.n_mlp)))
-    snapshot = {"G": G, "D": None, "G_ema": G, "augment_pipe": None,
+    augment = P("AugmentPipe", buffers=[("Hz_geom", torch.ones(12))], p=np.float32(0.2), xflip=1,
+                table=np.arange(6.0).reshape(2, 3))  # numpy values, as in NVIDIA's snapshots
+    snapshot = {"G": G, "D": None, "G_ema": G, "augment_pipe": augment,
                 "training_set_kwargs": easy(path="ffhq.zip", resolution=cfg.size), **(extra or {})}
     with open(path, "wb") as f:
         pickle.dump(snapshot, f)
@@ -136,6 +138,10 @@ def test_pickle_gives_the_rosinality_images(tmp_path, nvidia, space, code, image
         torch.testing.assert_close(x, _rosinality(space, truncation=0.7)(ref[code].reshape(3, -1)), atol=1e-6, rtol=0)
     torch.testing.assert_close(x, ref[image], atol=ATOL, rtol=0)
     assert not marker.exists()
+    renamed = path.rename(tmp_path / "snapshot.pt")  # recognised by content, not by suffix
+    with torch.no_grad():
+        torch.testing.assert_close(load_generator("stylegan2", space=space, weights=renamed, truncation=0.7,
+                                                  clamp=False)(ref[code].reshape(3, -1)), x, atol=0, rtol=0)
     assert G.module.cfg.channels == {4: 16, 8: 16, 16: 16, 32: 8} and G.module.cfg.lr_mlp == 0.01
 
 
@@ -144,7 +150,8 @@ def test_conv_clamp_is_read_and_applied(tmp_path, nvidia):
     net = _rosinality().module
     G = load_generator("stylegan2", weights=nvidia_pickle(tmp_path / "c.pkl", P, easy, net, clamp=256), clamp=False)
     assert G.module.cfg.conv_clamp == 256.0
-    tight = load_generator("stylegan2", weights=nvidia_pickle(tmp_path / "t.pkl", P, easy, net, clamp=0.05), clamp=False)
+    tight_pkl = nvidia_pickle(tmp_path / "t.pkl", P, easy, net, clamp=0.05)
+    tight = load_generator("stylegan2", weights=tight_pkl, clamp=False)
     z = G.sample(2)
     with torch.no_grad():
         torch.testing.assert_close(G(z), _rosinality()(z), atol=1e-6, rtol=0)  # 256 is never reached here
