@@ -48,7 +48,7 @@ def write_biggan_deep(entry: CatalogEntry) -> dict[str, bytes]:
     return {"config.json": json.dumps(cfg.to_dict()).encode(), "pytorch_model.bin": _torch_bytes(net.state_dict())}
 
 
-DATA = ROOT / "tests" / "data"
+DATA = ROOT / "tests" / "support" / "data"
 
 
 def write_gan_zoo(filename: str):
