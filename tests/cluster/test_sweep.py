@@ -155,7 +155,7 @@ def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, 
     _check_group(g, reference, N)
 
 
-def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp_path):  # noqa: F811
+def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp_path):
     from tests.support.runs import tanh_spec
 
     gens = [{"name": "module", "label": f"tanh{d}", "spaces": ["z"], "options": {

@@ -52,7 +52,7 @@ DATA = ROOT / "tests" / "support" / "data"
 
 
 def write_gan_zoo(filename: str):
-    """A file the GAN zoo's own ``BaseGAN.save`` wrote (tests/data/gan_zoo/README.txt says how)."""
+    """A file the GAN zoo's own ``BaseGAN.save`` wrote (tests/support/data/gan_zoo/README.txt says how)."""
     def write(entry: CatalogEntry) -> dict[str, bytes]:
         (f,) = entry.files
         return {f.filename: (DATA / "gan_zoo" / filename).read_bytes()}

@@ -242,7 +242,7 @@ def test_default_chunks_respect_the_activation_budget(nonlinear_generator, mse, 
     z = nonlinear_generator.sample(2, seed=0)
     calls = []
     real = metric._jvp_chunk
-    monkeypatch.setattr(metric, "_jvp_chunk", lambda f, z, t, *rest: calls.append(t.shape[0]) or real(f, z, t, *rest))
+    monkeypatch.setattr(metric, "_jvp_chunk", lambda f, z, t, caller: calls.append(t.shape[0]) or real(f, z, t, caller))
     H_one = metric.metric_tensor(nonlinear_generator, mse, z)
     assert calls == [5]  # D = 5 tangents fit the default budget in one pass
     # The widest output of the MLP is 48 float64 per code; a budget for 2 tangents of 2 codes:
