@@ -245,9 +245,24 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
 
 
 def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
-    """Create (or reopen) the run's groups; the done mask of each group."""
+    """Create (or reopen) the run's groups; the mask of chunks that count as done in each group.
+
+    A done chunk counts only when its data and checksum agree; a damaged one loses
+    its ``done`` entry here, so it is recomputed and never read meanwhile.
+    """
+    from .view import damaged_chunks
+
     rs.create(spec.name, spec, [lay for _, lay in plans])
-    return [rs.done_mask(spec.name, lay.key) for _, lay in plans]
+    masks = []
+    for _, lay in plans:
+        mask = rs.done_mask(spec.name, lay.key)
+        bad = damaged_chunks(rs.group(spec.name, lay.key), lay, mask)
+        for chunk, problem in sorted(bad.items()):
+            print(f"gangeo: recomputing chunk {chunk} of {lay.key}: {problem}", file=sys.stderr)
+            rs.mark_done(spec.name, lay.key, chunk, value=0)
+            mask[chunk] = False
+        masks.append(mask)
+    return masks
 
 
 def _points(plans: Plan, masks) -> int:

@@ -233,6 +233,8 @@ def reduce_group(
     red = view.group.require_group("reduce")
     summary: dict = {"n_codes": lay.n, "n_used": int(view.used.sum()), "n_chunks": lay.n_chunks,
                      "n_chunks_done": view.n_chunks_done, "complete": view.n_chunks_done == lay.n_chunks}
+    if view.damaged:
+        summary["damaged_skipped"] = [c for c, _ in view.damaged]
     if summary["n_used"] == 0:
         summary["note"] = "no chunk is done: nothing reduced"
         red.attrs.update(summary)
@@ -274,6 +276,7 @@ def reduce_run(
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
     progress: bool = False,
+    skip_damaged: bool = False,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -281,12 +284,13 @@ def reduce_run(
     ``s3://bucket/prefix``). ``reducers``: default those the run's spec enables.
     ``use_ray``: use Ray if it is already initialised, else start one (embedded,
     or ``address``) and shut it down afterwards; ``use_ray=False`` computes the
-    same values in this process.
+    same values in this process. A damaged done chunk (data and checksum disagree)
+    raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``.
     """
     from .storage import store_env
 
     view = open_run(root_or_url, run, s3_endpoint=s3_endpoint, mode="a")
-    targets = view.targets()
+    targets = view.targets(skip_damaged=skip_damaged)
     chosen = tuple(reducers) if reducers is not None else _spec_reducers(view.attrs)
     started = False
     if use_ray:

@@ -188,9 +188,9 @@ class RunStore:
             self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk, v), f"{key}/{name} {chunk}")
         return crc
 
-    def mark_done(self, run: str, key: str, chunk: int) -> None:
-        """Mark a chunk complete; call only after :meth:`write_chunk` returned."""
-        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk, 1), f"{key}/done {chunk}")
+    def mark_done(self, run: str, key: str, chunk: int, *, value: int = 1) -> None:
+        """Mark a chunk complete; call only after :meth:`write_chunk` returned (``value=0``: no longer done)."""
+        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk, value), f"{key}/done {chunk}")
 
     def done_mask(self, run: str, key: str) -> np.ndarray:
         """(n_chunks,) bool: which chunks are complete."""

@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="skip traversal grids (they load the run's generator here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     allow_import_arg(p)
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="leave out done chunks whose data fails its checksum (default: refuse)")
     p.set_defaults(func=run_report)
     return p
 
@@ -39,6 +41,7 @@ def run_report(args: argparse.Namespace) -> int:
     from cluster.report import build_report
 
     path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
-                        progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import)
+                        progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import,
+                        skip_damaged=args.skip_damaged)
     print(path)
     return 0
