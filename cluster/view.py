@@ -44,7 +44,7 @@ def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
     for i in chunks if chunks is not None else range(lay.n_chunks):
         if not done[i]:
             continue
-        problems = ["checksum: no record"] if checksums is None else chunk_problems(group, lay, i, int(checksums[i]))
+        problems = chunk_problems(group, lay, i, None if checksums is None else int(checksums[i]))
         if problems:
             out[i] = problems[0]
     return out
