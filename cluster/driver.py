@@ -292,8 +292,9 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
-    rs.update_attrs(spec.name, status="complete" if not outcome.failed else "partial", failed=outcome.failed,
-                    timing=timing)
+    # With reducers to run, "complete" waits for their completion records (run_sweep).
+    final = "partial" if outcome.failed else ("reducing" if any(spec.reducers.values()) else "complete")
+    rs.update_attrs(spec.name, status=final, failed=outcome.failed, timing=timing)
     return outcome, timing
 
 
@@ -328,6 +329,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
         summary["reduce"] = _reduce(rs, spec, progress) if summary["status"] == "complete" else None
+        if summary["status"] == "complete":
+            rs.update_attrs(spec.name, status="complete")  # every reduce wrote its record
         return summary
     finally:
         if lock is not None:

@@ -231,13 +231,15 @@ def reduce_group(
     ex = ex or executor(use_ray)
     lay = view.layout
     red = view.group.require_group("reduce")
+    # The completion record is written last: until then reduce/ reads as unfinished (ARCHITECTURE.md, "Store").
+    red.attrs.update({"state": "reducing", "reduced_at": None})
     summary: dict = {"n_codes": lay.n, "n_used": int(view.used.sum()), "n_chunks": lay.n_chunks,
                      "n_chunks_done": view.n_chunks_done, "complete": view.n_chunks_done == lay.n_chunks}
     if view.damaged:
         summary["damaged_skipped"] = [c for c, _ in view.damaged]
     if summary["n_used"] == 0:
         summary["note"] = "no chunk is done: nothing reduced"
-        red.attrs.update(summary)
+        red.attrs.update({**summary, "state": "complete"})
         return summary
     global_vals = None
     if "global" in reducers:
@@ -253,7 +255,7 @@ def reduce_group(
                            f"reduced over {summary['n_used']} of {lay.n} codes")
     red.attrs.update({**summary, "fractions": list(FRACTIONS), "tile": tile,
                       "source": "hessian" if view.has_hessian else "eigvecs", "eigen_dtype": "float64",
-                      "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                      "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "state": "complete"})
     return summary
 
 

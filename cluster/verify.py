@@ -177,6 +177,10 @@ def verify_run(url, run: str, *, s3_endpoint: str | None = None, rtol: float = D
         keys = list(groups)
     errors: list[dict] = []
     per_group = {key: _verify_group(rs, run, key, float(rtol), errors) for key in keys}
+    from .view import reduce_state
+
+    errors += [{"group": key, "chunk": None, "problem": "reduce/: unfinished (interrupted or still running)"}
+               for key in keys if reduce_state(rs.group(run, key)) == "unfinished"]
     complete = all(v["done"] == v["chunks"] for v in per_group.values())
     return {"run": run, "store": rs.url, "clean": complete and not errors, "complete": complete,
             "groups": per_group, "errors": errors}

@@ -27,7 +27,28 @@ from geometry_core.spectrum import from_eigen
 from .layout import GroupLayout
 from .storage import StoreError
 
-__all__ = ["DamagedChunkError", "GroupView", "RunView", "damaged_chunks", "find_target_groups", "open_run"]
+__all__ = ["DamagedChunkError", "GroupView", "RunView", "damaged_chunks", "find_target_groups", "open_run",
+           "reduce_state", "require_reduced"]
+
+
+def reduce_state(group: zarr.Group) -> str | None:
+    """``complete``, ``unfinished`` (a reduce started and never wrote its record) or None (never reduced).
+
+    Runs reduced before the record existed carry ``reduced_at``, written last, and read as complete.
+    """
+    if "reduce" not in set(group.group_keys()):
+        return None
+    a = dict(group["reduce"].attrs)
+    if a.get("state", "complete" if a.get("reduced_at") or a.get("note") else None) == "complete":
+        return "complete"
+    return "unfinished"
+
+
+def require_reduced(key: str, group: zarr.Group) -> None:
+    """Raise :class:`StoreError` when the group's reduce started and never finished."""
+    if reduce_state(group) == "unfinished":
+        raise StoreError(f"group {key}: reduce/ is unfinished (interrupted or still running); "
+                         "run `gangeo resume` or `gangeo reduce` to redo it")
 
 
 class DamagedChunkError(StoreError):
@@ -135,6 +156,7 @@ class GroupView:
         """The arrays of ``reduce/`` ({} when the run was not reduced)."""
         if "reduce" not in set(self.group.group_keys()):
             return {}
+        require_reduced(self.key, self.group)
         red = self.group["reduce"]
         return {name: np.asarray(red[name][:]) for name in red.array_keys()}
 

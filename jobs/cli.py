@@ -112,11 +112,16 @@ def _open(args):
 def cmd_status(args: argparse.Namespace) -> int:
     if args.address:  # RUN is the id `gangeo submit` printed: follow the Ray job
         return _job_status(args)
+    from cluster.run_state import run_state
+
     rs = _open(args)
     attrs = rs.attrs(args.run)
     prog = rs.progress(args.run)
-    keys = ("status", "created", "updated", "timing", "failed", "versions")
-    _print_json({"run": args.run, "store": rs.url, **{k: attrs.get(k) for k in keys}, "progress": prog})
+    state = run_state(rs, args.run)
+    keys = ("created", "updated", "timing", "failed", "versions")
+    # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
+    _print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
+                 "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
 
 
@@ -177,12 +182,14 @@ def _damaged_in(rs, run: str, key: str, index) -> dict[int, str]:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from cluster.layout import ARRAYS
-    from cluster.view import refuse_damaged
+    from cluster.view import refuse_damaged, require_reduced
 
     index = parse_index(args.index)
     rs = _open(args)
     key = _pick_group(rs, args.run, args)
     try:
+        if args.array.startswith("reduce/"):
+            require_reduced(key, rs.group(args.run, key))
         damaged = _damaged_in(rs, args.run, key, index) if args.array in ARRAYS else {}
         if damaged and not args.skip_damaged:
             refuse_damaged(key, damaged)
