@@ -307,10 +307,18 @@ def run_module(add_parser, argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command: the one place where a user's error becomes a line and an exit code."""
+    cmd = getattr(args, "command", None) or ""
     try:
         return int(args.func(args) or 0)
     except GangeoError as exc:  # anything else is a bug and keeps its traceback
-        return report_error(getattr(args, "command", None) or "", exc)
+        return report_error(cmd, exc)
+    except Exception as exc:  # damaged or read-only storage is the store's error, not a bug
+        from cluster.damage import as_store_error
+
+        err = as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
+        if err is None:
+            raise
+        return report_error(cmd, err)
 
 
 def report_error(cmd: str, exc: GangeoError) -> int:
