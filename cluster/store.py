@@ -146,11 +146,35 @@ class RunStore:
         """Set run attributes (the driver is their only writer); transient errors are retried."""
         self._retry(lambda: self.run_group(run).attrs.update({**values, "updated": _now()}), f"{run} attrs")
 
+    def _child_names(self) -> list[str]:
+        """Names directly under the root, read from the store's listing (no child metadata is parsed)."""
+        from zarr.core.sync import sync
+
+        prefix = f"{self.root.path}/" if self.root.path else ""
+
+        async def listing() -> list[str]:
+            return [name async for name in self.root.store.list_dir(prefix)]
+
+        return sorted(n.rstrip("/") for n in sync(listing()) if n.rstrip("/") != "zarr.json")
+
     def ls(self) -> list[dict]:
-        """The runs in this store: name, status, created, groups."""
+        """The runs in this store: name, status, created, groups; a run whose metadata is unreadable is ``damaged``."""
         out = []
-        for name in sorted(self.root.group_keys()):
-            a = dict(self.root[name].attrs)
+        for name in self._child_names():
+            if name.startswith("_"):
+                continue  # the store's own records (_locks, _schedules)
+            try:
+                a = dict(self.root[name].attrs)
+            except KeyError:
+                continue  # not a Zarr node: not a run
+            except Exception as exc:  # one damaged run must not hide the others
+                from .damage import as_store_error
+
+                err = as_store_error(exc, self.url, name)
+                if err is None:
+                    raise
+                out.append({"run": name, "status": "damaged", "error": str(err)})
+                continue
             if "identity" in a:
                 out.append({"run": name, "status": a.get("status"), "created": a.get("created"),
                             "groups": a.get("groups", [])})
