@@ -236,7 +236,9 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
         return  # an empty S3 prefix: created later
     if not rs.has_run(spec.name):
         return
-    if rs.attrs(spec.name).get("identity") != spec.identity():
+    old = dict(rs.attrs(spec.name).get("identity") or {})
+    old.pop("weights", None)  # weights files are compared once hashed, in _open_groups
+    if old != spec.identity():
         RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
     info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if LOCK_GROUP in rs.root.group_keys() else None
     if info is not None and not is_stale(info, time.time()):
@@ -252,7 +254,9 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
     """
     from .view import damaged_chunks
 
-    rs.create(spec.name, spec, [lay for _, lay in plans])
+    from .weights_identity import weights_digests
+
+    rs.create(spec.name, spec, [lay for _, lay in plans], weights=weights_digests(spec))
     masks = []
     for _, lay in plans:
         mask = rs.done_mask(spec.name, lay.key)
