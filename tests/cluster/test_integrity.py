@@ -101,3 +101,11 @@ def test_resume_recomputes_damaged_chunks(ray_local, damaged, capsys):
         np.testing.assert_array_equal(np.asarray(g[name][:]), ref[name], err_msg=name)
     assert main(["verify", "v", "--store", str(store)]) == 0
     assert json.loads(capsys.readouterr().out)["clean"]
+
+
+def test_report_skip_flag_says_how_many(damaged, tmp_path, capsys):
+    store, _ = damaged
+    assert main(["report", "v", "--store", str(store), "--no-traversals", "--quiet", "--skip-damaged",
+                 "--out", str(tmp_path / "rep")]) == 0
+    assert "skipped 2 damaged chunks" in _one_line(capsys.readouterr().err)
+    assert (tmp_path / "rep" / "v.html").is_file()
