@@ -58,12 +58,24 @@ def unreadable_metadata(url, run: str | None = None) -> Path | None:
     return None
 
 
-def _is_damage(exc: BaseException) -> bool:
+def _in_store(filename, url) -> bool:
+    """True unless ``filename`` is a local path outside a local store (a user's output file, say)."""
+    try:
+        loc = parse_store_url(url)
+    except Exception:
+        return True
+    if loc.kind != "local" or not filename:
+        return True
+    root = Path(loc.path).resolve()
+    return Path(str(filename)).resolve().is_relative_to(root)
+
+
+def _is_damage(exc: BaseException, url=None) -> bool:
     if isinstance(exc, (json.JSONDecodeError, zarr.errors.MetadataValidationError,
                         zarr.errors.NodeTypeValidationError)):
         return True
     if isinstance(exc, OSError):
-        return exc.errno in _DENIED
+        return exc.errno in _DENIED and _in_store(exc.filename, url)
     text = str(exc).lower()
     return isinstance(exc, (ValueError, RuntimeError)) and ("checksum" in text or "zstd" in text
                                                             or "decompress" in text)
@@ -71,7 +83,7 @@ def _is_damage(exc: BaseException) -> bool:
 
 def as_store_error(exc: BaseException, url, run: str | None = None) -> StoreDamagedError | None:
     """A one-line :class:`StoreDamagedError` for an error raised by damaged or read-only storage, else None."""
-    if not _is_damage(exc):
+    if not _is_damage(exc, url):
         return None
     where = f"run {run!r}" if run else "the store"
     if isinstance(exc, OSError):

@@ -120,3 +120,18 @@ def test_damage_ends_in_one_line(damage, command, tmp_path, capsys, request):
         assert runs["v"] == ("damaged" if damage == "run-metadata-truncated" else runs["v"])
     if command == "status" and damage in ("stale-lock", "interrupted-reduce"):
         assert json.loads(out)["status"] == "interrupted"
+
+
+def test_refused_write_inside_the_store_is_one_line_outside_it_is_not_ours(tmp_path):
+    """A read-only store (root cannot be made so by chmod): the conversion itself, both ways."""
+    import errno
+
+    from cluster.damage import as_store_error
+
+    store = tmp_path / "s"
+    build_run(store)
+    inside = PermissionError(errno.EROFS, "Read-only file system", str(store / "v" / "zarr.json"))
+    err = as_store_error(inside, str(store), "v")
+    assert err is not None and "read-only" in str(err) and str(store / "v" / "zarr.json") in str(err)
+    outside = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "elsewhere.npy"))
+    assert as_store_error(outside, str(store), "v") is None
