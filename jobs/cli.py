@@ -174,7 +174,10 @@ def _damaged_in(rs, run: str, key: str, index) -> dict[int, str]:
 
     g = rs.group(run, key)
     lay = GroupLayout.of(g)
-    rows = range(lay.n)[index] if index is not None else range(lay.n)
+    try:
+        rows = range(lay.n)[index] if index is not None else range(lay.n)
+    except IndexError:
+        return {}  # the read that follows names the bad index
     rows = [rows] if isinstance(rows, int) else rows
     chunks = sorted({r // lay.chunk_size for r in rows})
     return damaged_chunks(g, lay, rs.done_mask(run, key), chunks)
