@@ -236,7 +236,9 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
         return  # an empty S3 prefix: created later
     if not rs.has_run(spec.name):
         return
-    if rs.attrs(spec.name).get("identity") != spec.identity():
+    old = dict(rs.attrs(spec.name).get("identity") or {})
+    old.pop("weights", None)  # weights files are compared once hashed, in _open_groups
+    if old != spec.identity():
         RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
     info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if LOCK_GROUP in rs.root.group_keys() else None
     if info is not None and not is_stale(info, time.time()):
@@ -245,9 +247,26 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
 
 
 def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
-    """Create (or reopen) the run's groups; the done mask of each group."""
-    rs.create(spec.name, spec, [lay for _, lay in plans])
-    return [rs.done_mask(spec.name, lay.key) for _, lay in plans]
+    """Create (or reopen) the run's groups; the mask of chunks that count as done in each group.
+
+    A done chunk counts only when its data and checksum agree; a damaged one loses
+    its ``done`` entry here, so it is recomputed and never read meanwhile.
+    """
+    from .view import damaged_chunks
+
+    from .weights_identity import weights_digests
+
+    rs.create(spec.name, spec, [lay for _, lay in plans], weights=weights_digests(spec))
+    masks = []
+    for _, lay in plans:
+        mask = rs.done_mask(spec.name, lay.key)
+        bad = damaged_chunks(rs.group(spec.name, lay.key), lay, mask)
+        for chunk, problem in sorted(bad.items()):
+            print(f"gangeo: recomputing chunk {chunk} of {lay.key}: {problem}", file=sys.stderr)
+            rs.mark_done(spec.name, lay.key, chunk, value=0)
+            mask[chunk] = False
+        masks.append(mask)
+    return masks
 
 
 def _points(plans: Plan, masks) -> int:
@@ -277,8 +296,9 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
-    rs.update_attrs(spec.name, status="complete" if not outcome.failed else "partial", failed=outcome.failed,
-                    timing=timing)
+    # With reducers to run, "complete" waits for their completion records (run_sweep).
+    final = "partial" if outcome.failed else ("reducing" if any(spec.reducers.values()) else "complete")
+    rs.update_attrs(spec.name, status=final, failed=outcome.failed, timing=timing)
     return outcome, timing
 
 
@@ -313,6 +333,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
         summary["reduce"] = _reduce(rs, spec, progress) if summary["status"] == "complete" else None
+        if summary["status"] == "complete":
+            rs.update_attrs(spec.name, status="complete")  # every reduce wrote its record
         return summary
     finally:
         if lock is not None:

@@ -231,11 +231,15 @@ def reduce_group(
     ex = ex or executor(use_ray)
     lay = view.layout
     red = view.group.require_group("reduce")
+    # The completion record is written last: until then reduce/ reads as unfinished (ARCHITECTURE.md, "Store").
+    red.attrs.update({"state": "reducing", "reduced_at": None})
     summary: dict = {"n_codes": lay.n, "n_used": int(view.used.sum()), "n_chunks": lay.n_chunks,
                      "n_chunks_done": view.n_chunks_done, "complete": view.n_chunks_done == lay.n_chunks}
+    if view.damaged:
+        summary["damaged_skipped"] = [c for c, _ in view.damaged]
     if summary["n_used"] == 0:
         summary["note"] = "no chunk is done: nothing reduced"
-        red.attrs.update(summary)
+        red.attrs.update({**summary, "state": "complete"})
         return summary
     global_vals = None
     if "global" in reducers:
@@ -251,7 +255,7 @@ def reduce_group(
                            f"reduced over {summary['n_used']} of {lay.n} codes")
     red.attrs.update({**summary, "fractions": list(FRACTIONS), "tile": tile,
                       "source": "hessian" if view.has_hessian else "eigvecs", "eigen_dtype": "float64",
-                      "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                      "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "state": "complete"})
     return summary
 
 
@@ -274,6 +278,7 @@ def reduce_run(
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
     progress: bool = False,
+    skip_damaged: bool = False,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -281,12 +286,13 @@ def reduce_run(
     ``s3://bucket/prefix``). ``reducers``: default those the run's spec enables.
     ``use_ray``: use Ray if it is already initialised, else start one (embedded,
     or ``address``) and shut it down afterwards; ``use_ray=False`` computes the
-    same values in this process.
+    same values in this process. A damaged done chunk (data and checksum disagree)
+    raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``.
     """
     from .storage import store_env
 
     view = open_run(root_or_url, run, s3_endpoint=s3_endpoint, mode="a")
-    targets = view.targets()
+    targets = view.targets(skip_damaged=skip_damaged)
     chosen = tuple(reducers) if reducers is not None else _spec_reducers(view.attrs)
     started = False
     if use_ray:

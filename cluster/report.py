@@ -314,6 +314,7 @@ def build_report(
     progress: bool = True,
     traversals: bool = True,
     allow_import: bool = False,
+    skip_damaged: bool = False,
 ) -> Path:
     """Write ``<out_dir>/<run>.html`` (self-contained) and its figures as PNGs; return the HTML path.
 
@@ -322,11 +323,13 @@ def build_report(
     figures (shown only on a terminal). ``traversals``: render traversal grids
     (loads the run's generator here, from the stored spec validated as a spec file;
     an import path in it needs ``allow_import=True``, see :mod:`cluster.trust`).
-    Nothing is written when the run cannot be read or its spec is refused.
+    Nothing is written when the run cannot be read or its spec is refused, or when
+    a done chunk is damaged (:class:`~cluster.view.DamagedChunkError`) unless
+    ``skip_damaged``, which leaves such chunks out.
     """
     view = open_run(url, run, s3_endpoint=s3_endpoint)
     attrs = view.attrs
-    groups = view.targets()
+    groups = view.targets(skip_damaged=skip_damaged)
     doc = Doc()
     ctx = ReportContext(_trusted_spec(attrs.get("spec"), run, allow_import) if traversals else {}, traversals)
     doc.add("<nav><ul>" + "".join(f'<li><a href="#{esc(slug(g.key))}">{esc(g.key)}</a></li>'

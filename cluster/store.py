@@ -29,7 +29,7 @@ from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url
 
-__all__ = ["RunExistsError", "RunStore"]
+__all__ = ["RunExistsError", "RunStore", "check_identity"]
 
 class RunExistsError(StoreError):
     """A run of that name exists with a different spec."""
@@ -65,6 +65,36 @@ def _diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def check_identity(run: str, url: str, old: dict | None, identity: dict) -> bool:
+    """Raise :class:`RunExistsError` when a stored identity differs from ``identity``; True to record hashes.
+
+    A run made before weights were hashed (no ``weights`` in its identity) is
+    accepted with a warning line: its files cannot be compared, only recorded now.
+    """
+    old = dict(old or {})
+    old_w, new_w = old.pop("weights", None), identity.get("weights")
+    core = {k: v for k, v in identity.items() if k != "weights"}
+    if old != core:
+        raise RunExistsError(f"run {run!r} already exists in {url} with a different spec "
+                             f"(differs in: {', '.join(_diff(old, core))}); choose another name")
+    if old_w is None or new_w is None:
+        if new_w:
+            import sys
+
+            print(f"gangeo: warning: run {run!r} was made before weights files were hashed; "
+                  "their contents cannot be compared, recording them now", file=sys.stderr)
+        return bool(new_w)
+    for key in sorted(set(old_w) | set(new_w)):
+        was, now = old_w.get(key), new_w.get(key)
+        if (was or {}).get("sha256") != (now or {}).get("sha256"):
+            path = (now or was)["path"]
+            raise RunExistsError(
+                f"run {run!r}: weights file {path} ({key}) differs from the one the run started with "
+                f"(sha256 {(was or {}).get('sha256', 'none')[:12]} then, {(now or {}).get('sha256', 'none')[:12]} "
+                "now); restore it or choose another run name")
+    return False
+
+
 class RunStore:
     """Runs in one results store (local directory or ``s3://``); opened once, used many times."""
 
@@ -89,21 +119,19 @@ class RunStore:
     def has_run(self, run: str) -> bool:
         return run in self.root.group_keys()
 
-    def create(self, run: str, spec, groups: list[GroupLayout]) -> bool:
+    def create(self, run: str, spec, groups: list[GroupLayout], *, weights: dict | None = None) -> bool:
         """Create run ``run`` for ``spec`` with ``groups``; True if new, False when resuming.
 
         The same spec under an existing name resumes it (missing arrays are added);
-        a different one raises :class:`RunExistsError`.
+        a different one raises :class:`RunExistsError`. ``weights``: the sha256 of
+        each weights file (:mod:`cluster.weights_identity`), kept in the identity; a
+        file whose contents changed is refused naming it.
         """
-        identity = spec.identity()
+        identity = spec.identity() if weights is None else {**spec.identity(), "weights": weights}
         if self.has_run(run):
             old = dict(self.run_group(run).attrs).get("identity")
-            if old != identity:
-                fields = _diff(old or {}, identity)
-                raise RunExistsError(
-                    f"run {run!r} already exists in {self.url} with a different spec "
-                    f"(differs in: {', '.join(fields)}); choose another name"
-                )
+            if check_identity(run, self.url, old, identity):
+                self.run_group(run).attrs["identity"] = identity  # from now on its weights are checked too
             g, new = self.run_group(run), False
         else:
             g, new = self.root.require_group(run), True
@@ -146,11 +174,35 @@ class RunStore:
         """Set run attributes (the driver is their only writer); transient errors are retried."""
         self._retry(lambda: self.run_group(run).attrs.update({**values, "updated": _now()}), f"{run} attrs")
 
+    def _child_names(self) -> list[str]:
+        """Names directly under the root, read from the store's listing (no child metadata is parsed)."""
+        from zarr.core.sync import sync
+
+        prefix = f"{self.root.path}/" if self.root.path else ""
+
+        async def listing() -> list[str]:
+            return [name async for name in self.root.store.list_dir(prefix)]
+
+        return sorted(n.rstrip("/") for n in sync(listing()) if n.rstrip("/") != "zarr.json")
+
     def ls(self) -> list[dict]:
-        """The runs in this store: name, status, created, groups."""
+        """The runs in this store: name, status, created, groups; a run whose metadata is unreadable is ``damaged``."""
         out = []
-        for name in sorted(self.root.group_keys()):
-            a = dict(self.root[name].attrs)
+        for name in self._child_names():
+            if name.startswith("_"):
+                continue  # the store's own records (_locks, _schedules)
+            try:
+                a = dict(self.root[name].attrs)
+            except KeyError:
+                continue  # not a Zarr node: not a run
+            except Exception as exc:  # one damaged run must not hide the others
+                from .damage import as_store_error
+
+                err = as_store_error(exc, self.url, name)
+                if err is None:
+                    raise
+                out.append({"run": name, "status": "damaged", "error": str(err)})
+                continue
             if "identity" in a:
                 out.append({"run": name, "status": a.get("status"), "created": a.get("created"),
                             "groups": a.get("groups", [])})
@@ -188,9 +240,9 @@ class RunStore:
             self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk, v), f"{key}/{name} {chunk}")
         return crc
 
-    def mark_done(self, run: str, key: str, chunk: int) -> None:
-        """Mark a chunk complete; call only after :meth:`write_chunk` returned."""
-        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk, 1), f"{key}/done {chunk}")
+    def mark_done(self, run: str, key: str, chunk: int, *, value: int = 1) -> None:
+        """Mark a chunk complete; call only after :meth:`write_chunk` returned (``value=0``: no longer done)."""
+        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk, value), f"{key}/done {chunk}")
 
     def done_mask(self, run: str, key: str) -> np.ndarray:
         """(n_chunks,) bool: which chunks are complete."""

@@ -29,7 +29,7 @@ from geometry_core.spectrum import from_eigen
 from .layout import ARRAYS, GroupLayout
 from .store import RunStore
 
-__all__ = ["DEFAULT_RTOL", "verify_run"]
+__all__ = ["DEFAULT_RTOL", "chunk_problems", "verify_run"]
 
 # float32 results of D <= ~1000: eigh and J^T J round-off is ~D * 1.2e-7 of the largest
 # entry, so 1e-4 of the chunk's scale separates round-off from real damage.
@@ -78,30 +78,54 @@ def _check_values(data: dict[str, np.ndarray], rtol: float) -> list[str]:
     return out
 
 
-def _check_chunk(g, lay: GroupLayout, names: list[str], i: int, done: bool, checksum: int,
-                 rtol: float) -> tuple[str, list[str]]:
-    """(state, problems) of chunk ``i``: state is "done", "unfinished" or "missing"."""
-    rows = lay.rows(i)
+def _read_chunk(g, names: list[str], rows: slice) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The chunk's arrays as float32 (as its checksum was computed) and the arrays that failed to decode."""
     data, problems = {}, []
     for name in names:
         try:
             data[name] = np.ascontiguousarray(g[name][rows], dtype=np.float32)
         except Exception as exc:  # a damaged chunk file fails its crc32c or its decompression
             problems.append(f"{name}: unreadable ({_one_line(exc)})")
+    return data, problems
+
+
+def _integrity(data: dict[str, np.ndarray], names: list[str], checksum: int | None) -> list[str]:
+    """Problems of a done chunk's decoded arrays: an array never written, or data that fails its checksum."""
+    absent = [name for name in names if name in data and not np.any(data[name] != 0)]
+    if absent:
+        return [f"marked done but {', '.join(absent)} not written"]
+    if checksum is None:  # a group written without checksum records: presence is all that can be checked
+        return []
+    crc = 0
+    for name in names:
+        crc = zlib.crc32(data[name].tobytes(), crc)
+    if crc != checksum:
+        return [f"{', '.join(names)}: checksum mismatch: recorded {checksum:#010x}, data gives {crc:#010x}"]
+    return []
+
+
+def chunk_problems(g, lay: GroupLayout, i: int, checksum: int | None) -> list[str]:
+    """Why done chunk ``i`` of group ``g`` must not count ([] when its data and checksum agree).
+
+    Each problem starts with the array(s) it concerns. The one integrity check of
+    the project: views, resume and ``verify`` all call it (ARCHITECTURE.md, "Store").
+    """
+    names = sorted(name for name in ARRAYS if name in set(g.array_keys()))
+    data, problems = _read_chunk(g, names, lay.rows(i))
+    return problems or _integrity(data, names, checksum)
+
+
+def _check_chunk(g, lay: GroupLayout, names: list[str], i: int, done: bool, checksum: int,
+                 rtol: float) -> tuple[str, list[str]]:
+    """(state, problems) of chunk ``i``: state is "done", "unfinished" or "missing"."""
+    data, problems = _read_chunk(g, names, lay.rows(i))
     present = {name: bool(np.any(a != 0)) for name, a in data.items()}
     if not done:
         if problems:
             return "unfinished", problems
         return ("unfinished" if any(present.values()) else "missing"), []
-    absent = [name for name in names if name in present and not present[name]]
-    if absent:
-        problems.append(f"marked done but {', '.join(absent)} not written")
+    problems = problems or _integrity(data, names, checksum)
     if not problems:
-        crc = 0
-        for name in names:
-            crc = zlib.crc32(data[name].tobytes(), crc)
-        if crc != checksum:
-            problems.append(f"checksum mismatch: recorded {checksum:#010x}, data gives {crc:#010x}")
         problems += _check_values(data, rtol)
     return "done", problems
 
@@ -153,6 +177,10 @@ def verify_run(url, run: str, *, s3_endpoint: str | None = None, rtol: float = D
         keys = list(groups)
     errors: list[dict] = []
     per_group = {key: _verify_group(rs, run, key, float(rtol), errors) for key in keys}
+    from .view import reduce_state
+
+    errors += [{"group": key, "chunk": None, "problem": "reduce/: unfinished (interrupted or still running)"}
+               for key in keys if reduce_state(rs.group(run, key)) == "unfinished"]
     complete = all(v["done"] == v["chunks"] for v in per_group.values())
     return {"run": run, "store": rs.url, "clean": complete and not errors, "complete": complete,
             "groups": per_group, "errors": errors}

@@ -27,7 +27,57 @@ from geometry_core.spectrum import from_eigen
 from .layout import GroupLayout
 from .storage import StoreError
 
-__all__ = ["GroupView", "RunView", "find_target_groups", "open_run"]
+__all__ = ["DamagedChunkError", "GroupView", "RunView", "damaged_chunks", "find_target_groups", "open_run",
+           "reduce_state", "require_reduced"]
+
+
+def reduce_state(group: zarr.Group) -> str | None:
+    """``complete``, ``unfinished`` (a reduce started and never wrote its record) or None (never reduced).
+
+    Runs reduced before the record existed carry ``reduced_at``, written last, and read as complete.
+    """
+    if "reduce" not in set(group.group_keys()):
+        return None
+    a = dict(group["reduce"].attrs)
+    if a.get("state", "complete" if a.get("reduced_at") or a.get("note") else None) == "complete":
+        return "complete"
+    return "unfinished"
+
+
+def require_reduced(key: str, group: zarr.Group) -> None:
+    """Raise :class:`StoreError` when the group's reduce started and never finished."""
+    if reduce_state(group) == "unfinished":
+        raise StoreError(f"group {key}: reduce/ is unfinished (interrupted or still running); "
+                         "run `gangeo resume` or `gangeo reduce` to redo it")
+
+
+class DamagedChunkError(StoreError):
+    """A chunk marked done whose data or checksum disagree (ARCHITECTURE.md, "Store")."""
+
+
+def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
+                   chunks: range | None = None) -> dict[int, str]:
+    """{chunk: problem} of the done chunks (of ``chunks``, default all) that must not count."""
+    from .verify import chunk_problems
+
+    checksums = np.asarray(group["checksum"][:]) if "checksum" in set(group.array_keys()) else None
+    out = {}
+    for i in chunks if chunks is not None else range(lay.n_chunks):
+        if not done[i]:
+            continue
+        problems = chunk_problems(group, lay, i, None if checksums is None else int(checksums[i]))
+        if problems:
+            out[i] = problems[0]
+    return out
+
+
+def refuse_damaged(key: str, damaged: dict[int, str]) -> None:
+    """Raise :class:`DamagedChunkError` naming group, array(s) and chunk of the first damaged chunk."""
+    if damaged:
+        i = min(damaged)
+        more = f" (and {len(damaged) - 1} more damaged chunks)" if len(damaged) > 1 else ""
+        raise DamagedChunkError(f"group {key} chunk {i}: {damaged[i]}{more}; "
+                                "run `gangeo resume` to recompute, or pass --skip-damaged")
 
 
 @dataclass(frozen=True)
@@ -40,16 +90,26 @@ class GroupView:
     used: np.ndarray  # (N,) bool: the code's chunk is done
     n_chunks_done: int
     arrays: frozenset
+    damaged: tuple = ()  # (chunk, problem) of done chunks skipped because their data or checksum disagree
 
     @classmethod
-    def of(cls, key: str, group: zarr.Group) -> "GroupView":
+    def of(cls, key: str, group: zarr.Group, *, skip_damaged: bool = False) -> "GroupView":
+        """The group's view; a done chunk counts only when its data and checksum agree.
+
+        A damaged done chunk raises :class:`DamagedChunkError` unless ``skip_damaged``,
+        which leaves it out and lists it in ``damaged``.
+        """
         names = frozenset(group.array_keys())
         missing = {"z", "eigvals", "done"} - names
         if missing:
             raise StoreError(f"group {group.path!r}: expected arrays z, eigvals, done; missing {sorted(missing)}")
         lay = GroupLayout.of(group)
         done = np.asarray(group["done"][:]) == 1
-        return cls(key, group, lay, lay.codes_done(done), int(done.sum()), names)
+        bad = damaged_chunks(group, lay, done)
+        if not skip_damaged:
+            refuse_damaged(key, bad)
+        done[list(bad)] = False
+        return cls(key, group, lay, lay.codes_done(done), int(done.sum()), names, tuple(sorted(bad.items())))
 
     @property
     def has_hessian(self) -> bool:
@@ -96,6 +156,7 @@ class GroupView:
         """The arrays of ``reduce/`` ({} when the run was not reduced)."""
         if "reduce" not in set(self.group.group_keys()):
             return {}
+        require_reduced(self.key, self.group)
         red = self.group["reduce"]
         return {name: np.asarray(red[name][:]) for name in red.array_keys()}
 
@@ -127,12 +188,12 @@ class RunView:
     def attrs(self) -> dict:
         return dict(self.group.attrs)
 
-    def targets(self) -> list[GroupView]:
+    def targets(self, *, skip_damaged: bool = False) -> list[GroupView]:
         """Every target group, sorted by key; a run without one is a :class:`StoreError`."""
         keys = find_target_groups(self.group)
         if not keys:
             raise StoreError(f"run {self.name!r} has no target group with a done array")
-        return [GroupView.of(k, self.group[k]) for k in keys]
+        return [GroupView.of(k, self.group[k], skip_damaged=skip_damaged) for k in keys]
 
 
 def open_run(root_or_url: zarr.Group | str | os.PathLike | None, run: str, *, s3_endpoint: str | None = None,

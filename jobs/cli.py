@@ -112,11 +112,16 @@ def _open(args):
 def cmd_status(args: argparse.Namespace) -> int:
     if args.address:  # RUN is the id `gangeo submit` printed: follow the Ray job
         return _job_status(args)
+    from cluster.run_state import run_state
+
     rs = _open(args)
     attrs = rs.attrs(args.run)
     prog = rs.progress(args.run)
-    keys = ("status", "created", "updated", "timing", "failed", "versions")
-    _print_json({"run": args.run, "store": rs.url, **{k: attrs.get(k) for k in keys}, "progress": prog})
+    state = run_state(rs, args.run)
+    keys = ("created", "updated", "timing", "failed", "versions")
+    # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
+    _print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
+                 "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
 
 
@@ -162,14 +167,41 @@ def _pick_group(rs, run: str, args) -> str:
     return hits[0]
 
 
+def _damaged_in(rs, run: str, key: str, index) -> dict[int, str]:
+    """{chunk: problem} of the done chunks the index reaches whose data and checksum disagree."""
+    from cluster.layout import GroupLayout
+    from cluster.view import damaged_chunks
+
+    g = rs.group(run, key)
+    lay = GroupLayout.of(g)
+    try:
+        rows = range(lay.n)[index] if index is not None else range(lay.n)
+    except IndexError:
+        return {}  # the read that follows names the bad index
+    rows = [rows] if isinstance(rows, int) else rows
+    chunks = sorted({r // lay.chunk_size for r in rows})
+    return damaged_chunks(g, lay, rs.done_mask(run, key), chunks)
+
+
 def cmd_query(args: argparse.Namespace) -> int:
+    from cluster.layout import ARRAYS
+    from cluster.view import refuse_damaged, require_reduced
+
     index = parse_index(args.index)
     rs = _open(args)
     key = _pick_group(rs, args.run, args)
     try:
-        data = rs.read(args.run, key, args.array, index)
+        if args.array.startswith("reduce/"):
+            require_reduced(key, rs.group(args.run, key))
+        damaged = _damaged_in(rs, args.run, key, index) if args.array in ARRAYS else {}
+        if damaged and not args.skip_damaged:
+            refuse_damaged(key, damaged)
+        data = rs.read(args.run, key, args.array, index) if not damaged else _read_intact(
+            rs, args.run, key, args.array, index, damaged)
     except IndexError as exc:  # an index past the array's end is the user's
         raise UsageError(f"--index {args.index}: {exc}") from None
+    if damaged:  # the damaged chunks' codes read as NaN, never as numbers
+        _warn("query", f"skipped {len(damaged)} damaged chunks of {key} (their codes are NaN)")
     if args.format == "npy":
         if args.out:
             np.save(args.out, data)
@@ -186,6 +218,21 @@ def cmd_query(args: argparse.Namespace) -> int:
         _print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
                      "shape": list(data.shape), "dtype": str(data.dtype), "data": data.tolist()})
     return 0
+
+
+def _read_intact(rs, run: str, key: str, array: str, index, damaged: dict) -> np.ndarray:
+    """The indexed rows of ``array``, NaN where their chunk is damaged (its bytes are never decoded)."""
+    from cluster.layout import GroupLayout
+
+    g = rs.group(run, key)
+    lay, arr = GroupLayout.of(g), g[array]
+    rows = range(lay.n)[index] if index is not None else range(lay.n)
+    picked = [rows] if isinstance(rows, int) else list(rows)
+    out = np.full((len(picked),) + arr.shape[1:], np.nan, dtype=np.result_type(arr.dtype, np.float32))
+    for j, r in enumerate(picked):
+        if r // lay.chunk_size not in damaged:
+            out[j] = arr[r]
+    return out[0] if isinstance(rows, int) else out
 
 
 def _add_core(sub) -> None:
@@ -221,6 +268,8 @@ def _add_core(sub) -> None:
     p.add_argument("--index", default=None, help="code index or slice, e.g. 3 or 0:8")
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--out", default=None, help="with --format npy: write this file instead of stdout")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="return NaN for codes of done chunks whose data fails its checksum (default: refuse)")
     p.set_defaults(func=cmd_query)
 
 
@@ -261,10 +310,18 @@ def run_module(add_parser, argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command: the one place where a user's error becomes a line and an exit code."""
+    cmd = getattr(args, "command", None) or ""
     try:
         return int(args.func(args) or 0)
     except GangeoError as exc:  # anything else is a bug and keeps its traceback
-        return report_error(getattr(args, "command", None) or "", exc)
+        return report_error(cmd, exc)
+    except Exception as exc:  # damaged or read-only storage is the store's error, not a bug
+        from cluster.damage import as_store_error
+
+        err = as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
+        if err is None:
+            raise
+        return report_error(cmd, err)
 
 
 def report_error(cmd: str, exc: GangeoError) -> int:

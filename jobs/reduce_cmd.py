@@ -31,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="leave out done chunks whose data fails its checksum (default: refuse)")
     p.set_defaults(func=run_reduce)
     return p
 
@@ -40,7 +42,11 @@ def run_reduce(args: argparse.Namespace) -> int:
     from cluster.reduce import reduce_run
 
     summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
-                         tile=args.tile, use_ray=not args.no_ray, progress=not args.quiet and sys.stderr.isatty())
+                         tile=args.tile, use_ray=not args.no_ray, progress=not args.quiet and sys.stderr.isatty(),
+                         skip_damaged=args.skip_damaged)
+    skipped = sum(len(g.get("damaged_skipped", [])) for g in summary.values())
+    if skipped:
+        print(f"gangeo reduce: skipped {skipped} damaged chunks", file=sys.stderr)
     json.dump({"run": args.run, "store": str(args.store), "groups": summary}, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

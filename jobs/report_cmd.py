@@ -12,6 +12,7 @@ stderr on a terminal (none with ``--quiet``).
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["add_parser", "run_report"]
 
@@ -30,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="skip traversal grids (they load the run's generator here)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     allow_import_arg(p)
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="leave out done chunks whose data fails its checksum (default: refuse)")
     p.set_defaults(func=run_report)
     return p
 
@@ -39,6 +42,14 @@ def run_report(args: argparse.Namespace) -> int:
     from cluster.report import build_report
 
     path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
-                        progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import)
+                        progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import,
+                        skip_damaged=args.skip_damaged)
+    if args.skip_damaged:  # say how many chunks the report left out
+        from cluster.view import open_run
+
+        view = open_run(args.store, args.run, s3_endpoint=args.s3_endpoint)
+        skipped = sum(len(g.damaged) for g in view.targets(skip_damaged=True))
+        if skipped:
+            print(f"gangeo report: skipped {skipped} damaged chunks", file=sys.stderr)
     print(path)
     return 0

@@ -1,0 +1,82 @@
+"""Issue 13, finding 5: a weights file replaced at the same path is never mixed into a run.
+
+The run identity records the sha256 of every weights file its generators load;
+resume with different contents is refused in one line naming the file; a run made
+before hashes existed is accepted with a warning and its hashes recorded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cluster.layout import GroupLayout
+from cluster.spec import parse_spec
+from cluster.store import RunExistsError, RunStore
+from cluster.weights_identity import file_sha256, weights_digests
+from jobs.cli import EXIT_CODES, main
+from tests.support.runs import C, D, N, tanh_spec
+
+
+def _spec(tmp_path, name="w"):
+    path = tmp_path / "weights.pt"
+    if not path.exists():
+        torch.save({}, path)  # torch.nn.Tanh has no parameters: an empty state_dict loads strictly
+    raw = tanh_spec(name)
+    raw["generators"][0]["options"]["weights"] = str(path)
+    return parse_spec(raw), path
+
+
+def test_digests_name_each_file_and_follow_contents(tmp_path):
+    spec, path = _spec(tmp_path)
+    d = weights_digests(spec)
+    assert d == {"module/weights": {"path": str(path.resolve()), "sha256": file_sha256(path)}}
+    path.write_bytes(path.read_bytes() + b"\0")
+    assert weights_digests(spec)["module/weights"]["sha256"] != d["module/weights"]["sha256"]
+
+
+def test_dcgan_faces_shipped_file_and_weights_dir_are_hashed(tmp_path):
+    spec = parse_spec({"name": "d", "targets": ["mse"], "codes": {"n": 2}, "chunk_size": 2,
+                       "generators": [{"name": "dcgan-faces", "spaces": ["z"]}]})
+    (shipped,) = weights_digests(spec).values()
+    assert shipped["path"].endswith("weights.tar") and len(shipped["sha256"]) == 64
+    (tmp_path / "dir").mkdir()
+    for f in ("config.json", "pytorch_model.bin"):
+        (tmp_path / "dir" / f).write_bytes(f.encode())
+    raw = tanh_spec("b")
+    raw["generators"][0]["options"]["weights_dir"] = str(tmp_path / "dir")
+    assert sorted(weights_digests(parse_spec(raw))) == ["module/weights_dir/config.json",
+                                                         "module/weights_dir/pytorch_model.bin"]
+
+
+def test_changed_file_refused_naming_it_old_run_accepted_with_warning(tmp_path, capsys):
+    spec, path = _spec(tmp_path)
+    rs = RunStore(str(tmp_path / "s"))
+    lay = GroupLayout("module", "z", "mse", n=N, dim=D, chunk_size=C)
+    assert rs.create("w", spec, [lay], weights=weights_digests(spec))
+    assert not rs.create("w", spec, [lay], weights=weights_digests(spec))  # same contents: resumes
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(RunExistsError, match=f"weights file {path.resolve()}") as err:
+        rs.create("w", spec, [lay], weights=weights_digests(spec))
+    assert "\n" not in str(err.value)
+    # a run made before this change: identity without hashes
+    rs.run_group("w").attrs["identity"] = spec.identity()
+    assert not rs.create("w", spec, [lay], weights=weights_digests(spec))
+    assert "made before weights files were hashed" in capsys.readouterr().err
+    assert rs.attrs("w")["identity"]["weights"] == weights_digests(spec)
+
+
+def test_resume_with_replaced_weights_is_refused(ray_local, tmp_path, capsys):
+    spec, path = _spec(tmp_path)
+    store = tmp_path / "s"
+    rs = RunStore(str(store))
+    lay = GroupLayout("module", "z", "mse", n=N, dim=D, chunk_size=C)
+    rs.create("w", spec, [lay], weights=weights_digests(spec))
+    path.write_bytes(path.read_bytes() + b"\0")  # replaced at the same path between two runs
+    assert main(["resume", "w", "--store", str(store), "--quiet", "--allow-import"]) == EXIT_CODES["store"]
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert out == "" and len(lines) == 1 and str(path.resolve()) in lines[0], err
+    assert rs.done_mask("w", lay.key).sum() == 0  # nothing computed
