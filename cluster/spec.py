@@ -59,7 +59,7 @@ LIMITS: dict[str, int] = {
     "chunk_size": 4096,           # codes per chunk
     "workers": 4096,
     "resources_per_worker": 1024,  # CPUs or GPUs one worker may ask for
-    "chunk_bytes": 2 << 30,       # one chunk's D x D arrays in memory (hessian/eigvecs, float32)
+    "chunk_bytes": 8 << 30,       # one chunk task's arrays in memory (cluster.bounds.chunk_bytes)
     "stored_bytes": 1 << 40,      # every array of a run together (1 TiB)
 }
 _TOP_KEYS = ("name", "store", "generators", "targets", "codes", "method", "topk", "keep",

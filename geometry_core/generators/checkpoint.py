@@ -102,12 +102,28 @@ def safe_load(
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
         refused = _STAND_IN.search(str(err))
-        detail = refused.group(0) if refused else "corrupted?"
-        raise GeometryError(f"{what}: {path} is not a readable torch checkpoint ({detail})") from None
+        if refused:
+            raise GeometryError(f"{what}: {path} is not a readable torch checkpoint ({refused.group(0)})") from None
+        # The weights-only unpickler stopped at an instruction it does not run: treat it as code, never load it.
+        reason = _unpickler_reason(str(err))
+        raise UnsafeCheckpointError(
+            f"{what}: {path} is refused as unsafe: the weights-only loader rejects it ({reason}); "
+            "only plain tensor checkpoints load (torch.save(model.state_dict(), path))"
+        ) from None
     # struct: short/garbled files; TypeError: a stand-in called with arguments
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, struct.error) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {first}") from None
+
+
+def _unpickler_reason(text: str) -> str:
+    """The weights-only unpickler's own reason, from its many-line message."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error:"):
+            rest = line[len("WeightsUnpickler error:"):].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest[:200] or "unsupported content"
+    return "unsupported content"
 
 
 def _shape(text: str) -> tuple[int, ...]:
