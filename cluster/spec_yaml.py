@@ -7,8 +7,9 @@ Example::
 A spec is small, shallow and written by hand, so anything else is refused
 before it is built: a file over :data:`MAX_SPEC_BYTES`, bytes that are not
 UTF-8 text, nesting deeper than :data:`MAX_DEPTH` (a 20,000-deep list would
-exhaust Python's stack), more than :data:`MAX_ALIASES` aliases (a few hundred
-bytes of nested aliases expand to gigabytes: the "billion laughs"), and a key
+exhaust Python's stack), more than :data:`MAX_ALIASES` aliases or more than
+:data:`MAX_NODES` values once they are expanded (a few hundred bytes of nested
+aliases expand to gigabytes: the "billion laughs"), and a key
 given twice in one mapping (YAML would silently keep the last).
 """
 
@@ -21,11 +22,12 @@ from yaml.events import AliasEvent
 
 from geometry_core.errors import clip
 
-__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_SPEC_BYTES", "read_spec_yaml"]
+__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_NODES", "MAX_SPEC_BYTES", "read_spec_yaml"]
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB; the shipped specs are under 2 kB
 MAX_DEPTH = 32            # a spec nests 4 levels; generator options a few more
 MAX_ALIASES = 64          # enough to share a block of options between generators
+MAX_NODES = 100_000       # values after aliases are expanded (a spec has a few hundred)
 
 
 class _SpecProblem(Exception):
@@ -53,6 +55,11 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expanded_size(node)
+        return node
+
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
@@ -70,6 +77,29 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_expanded_size(root) -> None:
+    """Count the values of the composed graph as if every alias were copied, before anything is built."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()  # expanded, not yet summed: the ancestors of the node in hand
+    stack = [(root, False)]
+    while stack:  # iterative post-order: aliases can chain far deeper than the nesting limit
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        if not children_done and id(node) in open_nodes:
+            raise _SpecProblem("a YAML alias refers to a value that contains it (a recursive alias)")
+        children = [v for pair in node.value for v in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            size[id(node)] = 1 + sum(size.get(id(c), MAX_NODES + 1) for c in children)
+            if size[id(node)] > MAX_NODES:
+                raise _SpecProblem(f"more than {MAX_NODES} values once YAML aliases are expanded")
+            continue
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
 def read_spec_yaml(path: str | Path, error: type[Exception]):
     """The YAML document of ``path`` (bounded and strict); problems raise ``error([line])``."""
     path = Path(path)
@@ -77,21 +107,21 @@ def read_spec_yaml(path: str | Path, error: type[Exception]):
         with open(path, "rb") as fh:
             data = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
-        raise error([f"spec: cannot read {clip(str(path))}: {exc.strerror or exc}"]) from None
+        raise error([f"spec: cannot read {clip(str(path), bare=True)}: {exc.strerror or exc}"]) from None
     if len(data) > MAX_SPEC_BYTES:
-        raise error([f"spec: {clip(str(path))} is larger than {MAX_SPEC_BYTES} bytes; a spec is a short YAML file"])
+        raise error([f"spec: {clip(str(path), bare=True)} is larger than {MAX_SPEC_BYTES} bytes; a spec is a short YAML file"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise error([f"spec: {clip(str(path))} is not UTF-8 text (byte {exc.start}); "
+        raise error([f"spec: {clip(str(path), bare=True)} is not UTF-8 text (byte {exc.start}); "
                      "expected a YAML sweep spec"]) from None
     if "\x00" in text:
-        raise error([f"spec: {clip(str(path))} is a binary file (NUL byte); expected a YAML sweep spec"])
+        raise error([f"spec: {clip(str(path), bare=True)} is a binary file (NUL byte); expected a YAML sweep spec"])
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except _SpecProblem as exc:
-        raise error([f"spec: {clip(str(path))}: {exc}"]) from None
+        raise error([f"spec: {clip(str(path), bare=True)}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise error([f"spec: {clip(str(path))} is not valid YAML{where}"]) from None
+        raise error([f"spec: {clip(str(path), bare=True)} is not valid YAML{where}"]) from None
