@@ -8,6 +8,8 @@ the inputs and the stores is compared before and after, byte for byte.
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +124,13 @@ def _cases(w: Path, f: dict) -> list[tuple[str, list[str], str]]:
     ]
 
 
+class _CallsGetcwd:
+    """Pickles as a call of os.getcwd (harmless if it ever ran; it must not)."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
 def _bounds_inputs(w: Path, spec, good: dict) -> dict:
     """Specs that ask for too much or are not plain YAML, a pickle that runs code (issue 13, findings 4, 8)."""
     opts = good["generators"][0]["options"]
@@ -133,8 +142,9 @@ def _bounds_inputs(w: Path, spec, good: dict) -> dict:
 
     (w / "binary.yaml").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8)
     bomb = ["a0: &a0 [lol, lol]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 30)]
-    # a pickle whose loading would call a function: refused as unsafe, never "corrupted"
+    # a pickle whose loading would call os.getcwd: refused as code, never called "corrupted"
     (w / "reduce.pt").write_bytes(b"cos\ngetcwd\n(tR.")
+    (w / "reduce4.pt").write_bytes(pickle.dumps(_CallsGetcwd(), protocol=4))  # framed: the loader stops early
     return {
         "binary": str(w / "binary.yaml"),
         "deep": spec("deep.yaml", "name: " + "[" * 20000 + "]" * 20000 + "\n"),
@@ -157,6 +167,8 @@ def _bounds_inputs(w: Path, spec, good: dict) -> dict:
         "stored_bytes": spec("stored.yaml", tanh(300, codes={"n": 3_000_000, "seed": 0})),
         "ckpt_reduce": spec("reduce.yaml", {**good, "generators": [{"name": "module", "spaces": ["z"],
                             "options": {**opts, "weights": str(w / "reduce.pt")}}]}),
+        "ckpt_reduce4": spec("reduce4.yaml", {**good, "generators": [{"name": "module", "spaces": ["z"],
+                             "options": {**opts, "weights": str(w / "reduce4.pt")}}]}),
         "good": spec("good.yaml", good),
     }
 
@@ -188,7 +200,8 @@ def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
         run("layer_unknown", "has no layer 'no.such.layer'"),
         run("chunk_memory", "of memory"),
         run("stored_bytes", "would store"),
-        run("ckpt_reduce", "refused as unsafe", 6),
+        run("ckpt_reduce", "contains pickled code (os.getcwd) and is refused", 6),
+        run("ckpt_reduce4", "contains pickled code (posix.getcwd) and is refused", 6),
         ("run_name_parent_status", ["status", "..", "--store", store], "RUN: expected a run name", 2),
         ("run_name_parent_verify", ["verify", "..", "--store", store], "RUN: expected a run name", 2),
         ("run_name_parent_resume", ["resume", "../x", "--store", store, "--quiet"], "RUN: expected a run name", 2),
@@ -205,7 +218,7 @@ def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
     ]
 
 
-N_BOUNDS_CASES = 28
+N_BOUNDS_CASES = 29
 
 
 @pytest.mark.parametrize("index", range(N_BOUNDS_CASES))
