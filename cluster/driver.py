@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 from geometry_core.errors import GeometryError, WeightsError
 
+from .bounds import check_plan, check_resources
 from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .ray_runtime import init_ray
-from .spec import ALL_LAYERS, GeneratorSpec, SweepSpec, parse_spec
+from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
 from .store import RunStore
 from .trust import gate_stored_spec
@@ -70,6 +71,7 @@ class _Pool:
                         "device": "cuda" if gpus else "cpu"}
         self.actors = [self._new() for _ in range(n)]
         self.replaced = 0
+        self.wait_s: float | None = None  # how long planning waits for the first worker (None: no limit)
 
     def _new(self):
         return self._cls.remote(*self._args, **self._kwargs)
@@ -102,25 +104,36 @@ class _Pool:
 
 
 def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
-    """(generator spec, group layout) for every (model, space, target) of the spec."""
-    out = []
+    """(generator spec, group layout) for every (model, space, target) of the spec.
+
+    Raises :class:`~cluster.spec.SpecError` when a target, ``topk`` or the
+    run's size does not fit the generators (:func:`cluster.bounds.check_plan`).
+    """
+    out, seen = [], []
     for gen in spec.generators:
         for space in gen.spaces:
-            info = _describe(pool, gen, space)
+            info = _describe(pool, gen, space, spec.targets)
             targets = []
             for t in spec.targets:
                 targets += [f"layer:{n}" for n in info["layers"]] if t == ALL_LAYERS else [t]
             for t in dict.fromkeys(targets):
                 out.append((gen, GroupLayout(gen.label, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
+                seen.append((out[-1][1].key, info["dim"], t, info.get("missing", [])))
+    check_plan(spec, seen)
     return out
 
 
-def _describe(pool: _Pool, gen: GeneratorSpec, space: str) -> dict:
+def _describe(pool: _Pool, gen: GeneratorSpec, space: str, targets: tuple[str, ...] = ()) -> dict:
     """The worker's description of a generator; a load failure becomes one line of its kind."""
     import ray
 
+    layers = tuple(t[len("layer:"):] for t in targets if t.startswith("layer:"))
     try:
-        return ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options)))
+        return ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options), layers),
+                       timeout=pool.wait_s)
+    except ray.exceptions.GetTimeoutError:
+        raise SpecError([f"resources: no worker for {gen.name!r} started within {NODE_WAIT_S:.0f} s; "
+                         "does any node have the CPUs/GPUs resources asks for?"]) from None
     except Exception as exc:  # RayTaskError wraps the worker's exception (multi-line traceback)
         cause = getattr(exc, "cause", None) or exc
         text = str(cause).strip().splitlines()
@@ -129,6 +142,27 @@ def _describe(pool: _Pool, gen: GeneratorSpec, space: str) -> dict:
             raise kind(f"generator {gen.name!r} ({space}): {text[0]}") from None
         raise GeometryError(f"generator {gen.name!r} ({space}): {type(cause).__name__}: "
                             + (text[-1] if text else "")) from None
+
+
+# How long a worker may wait for a node on an existing cluster (an autoscaler may add one).
+NODE_WAIT_S = 600.0
+
+
+def _check_nodes(spec: SweepSpec, *, embedded: bool) -> float | None:
+    """A worker must fit on a node: embedded, refuse at once; on a cluster, say that it waits, and how long.
+
+    Returns the time to wait for the first worker (None: no limit, a node fits).
+    """
+    import ray
+
+    try:
+        check_resources(spec, ray.nodes())
+        return None
+    except SpecError as exc:
+        if embedded:
+            raise
+        print(f"gangeo: {exc}; waiting up to {NODE_WAIT_S:.0f} s for the cluster to add one", file=sys.stderr)
+        return NODE_WAIT_S
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -322,7 +356,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     started_ray = init_ray(address, env)
     pool = lock = None
     try:
+        wait_s = _check_nodes(spec, embedded=address is None)
         pool = _Pool(spec, _n_workers(spec), env, s3_endpoint, worker_cls)
+        pool.wait_s = wait_s
         plans = plan_groups(spec, pool)  # loads each generator once: bad options fail here, nothing written
         rs = RunStore(spec.store, s3_endpoint=s3_endpoint)
         lock = RunLock(spec.store, spec.name, s3_endpoint=s3_endpoint).acquire()

@@ -13,25 +13,27 @@ too. Validation never writes anything.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from geometry_core.errors import GeometryError
+from geometry_core.errors import GeometryError, UsageError, clip
 
 from .storage import DEFAULT_STORE
 from .layout import default_label
+from .spec_yaml import read_spec_yaml
 
 __all__ = [
     "ALL_LAYERS",
     "DEFAULTS",
     "METHODS",
+    "LIMITS",
     "GeneratorSpec",
     "SpecError",
     "SweepSpec",
+    "check_run_name",
     "load_spec",
     "parse_spec",
 ]
@@ -49,6 +51,16 @@ DEFAULTS: dict[str, Any] = {
     "chunk_size": 16,
     "reducers": {"global": True, "homogeneity": True, "anisotropy": True},
     "resources": {"workers": None, "gpus_per_worker": 0, "cpus_per_worker": 1},
+}
+# What a run may ask for (ARCHITECTURE.md, "Limits"); checked before anything is written.
+LIMITS: dict[str, int] = {
+    "codes": 10**7,               # latent codes per (model, space, target)
+    "seed": 2**63 - 1,            # numpy and torch seeds are below 2**63
+    "chunk_size": 4096,           # codes per chunk
+    "workers": 4096,
+    "resources_per_worker": 1024,  # CPUs or GPUs one worker may ask for
+    "chunk_bytes": 8 << 30,       # one chunk task's arrays in memory (cluster.bounds.chunk_bytes)
+    "stored_bytes": 1 << 40,      # every array of a run together (1 TiB)
 }
 _TOP_KEYS = ("name", "store", "generators", "targets", "codes", "method", "topk", "keep",
              "chunk_size", "reducers", "resources")
@@ -145,17 +157,17 @@ def _section(raw: dict, key: str, problems: list[str]) -> dict:
     if value is None:
         return dict(defaults)
     if not isinstance(value, dict):
-        problems.append(f"{key}: expected a mapping with keys {sorted(defaults)}, got {value!r}")
+        problems.append(f"{key}: expected a mapping with keys {sorted(defaults)}, got {clip(value)}")
         return dict(defaults)
     for k in value:
         if k not in defaults:
-            problems.append(f"{key}.{k}: unknown key; expected one of {sorted(defaults)}")
+            problems.append(f"{key}.{clip(k, bare=True)}: unknown key; expected one of {sorted(defaults)}")
     return {**defaults, **{k: v for k, v in value.items() if k in defaults}}
 
 
 def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
     if not isinstance(value, list) or not value:
-        problems.append(f"generators: expected a non-empty list of {{name, spaces, options}}, got {value!r}")
+        problems.append(f"generators: expected a non-empty list of {{name, spaces, options}}, got {clip(value)}")
         return []
     known = _known("list_generators")
     out = []
@@ -164,17 +176,17 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         if isinstance(g, str):
             g = {"name": g}
         if not isinstance(g, dict):
-            problems.append(f"{where}: expected a mapping with a name, got {g!r}")
+            problems.append(f"{where}: expected a mapping with a name, got {clip(g)}")
             continue
         for k in g:
             if k not in ("name", "label", "spaces", "options"):
-                problems.append(f"{where}.{k}: unknown key; expected name, label, spaces or options")
+                problems.append(f"{where}.{clip(k, bare=True)}: unknown key; expected name, label, spaces or options")
         name = g.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            problems.append(f"{where}.name: expected a generator name, got {name!r}")
+            problems.append(f"{where}.name: expected a generator name, got {clip(name)}")
             continue
         if known is not None and name not in known:
-            problems.append(f"{where}.name: unknown generator {name!r}; known: {sorted(known)}")
+            problems.append(f"{where}.name: unknown generator {clip(name)}; known: {sorted(known)}")
         valid = tuple(known[name][0]) if known and name in known else None
         spaces = g.get("spaces") or [valid[0] if valid else DEFAULT_SPACE]
         if isinstance(spaces, str):
@@ -182,20 +194,20 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         # A generator's own space names are valid even where they are not plain names ("w+").
         if not isinstance(spaces, list) or not all(isinstance(s, str) and (_NAME_RE.match(s) or s in valid)
                                                    for s in spaces):
-            problems.append(f"{where}.spaces: expected a list of space names, got {spaces!r}")
+            problems.append(f"{where}.spaces: expected a list of space names, got {clip(spaces)}")
             spaces = [DEFAULT_SPACE]
         elif valid and any(s not in valid for s in spaces):
-            problems.append(f"{where}.spaces: expected spaces among {list(valid)}, got {spaces!r}")
+            problems.append(f"{where}.spaces: expected spaces among {list(valid)}, got {clip(spaces)}")
         options = g.get("options") or {}
         if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-            problems.append(f"{where}.options: expected a mapping of loader options, got {options!r}")
+            problems.append(f"{where}.options: expected a mapping of loader options, got {clip(options)}")
             options = {}
         label = g.get("label") or default_label(name, options)
         if not isinstance(label, str) or not _NAME_RE.match(label):
-            problems.append(f"{where}.label: expected a group name, got {label!r}")
+            problems.append(f"{where}.label: expected a group name, got {clip(label)}")
             label = name
         elif label in {o.label for o in out}:
-            problems.append(f"{where}.label: {label!r} is used by another generator; give each a distinct label")
+            problems.append(f"{where}.label: {clip(label)} is used by another generator; give each a distinct label")
         out.append(GeneratorSpec(name, tuple(dict.fromkeys(spaces)), dict(options), label))
     return out
 
@@ -204,7 +216,7 @@ def _parse_targets(value: Any, problems: list[str]) -> list[str]:
     if isinstance(value, (str, dict)):
         value = [value]
     if not isinstance(value, list) or not value:
-        problems.append(f"targets: expected a non-empty list of distance names or 'layer:<name>', got {value!r}")
+        problems.append(f"targets: expected a non-empty list of distance names or 'layer:<name>', got {clip(value)}")
         return []
     known = _known("list_distances")
     out = []
@@ -212,17 +224,17 @@ def _parse_targets(value: Any, problems: list[str]) -> list[str]:
         if isinstance(t, dict) and list(t) == ["layers"] and t["layers"] == "all":
             t = ALL_LAYERS  # YAML reads `- layers: all` as a mapping
         if not isinstance(t, str) or not _TARGET_RE.match(t.replace(" ", "")):
-            problems.append(f"targets[{i}]: expected a distance name, 'layer:<name>' or 'layers: all', got {t!r}")
+            problems.append(f"targets[{i}]: expected a distance name, 'layer:<name>' or 'layers: all', got {clip(t)}")
             continue
         t = t.replace(" ", "")
         if t.startswith("layers:") and t != ALL_LAYERS:
-            problems.append(f"targets[{i}]: expected 'layers: all', got {t!r}")
+            problems.append(f"targets[{i}]: expected 'layers: all', got {clip(t)}")
             continue
         if t.startswith("layer:") and len(t) == len("layer:"):
-            problems.append(f"targets[{i}]: expected 'layer:<layer name>', got {t!r}")
+            problems.append(f"targets[{i}]: expected 'layer:<layer name>', got {clip(t)}")
             continue
         if known is not None and not t.startswith("layer") and t not in known:
-            problems.append(f"targets[{i}]: unknown distance {t!r}; known: {sorted(known)}")
+            problems.append(f"targets[{i}]: unknown distance {clip(t)}; known: {sorted(known)}")
         out.append(t)
     return list(dict.fromkeys(out))
 
@@ -238,38 +250,41 @@ def _known(func: str) -> dict | None:
         return None
 
 
+def _check_int(problems: list[str], where: str, v: Any, low: int, high: int, what: str) -> None:
+    if not _is_int(v) or not low <= v <= high:
+        problems.append(f"{where}: expected {what} from {low} to {high}, got {clip(v)}")
+
+
 def _check_scalars(raw: dict, codes: dict, keep: dict, red: dict, res: dict, problems: list[str]) -> None:
-    if not _is_int(codes["n"]) or codes["n"] < 1:
-        problems.append(f"codes.n: expected a positive integer, got {codes['n']!r}")
-    if not _is_int(codes["seed"]) or codes["seed"] < 0:
-        problems.append(f"codes.seed: expected a non-negative integer, got {codes['seed']!r}")
+    _check_int(problems, "codes.n", codes["n"], 1, LIMITS["codes"], "a number of codes")
+    _check_int(problems, "codes.seed", codes["seed"], 0, LIMITS["seed"], "an integer seed")
     method = raw.get("method", DEFAULTS["method"])
     if method not in METHODS:
-        problems.append(f"method: expected one of {list(METHODS)}, got {method!r}")
+        problems.append(f"method: expected one of {list(METHODS)}, got {clip(method)}")
     topk = raw.get("topk")
-    if topk is not None and (not _is_int(topk) or topk < 1):
-        problems.append(f"topk: expected a positive integer or null, got {topk!r}")
+    if topk is not None:
+        _check_int(problems, "topk", topk, 1, LIMITS["codes"], "a number of eigenpairs (or null)")
     if isinstance(method, str) and method.startswith("lanczos") and topk is None:
-        problems.append(f"topk: method {method!r} needs topk (the number of eigenpairs)")
-    chunk = raw.get("chunk_size", DEFAULTS["chunk_size"])
-    if not _is_int(chunk) or chunk < 1:
-        problems.append(f"chunk_size: expected a positive integer, got {chunk!r}")
+        problems.append(f"topk: method {clip(method)} needs topk (the number of eigenpairs)")
+    _check_int(problems, "chunk_size", raw.get("chunk_size", DEFAULTS["chunk_size"]), 1, LIMITS["chunk_size"],
+               "a number of codes per chunk")
     for sec, d in (("keep", keep), ("reducers", red)):
         for k, v in d.items():
             if not isinstance(v, bool):
-                problems.append(f"{sec}.{k}: expected true or false, got {v!r}")
+                problems.append(f"{sec}.{k}: expected true or false, got {clip(v)}")
     keeps_bool = all(isinstance(v, bool) for v in keep.values())
     if keeps_bool and (red.get("global") is True or red.get("homogeneity") is True) and not (
         keep["eigvecs"] or keep["hessian"]
     ):
         problems.append("keep: reducers global/homogeneity need keep.eigvecs or keep.hessian to be true")
-    w = res["workers"]
-    if w is not None and (not _is_int(w) or w < 1):
-        problems.append(f"resources.workers: expected a positive integer or null (auto), got {w!r}")
+    if res["workers"] is not None:
+        _check_int(problems, "resources.workers", res["workers"], 1, LIMITS["workers"],
+                   "a number of workers (or null: auto)")
+    top = LIMITS["resources_per_worker"]
     for k in ("gpus_per_worker", "cpus_per_worker"):
         v = res[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            problems.append(f"resources.{k}: expected a non-negative number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= top:
+            problems.append(f"resources.{k}: expected a finite number from 0 to {top}, got {clip(v)}")
     if res["cpus_per_worker"] == 0 and res["gpus_per_worker"] == 0:
         problems.append("resources: a worker needs cpus_per_worker > 0 or gpus_per_worker > 0")
 
@@ -278,13 +293,14 @@ def parse_spec(raw: Any) -> SweepSpec:
     """Validate a spec mapping (as read from YAML); raise :class:`SpecError` listing every problem."""
     if not isinstance(raw, dict):
         raise SpecError([f"spec: expected a mapping at the top level, got {type(raw).__name__}"])
-    problems: list[str] = [f"{k}: unknown key; expected one of {list(_TOP_KEYS)}" for k in raw if k not in _TOP_KEYS]
+    problems: list[str] = [f"{clip(k, bare=True)}: unknown key; expected one of {list(_TOP_KEYS)}"
+                           for k in raw if k not in _TOP_KEYS]
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name == "reduce":
-        problems.append(f"name: expected a run name of letters, digits, '.', '_' or '-', got {name!r}")
+    if not is_run_name(name):
+        problems.append(f"name: expected a run name of letters, digits, '.', '_' or '-', got {clip(name)}")
     store = raw.get("store", DEFAULTS["store"])
     if not isinstance(store, str) or not store.strip():
-        problems.append(f"store: expected a directory or s3://bucket/prefix, got {store!r}")
+        problems.append(f"store: expected a directory or s3://bucket/prefix, got {clip(store)}")
     gens = _parse_generators(raw.get("generators"), problems)
     targets = _parse_targets(raw.get("targets"), problems)
     codes = _section(raw, "codes", problems)
@@ -303,16 +319,18 @@ def parse_spec(raw: Any) -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a YAML spec file (``yaml.safe_load``)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError([f"spec: cannot read {path}: {exc.strerror or exc}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError([f"spec: {path} is not valid YAML{where}"]) from None
-    return parse_spec(raw)
+    """Read and validate a YAML spec file (bounded, strict YAML: :mod:`cluster.spec_yaml`)."""
+    return parse_spec(read_spec_yaml(path, SpecError))
+
+
+def is_run_name(name: Any) -> bool:
+    """Whether ``name`` may name a run: a plain name, never a path, a reserved group or ``reduce``."""
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and name != "reduce"
+
+
+def check_run_name(name: Any, what: str = "RUN") -> str:
+    """``name`` if it may name a run (the spec's rule), else :class:`UsageError`, before any store access."""
+    if not is_run_name(name):
+        raise UsageError(f"{what}: expected a run name of letters, digits, '.', '_' or '-' "
+                         f"(not starting with '.', '_' or '-'), got {clip(name)}")
+    return name

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zarr
 
-from geometry_core.errors import GangeoError
+from geometry_core.errors import GangeoError, clip
 
 __all__ = [
     "DEFAULT_STORE",
@@ -96,10 +96,12 @@ def parse_store_url(url: str | os.PathLike | None) -> StoreURL:
     if scheme == "file":
         return StoreURL("local", str(Path(rest).expanduser().resolve()))
     if scheme not in ("s3", "s3a"):
-        raise StoreError(f"store URL must be a local path or s3://bucket/prefix, got scheme {scheme!r}")
+        raise StoreError(f"store URL must be a local path or s3://bucket/prefix, got scheme {clip(scheme)}")
+    if rest.startswith("/"):  # s3:///runs: no bucket (not bucket "runs")
+        raise StoreError(f"store URL {clip(text)}: expected s3://bucket/prefix, got an empty bucket name")
     bucket, _, prefix = rest.strip("/").partition("/")
     if not _BUCKET_RE.match(bucket):
-        raise StoreError(f"store URL {text!r}: expected a valid S3 bucket name, got {bucket!r}")
+        raise StoreError(f"store URL {clip(text)}: expected a valid S3 bucket name, got {clip(bucket)}")
     prefix = prefix.strip("/")
     return StoreURL("s3", f"{bucket}/{prefix}" if prefix else bucket, bucket, prefix)
 

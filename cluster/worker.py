@@ -131,10 +131,13 @@ class SweepWorker:
         return {"pid": os.getpid(), "host": socket.gethostname(), "device": self.device, "device_name": name,
                 "model_loads": self.model_loads}
 
-    def describe(self, model: str, space: str, options: dict) -> dict:
-        """Latent size and layer names of a generator (for planning a sweep)."""
+    def describe(self, model: str, space: str, options: dict, layers: tuple[str, ...] = ()) -> dict:
+        """Latent size and layer names of a generator (for planning a sweep); ``missing``: which of
+        ``layers`` it does not have."""
         G, _ = self._load(model, space, options, None)
-        return {"dim": int(G.latent_dim), "layers": list(G.layer_names)}
+        modules = {name for name, _ in G.module.named_modules()} if layers else set()
+        return {"dim": int(G.latent_dim), "layers": list(G.layer_names),
+                "missing": [name for name in layers if name not in modules]}
 
     def write(self, task: ChunkTask, arrays: dict[str, torch.Tensor], seconds: float) -> None:
         """Write the chunk's arrays and records (whole Zarr chunks)."""

@@ -25,7 +25,7 @@ from importlib import import_module
 
 import numpy as np
 
-from geometry_core.errors import GangeoError, UsageError
+from geometry_core.errors import GangeoError, UsageError, clip
 
 __all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", "run_module"]
 
@@ -33,6 +33,7 @@ __all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", 
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
          "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd")
 FORMATS = ("json", "table", "npy")
+_MAX_LINE = 2000  # characters of one error line on stderr
 # Exit status per error kind (GangeoError.kind); 1 is a result (a partial sweep, a failed job).
 EXIT_CODES = {
     "usage": 2,     # a command-line argument or input file that cannot be used (argparse too)
@@ -183,11 +184,25 @@ def _damaged_in(rs, run: str, key: str, index) -> dict[int, str]:
     return damaged_chunks(g, lay, rs.done_mask(run, key), chunks)
 
 
+def check_out_file(out: str | None) -> None:
+    """``--out FILE``: its folder must exist and it must not be a folder (checked before any work)."""
+    import os
+
+    if out is None:
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise UsageError(f"--out {clip(out, bare=True)}: is a directory; expected a file name")
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {clip(out, bare=True)}: no directory {clip(parent, bare=True)}; create it first")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from cluster.layout import ARRAYS
     from cluster.view import refuse_damaged, require_reduced
 
     index = parse_index(args.index)
+    check_out_file(args.out if args.format == "npy" else None)
     rs = _open(args)
     key = _pick_group(rs, args.run, args)
     try:
@@ -308,10 +323,21 @@ def run_module(add_parser, argv: list[str] | None = None) -> int:
     return run_command(parser.parse_args(argv))
 
 
+def check_run_arg(args: argparse.Namespace) -> None:
+    """A RUN argument must be a run name (the spec's rule) before any store is opened: never a path
+    (``..``), a reserved group (``_locks``) or ``reduce``. ``status --address`` takes a job id instead."""
+    from cluster.spec import check_run_name
+
+    run = getattr(args, "run", None)
+    if isinstance(run, str) and not (args.command == "status" and getattr(args, "address", None)):
+        check_run_name(run)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command: the one place where a user's error becomes a line and an exit code."""
     cmd = getattr(args, "command", None) or ""
     try:
+        check_run_arg(args)
         return int(args.func(args) or 0)
     except GangeoError as exc:  # anything else is a bug and keeps its traceback
         return report_error(cmd, exc)
@@ -327,7 +353,9 @@ def run_command(args: argparse.Namespace) -> int:
 def report_error(cmd: str, exc: GangeoError) -> int:
     """Print ``gangeo CMD: message`` (a spec: one line per problem); return the kind's exit code."""
     for line in getattr(exc, "problems", None) or [str(exc)]:
-        _warn(cmd, " ".join(str(line).split()))
+        line = " ".join(str(line).split())
+        # Messages clip what they echo (geometry_core.errors.clip); this bounds any that does not.
+        _warn(cmd, line if len(line) <= _MAX_LINE else line[:_MAX_LINE] + f"... ({len(line)} characters)")
     return EXIT_CODES.get(exc.kind, EXIT_CODES["error"])
 
 

@@ -39,8 +39,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_report(args: argparse.Namespace) -> int:
     """Build the report and print its path (on an error nothing is written)."""
-    from cluster.report import build_report
+    from pathlib import Path
 
+    from cluster.report import build_report
+    from geometry_core.errors import UsageError, clip
+
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {clip(args.out, bare=True)}: exists and is not a directory; "
+                         "expected a directory for the report")
     path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
                         progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import,
                         skip_damaged=args.skip_damaged)

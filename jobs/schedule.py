@@ -37,7 +37,7 @@ from typing import Callable
 import yaml
 import zarr
 
-from geometry_core.errors import GangeoError
+from geometry_core.errors import GangeoError, clip
 
 __all__ = [
     "ScheduleBook",
@@ -90,10 +90,7 @@ class ScheduleBook:
         """Add (or replace) a schedule; its first fire time is the first after ``now``."""
         from croniter import croniter
 
-        if not _NAME_RE.match(name or ""):
-            raise ScheduleError(f"schedule name: expected letters, digits, '.', '_' or '-', got {name!r}")
-        if not croniter.is_valid(cron):
-            raise ScheduleError(f"--cron: expected a 5-field cron expression, got {cron!r}")
+        check_schedule_args(name, cron)
         entries = self._read()
         entries[name] = {"cron": cron, "spec": spec, "address": address, "store": store,
                          "s3_endpoint": s3_endpoint, "since": _iso(now), "last_fire": None, "last_job": None, "missed": 0}
@@ -189,6 +186,25 @@ def daemon(book: ScheduleBook, submit: Callable[[dict, str], str], *, interval: 
             sleep(interval)
 
 
+_CRON_FIELDS = ("minute (0-59)", "hour (0-23)", "day of month (1-31)", "month (1-12)", "day of week (0-7)")
+
+
+def check_schedule_args(name: str, cron: str) -> None:
+    """Refuse a bad schedule name or cron expression, naming the cron field that is wrong."""
+    from croniter import croniter
+
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ScheduleError(f"schedule name: expected letters, digits, '.', '_' or '-', got {clip(name)}")
+    fields = cron.split() if isinstance(cron, str) else []
+    if len(fields) != len(_CRON_FIELDS):
+        raise ScheduleError(f"--cron: expected 5 fields (minute hour day month weekday), got {clip(cron)}")
+    for i, what in enumerate(_CRON_FIELDS):  # each field alone, the others '*'
+        if not croniter.is_valid(" ".join(fields[i] if j == i else "*" for j in range(len(fields)))):
+            raise ScheduleError(f"--cron: field {i + 1}, {what}, is not valid: {clip(fields[i])} in {clip(cron)}")
+    if not croniter.is_valid(cron):
+        raise ScheduleError(f"--cron: expected a 5-field cron expression, got {clip(cron)}")
+
+
 def _book(args: argparse.Namespace) -> ScheduleBook:
     from cluster.storage import open_root
 
@@ -208,6 +224,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from cluster.spec import load_spec
 
     if args.action == "add":
+        check_schedule_args(args.name, args.cron)  # before the store is opened: a refusal writes nothing
         spec = load_spec(args.spec).to_dict()
         # No --store: the jobs write to the spec's own store (the schedules live in the default one).
         out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args),

@@ -33,7 +33,8 @@ from ..errors import GeometryError, MissingWeightsError, UnsafeCheckpointError
 
 __all__ = ["InertRecord", "load_state_dict_strict", "safe_load", "stand_in"]
 
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# torch names a refused global in two wordings: an unknown one, or one from a module it blocks (os, subprocess).
+_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
 _STAND_IN = re.compile(r"stand-in object: [^\n]*")
 _SIZE = re.compile(
     r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
@@ -96,18 +97,63 @@ def safe_load(
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = _GLOBAL.search(str(err))
-        if found:
+        code = found.group(1) if found else _foreign_global(path)
+        if code:
             raise UnsafeCheckpointError(
-                f"{what}: {path} contains pickled code ({found.group(1)}) and is refused; "
+                f"{what}: {path} contains pickled code ({code}) and is refused; "
                 "re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
         refused = _STAND_IN.search(str(err))
-        detail = refused.group(0) if refused else "corrupted?"
+        detail = refused.group(0) if refused else f"the weights-only loader refused it: {_unpickler_reason(str(err))}"
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint ({detail})") from None
     # struct: short/garbled files; TypeError: a stand-in called with arguments
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, struct.error) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {first}") from None
+
+
+def _unpickler_reason(text: str) -> str:
+    """The weights-only unpickler's own reason, from its many-line message."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return rest[:200] or "unsupported content"
+    return "unsupported content"
+
+
+# Modules whose names a plain (pre-zip) tensor pickle refers to.
+_DATA_MODULES = ("torch", "collections", "numpy", "_codecs")
+_MAX_SCAN_BYTES = 64 << 20
+
+
+def _foreign_global(path: Path) -> str | None:
+    """The first global of a plain pickle file outside the data modules (read as opcodes, never run).
+
+    The weights-only loader stops at a pickle opcode it does not know before it
+    names the global (protocol 4 framing), which would read as damage, not code.
+    """
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path) or path.stat().st_size > _MAX_SCAN_BYTES:
+        return None
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(path.read_bytes()):
+            if op.name == "GLOBAL":
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = f"{strings[-2]}.{strings[-1]}"
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            if name.split(".")[0] not in _DATA_MODULES:
+                return name
+    except Exception:  # noqa: BLE001 - not a pickle at all: damage, reported by the caller
+        return None
+    return None
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -8,6 +8,8 @@ the inputs and the stores is compared before and after, byte for byte.
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,7 @@ def world(tmp_path_factory, s3_server):
     np.save(w / "dirs_nan.npy", np.full((2, 100), np.nan, np.float32))
     np.save(w / "dirs_obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (w / "dirs_text.npy").write_text("not an array")
+    files.update(_bounds_inputs(w, spec, good))
     files["bucket_missing"] = s3_server.new_bucket("present").replace("present", "absent")
     files["bucket"] = s3_server.new_bucket("creds")
     return w, files
@@ -121,6 +124,122 @@ def _cases(w: Path, f: dict) -> list[tuple[str, list[str], str]]:
     ]
 
 
+class _CallsGetcwd:
+    """Pickles as a call of os.getcwd (harmless if it ever ran; it must not)."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def _bounds_inputs(w: Path, spec, good: dict) -> dict:
+    """Specs that ask for too much or are not plain YAML, a pickle that runs code (issue 13, findings 4, 8)."""
+    opts = good["generators"][0]["options"]
+
+    def tanh(dim: int, **patch) -> dict:  # G = tanh with a D = 3 * H * W latent
+        side = int(round((dim / 3) ** 0.5))
+        return {**good, "generators": [{"name": "module", "spaces": ["z"], "options": {
+            **opts, "latent_dim": dim, "input_shape": [3, side, side]}}], **patch}
+
+    (w / "binary.yaml").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 8)
+    bomb = ["a0: &a0 [lol, lol]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 30)]
+    # a pickle whose loading would call os.getcwd: refused as code, never called "corrupted"
+    (w / "reduce.pt").write_bytes(b"cos\ngetcwd\n(tR.")
+    (w / "reduce4.pt").write_bytes(pickle.dumps(_CallsGetcwd(), protocol=4))  # framed: the loader stops early
+    return {
+        "binary": str(w / "binary.yaml"),
+        "deep": spec("deep.yaml", "name: " + "[" * 20000 + "]" * 20000 + "\n"),
+        "alias_bomb": spec("bomb.yaml", "\n".join(bomb) + "\n"),
+        "many_aliases": spec("aliases.yaml", "a: &a 1\nb: [" + ", ".join(["*a"] * 100) + "]\n"),
+        "recursive_alias": spec("recursive.yaml", "name: &a [*a]\n"),
+        "duplicate_key": spec("duplicate.yaml", yaml.safe_dump(good) + "name: other\n"),
+        "too_large": spec("large.yaml", "# " + "x" * (2 << 20) + "\n"),
+        "long_method": spec("long_method.yaml", {**good, "method": "m" * 500_000}),
+        "n_huge": spec("n_huge.yaml", {**good, "codes": {"n": 10**12, "seed": 0}}),
+        "seed_huge": spec("seed.yaml", {**good, "codes": {"n": 8, "seed": 2**70}}),
+        "cpus_nan": spec("cpus_nan.yaml", "\n".join(yaml.safe_dump(good).splitlines())
+                         + "\nresources: {cpus_per_worker: .nan}\n"),
+        "cpus_inf": spec("cpus_inf.yaml", yaml.safe_dump({**good, "resources": {"cpus_per_worker": float("inf")}})),
+        "cpus_over_node": spec("cpus64.yaml", {**good, "resources": {"cpus_per_worker": 64}}),
+        "gpus_absent": spec("gpus.yaml", {**good, "resources": {"gpus_per_worker": 1}}),
+        "topk_over_dim": spec("topk.yaml", {**good, "method": "lanczos-forward", "topk": 1000}),
+        "layer_unknown": spec("layer.yaml", {**good, "targets": ["layer:no.such.layer"]}),
+        "chunk_memory": spec("chunk_mem.yaml", tanh(30000)),
+        "stored_bytes": spec("stored.yaml", tanh(300, codes={"n": 3_000_000, "seed": 0})),
+        "ckpt_reduce": spec("reduce.yaml", {**good, "generators": [{"name": "module", "spaces": ["z"],
+                            "options": {**opts, "weights": str(w / "reduce.pt")}}]}),
+        "ckpt_reduce4": spec("reduce4.yaml", {**good, "generators": [{"name": "module", "spaces": ["z"],
+                             "options": {**opts, "weights": str(w / "reduce4.pt")}}]}),
+        "good": spec("good.yaml", good),
+    }
+
+
+def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
+    """(id, argv, fragment, documented exit code: ARCHITECTURE.md, "Errors")."""
+    store = str(w / "store")
+    out = str(w / "out")
+
+    def run(key: str, fragment: str, code: int = 4) -> tuple[str, list[str], str, int]:
+        return f"spec_{key}", ["run", f[key], "--store", out, "--quiet"], fragment, code
+
+    return [
+        run("binary", "not UTF-8 text"),
+        run("deep", "nested deeper than"),
+        run("alias_bomb", "aliases are expanded"),
+        run("many_aliases", "YAML aliases"),
+        run("recursive_alias", "recursive alias"),
+        run("duplicate_key", "'name' appears twice"),
+        run("too_large", "larger than"),
+        run("long_method", "(500000 characters)"),
+        run("n_huge", "codes.n"),
+        run("seed_huge", "codes.seed"),
+        run("cpus_nan", "resources.cpus_per_worker"),
+        run("cpus_inf", "resources.cpus_per_worker"),
+        run("cpus_over_node", "no node can hold a worker"),
+        run("gpus_absent", "GPUs per worker asked"),
+        run("topk_over_dim", "topk: 1000 eigenpairs"),
+        run("layer_unknown", "has no layer 'no.such.layer'"),
+        run("chunk_memory", "of memory"),
+        run("stored_bytes", "would store"),
+        run("ckpt_reduce", "contains pickled code (os.getcwd) and is refused", 6),
+        run("ckpt_reduce4", "contains pickled code (posix.getcwd) and is refused", 6),
+        ("run_name_parent_status", ["status", "..", "--store", store], "RUN: expected a run name", 2),
+        ("run_name_parent_verify", ["verify", "..", "--store", store], "RUN: expected a run name", 2),
+        ("run_name_parent_resume", ["resume", "../x", "--store", store, "--quiet"], "RUN: expected a run name", 2),
+        ("run_name_reserved_group", ["status", "_locks", "--store", store], "RUN: expected a run name", 2),
+        ("run_name_report", ["report", "../v", "--store", store, "--out", out], "RUN: expected a run name", 2),
+        ("report_out_is_a_file", ["report", "v", "--store", store, "--out", f["good"], "--no-traversals"],
+         "not a directory", 2),
+        ("query_out_no_directory", ["query", "v", "--store", store, "--format", "npy", "--out",
+                                    str(w / "nodir" / "x.npy")], "no directory", 2),
+        ("schedule_cron_minute_61", ["schedule", "add", "n", "--cron", "61 * * * *", "--spec", f["good"],
+                                     "--address", "http://127.0.0.1:9", "--store", str(w / "schedules")],
+         "field 1, minute", 8),
+        ("store_s3_empty_bucket", ["ls", "--store", "s3:///runs"], "empty bucket", 5),
+    ]
+
+
+N_BOUNDS_CASES = 29
+
+
+@pytest.mark.parametrize("index", range(N_BOUNDS_CASES))
+def test_bad_input_documented_exit_code(index, world, ray_local, capsys):
+    """Findings 4 and 8 of issue 13: one short line, the kind's exit code, nothing written."""
+    w, files = world
+    cases = _bounds_cases(w, files)
+    assert len(cases) == N_BOUNDS_CASES
+    case_id, argv, fragment, code = cases[index]
+    before = _snapshot(w)
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == code, (case_id, rc, err)
+    assert len(lines) == 1, (case_id, err[:2000])
+    assert fragment in lines[0], (case_id, lines[0][:2000])
+    assert len(lines[0]) < 1000, (case_id, len(lines[0]))  # echoed input is clipped
+    assert _snapshot(w) == before, case_id
+    SEEN.append(case_id)
+
+
 def _snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(root.rglob("*"))}
@@ -176,7 +295,7 @@ def test_bad_credentials(case_id, world, s3_server, capsys, monkeypatch):
 
 def test_catalogue_size():
     """Runs last in this module: every case above was tried (and passed)."""
-    total = N_CASES + len(CREDENTIAL_CASES)
+    total = N_CASES + N_BOUNDS_CASES + len(CREDENTIAL_CASES)
     print(f"\nbad inputs in the catalogue: {total}; passed: {len(SEEN)}")
     assert total >= 20 and len(SEEN) == total
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cluster.worker import SweepWorker
 
-__all__ = ["crash_after_write"]
+__all__ = ["always_fail", "crash_after_write"]
 
 
 def crash_after_write(chunk: int, marker: Path) -> type[SweepWorker]:
@@ -31,3 +31,18 @@ def crash_after_write(chunk: int, marker: Path) -> type[SweepWorker]:
             super().mark_done(task)
 
     return CrashAfterWrite
+
+
+def always_fail(key: str) -> type[SweepWorker]:
+    """A worker class whose every chunk of group ``key`` fails to compute (a chunk that keeps failing).
+
+    The spec itself is valid, so planning passes and the other groups complete.
+    """
+
+    class AlwaysFail(SweepWorker):
+        def write(self, task, arrays, seconds) -> None:
+            if task.key == key:
+                raise RuntimeError(f"injected failure for {key}")
+            super().write(task, arrays, seconds)
+
+    return AlwaysFail

@@ -1,0 +1,91 @@
+"""What a planned run asks for, checked against its generators and the cluster before anything is written.
+
+Example::
+
+    check_plan(spec, [(gen, layout, layer_names), ...])   # memory, stored bytes, topk, layers
+    check_resources(spec, ray.nodes())                     # a worker must fit on some node
+
+The spec alone bounds its numbers (:data:`cluster.spec.LIMITS`); these checks
+need the latent size and layer names the workers report (``describe``) and the
+cluster's nodes, so the driver runs them after planning and before it creates
+the run (ARCHITECTURE.md, "Limits"). Each failure is one :class:`SpecError` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from geometry_core.errors import clip
+
+from .spec import LIMITS, SpecError, SweepSpec
+
+__all__ = ["check_plan", "check_resources", "chunk_bytes", "stored_bytes"]
+
+_F32, _F64 = 4, 8
+
+
+def chunk_bytes(spec: SweepSpec, dim: int) -> int:
+    """Memory one chunk task needs at least: its D x D arrays and the codes it draws.
+
+    The metric, its eigenvectors and their float32 copies (four D x D arrays per
+    code), plus all ``n`` codes in float64: a chunk draws the run's codes from
+    the seed and keeps its rows, so every chunk's codes are the same on any worker.
+    """
+    return spec.chunk_size * dim * dim * _F32 * 4 + spec.n_codes * dim * _F64
+
+
+def stored_bytes(spec: SweepSpec, dim: int) -> int:
+    """Bytes one group of the run stores (z, eigvals, and eigvecs/hessian when kept), uncompressed."""
+    square = int(spec.keep_eigvecs) + int(spec.keep_hessian)
+    return spec.n_codes * (dim * _F32 + dim * _F64 + square * dim * dim * _F32)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_plan(spec: SweepSpec, groups: Iterable[tuple[str, int, str, list[str]]]) -> None:
+    """Refuse a plan that its generators cannot serve or that exceeds the limits.
+
+    ``groups``: (group key, latent size D, target, the layer names the
+    generator lacks) for each group of the run.
+    """
+    problems: list[str] = []
+    total = 0
+    for key, dim, target, missing in groups:
+        if spec.topk is not None:
+            lanczos = spec.method.startswith("lanczos")
+            top = dim - 1 if lanczos else dim
+            if spec.topk > top:
+                problems.append(f"topk: {spec.topk} eigenpairs asked, {key} has a {dim}-d latent space "
+                                f"({spec.method} allows at most {top})")
+        if target.startswith("layer:") and target[len("layer:"):] in missing:
+            problems.append(f"targets: {key.split('/')[0]} has no layer {clip(target[len('layer:'):])}")
+        need = chunk_bytes(spec, dim)
+        if need > LIMITS["chunk_bytes"]:
+            problems.append(f"chunk_size: a chunk of {key} needs about {_gib(need)} of memory "
+                            f"({spec.chunk_size} codes x {dim}^2 arrays, {spec.n_codes} codes drawn), "
+                            f"over the limit of {_gib(LIMITS['chunk_bytes'])}; lower chunk_size or codes.n")
+        total += stored_bytes(spec, dim)
+    if total > LIMITS["stored_bytes"]:
+        problems.append(f"codes.n: the run would store about {_gib(total)}, over the limit of "
+                        f"{_gib(LIMITS['stored_bytes'])}; lower codes.n or keep fewer arrays")
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+
+
+def check_resources(spec: SweepSpec, nodes: list[dict]) -> None:
+    """Refuse a worker that no live node can hold (Ray would wait for one forever).
+
+    ``nodes``: ``ray.nodes()`` (each with ``Alive`` and ``Resources``).
+    """
+    res = spec.resources
+    want = {"CPU": float(res["cpus_per_worker"]), "GPU": float(res["gpus_per_worker"])}
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    if any(all(r.get(k, 0.0) >= v for k, v in want.items() if v > 0) for r in alive):
+        return
+    most = {k: max((r.get(k, 0.0) for r in alive), default=0.0) for k in want}
+    short = [k for k, v in want.items() if v > most[k]]
+    detail = ", ".join(f"{want[k]:g} {k}s per worker asked, the largest node has {most[k]:g}" for k in short)
+    raise SpecError([f"resources: no node can hold a worker ({detail or 'no node offers both'}); "
+                     "lower resources.cpus_per_worker / gpus_per_worker"])
