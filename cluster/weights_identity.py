@@ -58,10 +58,10 @@ def _files(gen) -> dict[str, Path]:
         else:
             out[opt] = path
     if gen.name == "dcgan-faces" and "weights" not in gen.options:
-        from geometry_core.generators.dcgan_faces import _default_weights
+        from geometry_core.generators.dcgan_faces import default_weights
 
         try:
-            out["weights"] = _default_weights()
+            out["weights"] = default_weights()
         except Exception:  # package absent: loading the generator reports it
             pass
     return {k: p for k, p in out.items() if p.is_file()}

