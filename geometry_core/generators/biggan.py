@@ -36,7 +36,7 @@ from ..errors import GeometryError, MissingWeightsError
 from .base import Generator
 from .checkpoint import load_state_dict_strict, safe_load
 
-__all__ = ["BigGANSpace", "build_biggan_deep", "load_biggan_deep", "truncated_normal"]
+__all__ = ["BigGANSpace", "build_biggan_deep", "load_biggan_deep", "settle_fresh_weights", "truncated_normal"]
 
 SPACES = ("joint", "noise", "class")
 
@@ -190,7 +190,7 @@ def build_biggan_deep(*, resolution: int = 256, space: str = "noise", truncation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = BigGAN(cfg)
-    _converge_spectral_norm(net)
+    settle_fresh_weights(net)
     G = _wrap(net, space, float(truncation), class_index, _fixed_noise(None, cfg.z_dim, float(truncation)))
     _calibrate_batch_norms(G, G.sample(_CALIBRATION_CODES, seed=seed))
     return G
@@ -200,11 +200,19 @@ _POWER_STEPS = 200
 
 
 @torch.no_grad()
-def _converge_spectral_norm(net: nn.Module) -> None:
-    # Fresh spectral-norm vectors are random, so sigma = u^T W v is far from the top singular
-    # value and the eval-mode weights explode; trained checkpoints store converged vectors.
-    # Power iteration from the stored vectors (random weights have clustered top singular values).
+def settle_fresh_weights(net: BigGAN) -> None:
+    """Make a freshly built ``BigGAN`` behave like a loaded checkpoint (random-weight models).
+
+    The package leaves unconditional batch-norm affines uninitialised (``torch.Tensor(n)``:
+    whatever memory held, NaN in some runs): they become the identity. Fresh spectral-norm
+    vectors are random, so ``sigma = u^T W v`` is far from the top singular value and the
+    eval-mode weights explode: power iteration from the stored vectors converges them, as
+    in a trained checkpoint (random weights have clustered top singular values, hence 200 steps).
+    """
     for module in net.modules():
+        if isinstance(module, BigGANBatchNorm) and not module.conditional:
+            module.weight.fill_(1.0)
+            module.bias.zero_()
         if hasattr(module, "weight_orig"):
             W = module.weight_orig.reshape(module.weight_orig.shape[0], -1)
             u, v = module.weight_u, module.weight_v
@@ -229,10 +237,6 @@ def _calibrate_batch_norms(G: Generator, codes: torch.Tensor) -> None:
         bn.running_vars.copy_(x.var(dim=(0, 2, 3)).expand_as(bn.running_vars))
 
     norms = [m for m in G.modules() if isinstance(m, BigGANBatchNorm)]
-    for m in norms:
-        if not m.conditional:  # the package leaves this affine uninitialised (torch.Tensor(n))
-            m.weight.fill_(1.0)
-            m.bias.zero_()
     handles = [m.register_forward_pre_hook(set_stats) for m in norms]
     try:
         G(codes.to(torch.float32))
