@@ -221,7 +221,13 @@ def open_root(
     if not create and mode == "a":
         mode = "r+"
     try:
-        return zarr.open_group(store, mode=mode, zarr_format=3)
+        try:
+            return zarr.open_group(store, mode=mode, zarr_format=3)
+        except zarr.errors.ContainsGroupError:
+            if mode != "a":
+                raise
+            # Another driver created the root between zarr's check and its write: open that one.
+            return zarr.open_group(store, mode="r+", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise StoreError(f"no results store at {loc}") from None
     except PermissionError:

@@ -185,3 +185,21 @@ def test_cli_status_ls_query(tmp_path, capsys):
         assert main(bad) == EXIT_CODES[kind]
         out_, err = capsys.readouterr()
         assert out_ == "" and len(err.strip().splitlines()) == 1 and needle in err
+
+
+def test_root_created_by_another_driver_meanwhile_is_opened(tmp_path, monkeypatch):
+    # Two drivers starting on a fresh store: the other one writes the root between zarr's
+    # "does it exist" check and this driver's create (seen as a flaky two-run test).
+    real = zarr.open_group
+    calls = []
+
+    def racing(store, *, mode, zarr_format):
+        calls.append(mode)
+        if len(calls) == 1:
+            real(store, mode="a", zarr_format=zarr_format)  # the other driver wins the race
+            raise zarr.errors.ContainsGroupError("A group exists in store at path ''.")
+        return real(store, mode=mode, zarr_format=zarr_format)
+
+    monkeypatch.setattr(zarr, "open_group", racing)
+    root = open_root(str(tmp_path / "s"))
+    assert calls == ["a", "r+"] and isinstance(root, zarr.Group)
