@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from geometry_core.errors import GangeoError
+from geometry_core.errors import GangeoError, clip
 
-__all__ = ["LOOPBACK", "RayStartError", "init_ray"]
+__all__ = ["CLUSTER_ADDRESS_HELP", "LOOPBACK", "RayStartError", "check_cluster_address", "init_ray"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -38,6 +38,21 @@ class RayStartError(GangeoError, RuntimeError):
     """Ray could not be started as required (one line)."""
 
     kind = "ray"
+
+
+# The two addresses users meet: a cluster's (GCS host:port, "auto", ray://) for
+# ray.init, and its job server's http:// URL for Ray Jobs. Help texts say which.
+CLUSTER_ADDRESS_HELP = ("Ray cluster to join: HOST:PORT of its head (GCS, e.g. 10.0.0.5:6379), auto, or "
+                        "ray://HOST:10001; not the job server's http:// URL (default: embedded Ray)")
+
+
+def check_cluster_address(address: str | None) -> None:
+    """Refuse a job server URL where a Ray cluster address is needed, before Ray is touched."""
+    if isinstance(address, str) and address.strip().lower().startswith(("http://", "https://")):
+        raise RayStartError(
+            f"--address {clip(address, bare=True)} is a Ray job server (dashboard) URL; this command joins a "
+            "Ray cluster: give HOST:PORT of the head (e.g. 127.0.0.1:6379), auto or ray://HOST:10001, "
+            "or submit the spec to that job server with `gangeo submit SPEC --address URL`")
 
 
 @contextmanager
@@ -64,8 +79,10 @@ def init_ray(address: str | None, env: dict, *, num_cpus: int | None = None) -> 
 
     ``env`` reaches the workers through the runtime_env, except inside a Ray job,
     whose own runtime_env already does and which Ray refuses to merge with a second.
-    Raises :class:`RayStartError` if an embedded Ray did not come up on loopback.
+    Raises :class:`RayStartError` if ``address`` is a job server URL or an
+    embedded Ray did not come up on loopback.
     """
+    check_cluster_address(address)
     import ray
 
     if ray.is_initialized():

@@ -250,6 +250,12 @@ def _read_intact(rs, run: str, key: str, array: str, index, damaged: dict) -> np
     return out[0] if isinstance(rows, int) else out
 
 
+def _cluster_help() -> str:
+    from cluster.ray_runtime import CLUSTER_ADDRESS_HELP
+
+    return CLUSTER_ADDRESS_HELP
+
+
 def _add_core(sub) -> None:
     for name, what, help_, func in (
             ("run", "spec", "run a sweep spec (embedded Ray unless --address)", cmd_run),
@@ -257,7 +263,7 @@ def _add_core(sub) -> None:
         p = sub.add_parser(name, help=help_)
         p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
         store_args(p)
-        p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+        p.add_argument("--address", default=None, metavar="CLUSTER", help=_cluster_help())
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "resume":
             allow_import_arg(p)
@@ -266,7 +272,8 @@ def _add_core(sub) -> None:
                                       "with --address, a submitted Ray job's status")
     p.add_argument("run", help="run name, or with --address the job id `gangeo submit` printed")
     store_args(p)
-    p.add_argument("--address", default=None, help="Ray job server, e.g. http://HEAD:8265: follow a job")
+    p.add_argument("--address", default=None, metavar="JOB_SERVER",
+                   help="Ray job server (dashboard) URL, e.g. http://HEAD:8265: RUN is then a job id to follow")
     p.add_argument("--follow", action="store_true", help="with --address: stream the job's logs until it ends")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("ls", help="runs in a store (JSON)")

@@ -27,7 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("reduce", help="global metric, homogeneity and anisotropy of a run, from the store")
     p.add_argument("run", help="run name in the store")
     store_args(p, default=DEFAULT_STORE)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
+    from cluster.ray_runtime import CLUSTER_ADDRESS_HELP
+
+    p.add_argument("--address", default=None, metavar="CLUSTER", help=CLUSTER_ADDRESS_HELP)
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,8 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_reduce(args: argparse.Namespace) -> int:
     """Reduce the run and print its summary as JSON."""
+    from cluster.ray_runtime import check_cluster_address
     from cluster.reduce import reduce_run
 
+    check_cluster_address(args.address if not args.no_ray else None)  # a job server URL: one line, exit 9
     summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
                          tile=args.tile, use_ray=not args.no_ray, progress=not args.quiet and sys.stderr.isatty(),
                          skip_damaged=args.skip_damaged)

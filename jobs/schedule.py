@@ -2,30 +2,44 @@
 
 Example::
 
-    gangeo schedule add nightly --cron "0 2 * * *" --spec jobs/examples/quickstart.yaml \\
-        --address http://head:8265 --store s3://bucket/runs
-    gangeo schedule list --store s3://bucket/runs
+    gangeo schedule add nightly --cron "0 3 * * *" --spec jobs/examples/quickstart.yaml \\
+        --address http://head:8265 --store s3://bucket/runs [--overlap skip|queue] [--replace]
+    gangeo schedule list --store s3://bucket/runs          # with each schedule's next fire time
     gangeo schedule run-due --store s3://bucket/runs        # from an outside cron, or:
     gangeo schedule daemon --store s3://bucket/runs         # run-due every minute
 
+**Each fire is its own run.** The fire at time ``T`` (UTC) runs the schedule's
+spec under the run name ``f"{name}-{T:%Y%m%dT%H%M}Z"``, e.g.
+``nightly-20261126T0300Z`` (:func:`fire_run_name`), which is also its Ray
+submission id. The spec's seed stays, so every fire is a fresh, complete run
+of the same codes, and each fire's results are addressed by that name
+(``gangeo status nightly-20261126T0300Z``). (The alternative, one run that
+grows by a block of codes per fire, would make a fire's results depend on every
+earlier one; separate runs can be compared, verified and removed one by one.)
+
 State lives in the results store (attributes of the ``_schedules`` group): per
-schedule its cron expression (UTC), the validated spec, the Ray address and the
-last fire time. A fire time ``T`` is submitted with the deterministic
-submission id ``f"{name}-{T:%Y%m%dT%H%M}"`` and recorded after Ray accepts it;
-a crash in between resubmits the same id on restart, which Ray refuses as a
-duplicate and which is then recorded, so a restart neither repeats nor skips a
-due run. A failed submission is not recorded and is retried at the next check.
+schedule its cron expression, the validated spec, the Ray job server, the
+overlap policy and the last fire. A fire is recorded after Ray accepts it; a
+crash in between resubmits the same submission id and spec on restart, which
+:func:`jobs.submit.submit_job` reports as the existing job, so a restart neither
+repeats nor skips a due run. A failed submission is not recorded and is retried
+at the next check.
+
+**Overlap.** A fire due while the previous fire's job is still pending or
+running follows the schedule's policy: ``skip`` (the default) records the fire
+as skipped and logs one line saying so; ``queue`` keeps it waiting and submits
+it at the first check after the previous job ended. At most one fire waits: a
+later one replaces it and the replaced one counts in ``missed``.
 
 Missed fire times (the daemon was down across several): the latest one is
-submitted once, the older ones are counted in ``missed`` and not run; a sweep
-of the same spec resumes rather than recomputes, so catching up on all of them
-would only repeat the newest.
+submitted once, the older ones are counted in ``missed`` and not run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 import tempfile
@@ -40,10 +54,14 @@ import zarr
 from geometry_core.errors import GangeoError, clip
 
 __all__ = [
+    "OVERLAP",
+    "RayJobs",
     "ScheduleBook",
     "ScheduleError",
     "add_parser",
+    "check_schedule_args",
     "daemon",
+    "fire_run_name",
     "submission_id",
     "submit_entry",
 ]
@@ -51,6 +69,9 @@ __all__ = [
 STATE_GROUP = "_schedules"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_MISSED_COUNT = 10_000
+OVERLAP = ("skip", "queue")
+_ACTIVE = ("PENDING", "RUNNING")  # a Ray job in these states is still the previous fire
+log = logging.getLogger("gangeo.schedule")
 
 
 class ScheduleError(GangeoError, ValueError):
@@ -68,9 +89,27 @@ def _iso(t: datetime) -> str:
     return _utc(t).isoformat(timespec="seconds")
 
 
+def fire_run_name(name: str, fire: datetime) -> str:
+    """The run a schedule's fire writes, e.g. ``nightly-20261126T0300Z``; also its Ray submission id."""
+    return f"{name}-{_utc(fire):%Y%m%dT%H%M}Z"
+
+
 def submission_id(name: str, fire: datetime) -> str:
-    """The Ray submission id of a schedule's fire time: the same on every retry."""
-    return f"{name}-{_utc(fire):%Y%m%dT%H%M}"
+    """The Ray submission id of a schedule's fire time: the same on every retry (the fire's run name)."""
+    return fire_run_name(name, fire)
+
+
+def fire_entry(entry: dict, name: str, fire: datetime) -> dict:
+    """The schedule entry of one fire: its spec renamed to the fire's run."""
+    run = fire_run_name(name, fire)
+    return {**entry, "spec": {**entry["spec"], "name": run}, "run": run}
+
+
+def next_fire(entry: dict, now: datetime) -> datetime:
+    """The schedule's first fire time after ``now``."""
+    from croniter import croniter
+
+    return _utc(croniter(entry["cron"], _utc(now)).get_next(datetime))
 
 
 class ScheduleBook:
@@ -86,14 +125,21 @@ class ScheduleBook:
         self._group.attrs["schedules"] = entries
 
     def add(self, name: str, cron: str, spec: dict, address: str, *, store: str | None,
-            now: datetime, s3_endpoint: str | None = None) -> dict:
-        """Add (or replace) a schedule; its first fire time is the first after ``now``."""
-        from croniter import croniter
-
+            now: datetime, s3_endpoint: str | None = None, overlap: str = "skip",
+            python: str | None = None, replace: bool = False) -> dict:
+        """Add a schedule (an existing name only with ``replace``); its first fire is the first after ``now``."""
         check_schedule_args(name, cron)
+        if overlap not in OVERLAP:
+            raise ScheduleError(f"--overlap: expected one of {', '.join(OVERLAP)}, got {clip(overlap)}")
         entries = self._read()
+        if name in entries and not replace:
+            old = entries[name]
+            raise ScheduleError(f"schedule {name!r} exists (cron {old.get('cron')!r}, since {old.get('since')}); "
+                                "use --replace to replace it, or choose another name")
         entries[name] = {"cron": cron, "spec": spec, "address": address, "store": store,
-                         "s3_endpoint": s3_endpoint, "since": _iso(now), "last_fire": None, "last_job": None, "missed": 0}
+                         "s3_endpoint": s3_endpoint, "overlap": overlap, "python": python, "since": _iso(now),
+                         "last_fire": None, "last_job": None, "last_run": None, "queued": None,
+                         "missed": 0, "skipped": 0}
         self._write(entries)
         return entries[name]
 
@@ -104,9 +150,12 @@ class ScheduleBook:
         del entries[name]
         self._write(entries)
 
-    def list(self) -> dict:
-        """All schedules by name."""
-        return self._read()
+    def list(self, now: datetime | None = None) -> dict:
+        """All schedules by name; given ``now``, each with its ``next_fire`` time after it."""
+        entries = self._read()
+        if now is not None:
+            entries = {k: {**e, "next_fire": _iso(next_fire(e, now))} for k, e in entries.items()}
+        return entries
 
     @staticmethod
     def due(entry: dict, now: datetime) -> tuple[datetime | None, int]:
@@ -126,59 +175,112 @@ class ScheduleBook:
             missed += 1
         return latest, missed
 
-    def run_due(self, now: datetime, submit: Callable[[dict, str], str]) -> list[dict]:
-        """Submit every schedule due at ``now`` once; return one record per schedule fired.
+    def run_due(self, now: datetime, jobs) -> list[dict]:
+        """Fire every schedule due at ``now`` once; return one record per schedule that fired.
 
-        ``submit(entry, submission_id) -> job id`` must treat Ray's duplicate
-        refusal as success (see :func:`submit_entry`); if it raises, the fire time
-        is not recorded and is retried at the next call.
+        ``jobs``: :class:`RayJobs` or a stand-in with ``submit(entry, submission_id) -> job id``
+        (idempotent for a resubmitted id) and ``running(entry, job_id) -> bool``. If
+        either raises, nothing is recorded and the fire is retried at the next call.
         """
         fired = []
         for name, entry in sorted(self._read().items()):
             fire, missed = self.due(entry, now)
-            if fire is None:
+            if fire is None and not entry.get("queued"):
                 continue
-            sid = submission_id(name, fire)
             try:
-                job = submit(entry, sid)
+                rec = self._fire(name, entry, fire, missed, jobs)
             except Exception as exc:  # keep the other schedules going; this one retries later
-                fired.append({"name": name, "fire": _iso(fire), "submission_id": sid, "error": str(exc)})
-                continue
-            # Re-read: another schedule's record may have been written meanwhile.
-            entries = self._read()
-            if name in entries:
-                entries[name].update(last_fire=_iso(fire), last_job=job,
-                                     missed=int(entries[name].get("missed", 0)) + missed)
-                self._write(entries)
-            fired.append({"name": name, "fire": _iso(fire), "submission_id": sid, "job_id": job,
-                          "missed": missed})
+                when = fire or datetime.fromisoformat(entry["queued"])
+                rec = {"name": name, "fire": _iso(when), "submission_id": submission_id(name, when),
+                       "error": str(exc)}
+            if rec is not None:
+                fired.append(rec)
         return fired
 
+    def _fire(self, name: str, entry: dict, fire: datetime | None, missed: int, jobs) -> dict | None:
+        last = entry.get("last_job")
+        if last is not None and jobs.running(entry, last):
+            return self._overlap(name, entry, fire, missed, last) if fire is not None else None
+        queued = entry.get("queued")
+        when = datetime.fromisoformat(queued) if queued else fire
+        sid = submission_id(name, when)
+        job = jobs.submit(fire_entry(entry, name, when), sid)
+        updates = {"last_job": job, "last_run": fire_run_name(name, when), "queued": None}
+        if fire is not None:
+            updates["last_fire"], updates["missed"] = _iso(fire), int(entry.get("missed", 0)) + missed
+            if queued:  # the queued fire went first; this one waits for it
+                updates["queued"] = _iso(fire)
+        self._update(name, updates)
+        return {"name": name, "fire": _iso(when), "run": fire_run_name(name, when), "submission_id": sid,
+                "job_id": job, "missed": missed if fire is not None else 0}
 
-def submit_entry(entry: dict, sid: str) -> str:
-    """Submit a schedule's spec as a Ray job with submission id ``sid``; a duplicate counts as done."""
-    from jobs.submit import SubmitError, submit_spec
+    def _overlap(self, name: str, entry: dict, fire: datetime, missed: int, last: str) -> dict:
+        """A fire due while the previous fire's job ``last`` still runs: skip or queue it."""
+        updates = {"last_fire": _iso(fire), "missed": int(entry.get("missed", 0)) + missed}
+        if entry.get("overlap", "skip") == "queue":
+            if entry.get("queued"):  # at most one waits: the replaced one is missed
+                updates["missed"] += 1
+            updates["queued"] = _iso(fire)
+            what = f"queued: runs when the previous fire's job {last} ends (--overlap queue)"
+        else:
+            updates["skipped"] = int(entry.get("skipped", 0)) + 1
+            what = f"skipped: the previous fire's job {last} still runs (--overlap skip)"
+        self._update(name, updates)
+        log.warning("gangeo schedule: %s: fire %s %s", name, _iso(fire), what)
+        outcome = "queued" if "queued" in updates else "skipped"
+        return {"name": name, "fire": _iso(fire), "run": None, "missed": missed, outcome: True, "reason": what}
+
+    def _update(self, name: str, updates: dict) -> None:
+        # Re-read: another schedule's record may have been written meanwhile.
+        entries = self._read()
+        if name in entries:
+            entries[name].update(updates)
+            self._write(entries)
+
+
+class RayJobs:
+    """A schedule's fires as Ray jobs at the entry's job server (``client``: a stand-in for tests)."""
+
+    def __init__(self, client=None) -> None:
+        self.client = client
+
+    def submit(self, entry: dict, sid: str) -> str:
+        return submit_entry(entry, sid, client=self.client)
+
+    def running(self, entry: dict, job_id: str) -> bool:
+        """True while the job is pending or running; a job the server does not know is not running."""
+        from jobs.submit import job_status
+
+        try:
+            return job_status(job_id, entry["address"], client=self.client)["status"] in _ACTIVE
+        except GangeoError as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return False
+            raise
+
+
+def submit_entry(entry: dict, sid: str, *, client=None) -> str:
+    """Submit a fire's entry (see :func:`fire_entry`) as a Ray job with submission id ``sid``.
+
+    A resubmission of the same id and spec reports the existing job (``jobs.submit.submit_job``).
+    """
+    from jobs.submit import submit_job
 
     with tempfile.TemporaryDirectory(prefix="gangeo-sched-") as tmp:
         path = Path(tmp, "spec.yaml")
         path.write_text(yaml.safe_dump(entry["spec"], sort_keys=False))
-        try:
-            return submit_spec(path, entry["address"], store=entry.get("store"),
-                               s3_endpoint=entry.get("s3_endpoint"), submission_id=sid)
-        except SubmitError as exc:
-            if "already exists" in str(exc):
-                return sid
-            raise
+        return submit_job(path, entry["address"], store=entry.get("store"), s3_endpoint=entry.get("s3_endpoint"),
+                          submission_id=sid, python=entry.get("python"), client=client)["job_id"]
 
 
-def daemon(book: ScheduleBook, submit: Callable[[dict, str], str], *, interval: float = 60.0,
+def daemon(book: ScheduleBook, jobs, *, interval: float = 60.0,
            clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
            sleep: Callable[[float], None] = time.sleep, iterations: int | None = None,
            out=sys.stdout) -> None:
     """Call ``run_due`` every ``interval`` seconds (forever, or ``iterations`` times), one JSON line per fire."""
     k = 0
     while iterations is None or k < iterations:
-        for rec in book.run_due(clock(), submit):
+        for rec in book.run_due(clock(), jobs):
             out.write(json.dumps(rec) + "\n")
             out.flush()
         k += 1
@@ -186,23 +288,52 @@ def daemon(book: ScheduleBook, submit: Callable[[dict, str], str], *, interval: 
             sleep(interval)
 
 
-_CRON_FIELDS = ("minute (0-59)", "hour (0-23)", "day of month (1-31)", "month (1-12)", "day of week (0-7)")
+# name, lowest, highest, names allowed in place of numbers
+_CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
+                ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                                  "dec")),
+                ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+_CRON_ITEM = re.compile(r"^(?:\*|([^-/]+)(?:-([^-/]+))?)(?:/(.*))?$")
 
 
 def check_schedule_args(name: str, cron: str) -> None:
-    """Refuse a bad schedule name or cron expression, naming the cron field that is wrong."""
+    """Refuse a bad schedule name or cron expression, naming the field, the value and the allowed range."""
     from croniter import croniter
 
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ScheduleError(f"schedule name: expected letters, digits, '.', '_' or '-', got {clip(name)}")
     fields = cron.split() if isinstance(cron, str) else []
     if len(fields) != len(_CRON_FIELDS):
-        raise ScheduleError(f"--cron: expected 5 fields (minute hour day month weekday), got {clip(cron)}")
-    for i, what in enumerate(_CRON_FIELDS):  # each field alone, the others '*'
-        if not croniter.is_valid(" ".join(fields[i] if j == i else "*" for j in range(len(fields)))):
-            raise ScheduleError(f"--cron: field {i + 1}, {what}, is not valid: {clip(fields[i])} in {clip(cron)}")
+        raise ScheduleError(f"--cron: expected 5 fields (minute hour day-of-month month day-of-week), "
+                            f"got {len(fields)}: {clip(cron)}")
+    for i, field in enumerate(fields):
+        problem = _field_problem(field, *_CRON_FIELDS[i][1:])
+        # Each field alone, the others '*': what croniter refuses beyond numbers and ranges.
+        if problem is None and not croniter.is_valid(" ".join(field if j == i else "*" for j in range(5))):
+            problem = f"{clip(field)} is not valid"
+        if problem is not None:
+            what, low, high, _ = _CRON_FIELDS[i]
+            raise ScheduleError(f"--cron: field {i + 1}, {what}, {problem}; allowed {low}-{high} "
+                                f"(in {clip(cron)})")
     if not croniter.is_valid(cron):
         raise ScheduleError(f"--cron: expected a 5-field cron expression, got {clip(cron)}")
+
+
+def _field_problem(field: str, low: int, high: int, names: tuple) -> str | None:
+    """What is wrong with one cron field's numbers (values, ranges, steps), or None."""
+    for item in field.split(","):
+        m = _CRON_ITEM.match(item)
+        if m is None:
+            return f"{clip(item)} is not a value, a range or a step"
+        for value in (m.group(1), m.group(2)):
+            if value is None or value.lower() in names or value in ("L", "?") or not value.isdigit():
+                continue  # names and croniter's extensions are left to croniter
+            if not low <= int(value) <= high:
+                return f"got {value}"
+        step = m.group(3)
+        if step is not None and (not step.isdigit() or not 1 <= int(step) <= high):
+            return f"step {clip(step, bare=True)} is not a whole number from 1 to {high}"
+    return None
 
 
 def _book(args: argparse.Namespace) -> ScheduleBook:
@@ -228,16 +359,17 @@ def _cmd(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec).to_dict()
         # No --store: the jobs write to the spec's own store (the schedules live in the default one).
         out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args),
-                              s3_endpoint=args.s3_endpoint)
+                              s3_endpoint=args.s3_endpoint, overlap=args.overlap, python=args.python,
+                              replace=args.replace)
     elif args.action == "list":
-        out = _book(args).list()
+        out = _book(args).list(now=_now(args))
     elif args.action == "remove":
         _book(args).remove(args.name)
         out = {"removed": args.name}
     elif args.action == "run-due":
-        out = _book(args).run_due(_now(args), submit_entry)
+        out = _book(args).run_due(_now(args), RayJobs())
     else:
-        daemon(_book(args), submit_entry, interval=args.interval)
+        daemon(_book(args), RayJobs(), interval=args.interval)
         return 0
     print(json.dumps(out, indent=2))
     return 0
@@ -246,8 +378,10 @@ def _cmd(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``schedule add|list|remove|run-due|daemon``."""
     from cluster.storage import DEFAULT_STORE
+    from jobs.submit import JOB_SERVER_HELP
 
-    p = subparsers.add_parser("schedule", help="recurring sweeps (cron, UTC) submitted as Ray jobs")
+    p = subparsers.add_parser("schedule", help="recurring sweeps (cron, UTC) submitted as Ray jobs, "
+                                               "one run per fire")
     acts = p.add_subparsers(dest="action", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -259,14 +393,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sp.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
         sp.set_defaults(func=_cmd)
 
-    a = acts.add_parser("add", help="add or replace a schedule")
-    a.add_argument("name")
+    a = acts.add_parser("add", help="add a schedule (an existing name only with --replace)")
+    a.add_argument("name", help="schedule name; each fire writes the run NAME-<fire time>, e.g. NAME-20261126T0300Z")
     a.add_argument("--cron", required=True, help='cron expression in UTC, e.g. "*/15 * * * *"')
     a.add_argument("--spec", required=True, help="sweep spec (YAML), validated and stored")
-    a.add_argument("--address", required=True, help="Ray job server, e.g. http://HEAD:8265")
+    a.add_argument("--address", required=True, metavar="JOB_SERVER", help=JOB_SERVER_HELP)
+    a.add_argument("--overlap", choices=OVERLAP, default="skip",
+                   help="a fire due while the previous fire's job still runs: skip it (logged) or queue it "
+                        "until that job ends (default skip)")
+    a.add_argument("--python", default=None, metavar="PATH",
+                   help="interpreter on the head for the jobs (default: the daemon's, sys.executable)")
+    a.add_argument("--replace", action="store_true", help="replace a schedule of the same name")
     a.add_argument("--now", default=None, help=argparse.SUPPRESS)
     common(a)
-    common(acts.add_parser("list", help="schedules as JSON"))
+    ls = acts.add_parser("list", help="schedules as JSON, each with its next fire time")
+    ls.add_argument("--now", default=None, help=argparse.SUPPRESS)
+    common(ls)
     r = acts.add_parser("remove", help="delete a schedule")
     r.add_argument("name")
     common(r)

@@ -10,10 +10,19 @@ The job's runtime environment carries the project (``geometry_core``,
 ``cluster`` and ``jobs`` as ``py_modules``) and a working directory holding only
 the validated spec, so the head needs the project's dependencies (torch, ray,
 zarr, s3fs, gan-face-generate: ``ray-cluster.yaml``'s setup commands install
-them) but not this checkout. The entrypoint runs in a shell on the head, so it
-is ``python -m jobs.cli run spec.yaml --address auto``: ``python`` is the
-interpreter Ray runs under there, and ``--address auto`` joins the cluster
-instead of starting a private Ray.
+them) but not this checkout. The entrypoint runs in a shell on the head:
+``PYTHON -m jobs.cli run spec.yaml --address auto``, where ``PYTHON`` is the
+interpreter that has those dependencies; the runtime environment's
+``py_executable`` names the same interpreter, so the job's Ray workers use it
+too. ``PYTHON`` is ``--python`` or else the submitting interpreter
+(``sys.executable``): a head whose ``PATH`` finds another ``python`` (a
+``ray start`` from a virtual environment that was never activated) still runs
+the job. ``--address auto`` joins the cluster instead of starting a private Ray.
+
+A fixed ``--submission-id`` is idempotent: submitting the same spec under the
+same id again reports the existing job (``"already_existed": true``, exit 0);
+the job's metadata carries the spec's sha256 to tell; a different spec under an
+id already taken is refused (:class:`SubmitError`, exit 7).
 
 Credentials never travel in the job request (Ray keeps it in the job's
 metadata): the cluster's nodes reach S3 with their own role or environment;
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shlex
@@ -45,6 +55,7 @@ __all__ = [
     "build_submission",
     "follow_job",
     "job_status",
+    "submit_job",
     "submit_spec",
 ]
 
@@ -71,32 +82,51 @@ def build_submission(
     store: str | None = None,
     s3_endpoint: str | None = None,
     submission_id: str | None = None,
+    python: str | None = None,
 ) -> dict:
     """Validate the spec and stage it; return the keyword arguments of ``JobSubmissionClient.submit_job``.
 
     ``staging``: an empty directory that becomes the job's working directory (it
     receives ``spec.yaml``, the validated spec with ``store`` applied).
-    Raises ``cluster.spec.SpecError`` listing every problem of the spec.
+    ``python``: the head's interpreter for the entrypoint and the job's workers
+    (default ``sys.executable``). Raises ``cluster.spec.SpecError`` listing every
+    problem of the spec.
     """
     from cluster.spec import load_spec
 
     spec = load_spec(spec_path).with_store(store)
+    interpreter = _interpreter(python)
     Path(staging, SPEC_NAME).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     root = _project_dir()
     runtime_env = {
         "working_dir": str(staging),
         "py_modules": [str(root / m) for m in PROJECT_MODULES],
         "excludes": ["__pycache__", "*.pyc"],
+        "py_executable": interpreter,
     }
-    args = ["python", "-m", "jobs.cli", "run", SPEC_NAME, "--address", "auto"]
+    args = [interpreter, "-m", "jobs.cli", "run", SPEC_NAME, "--address", "auto"]
     if s3_endpoint:
         args += ["--s3-endpoint", s3_endpoint]
     return {
         "entrypoint": shlex.join(args),
         "runtime_env": runtime_env,
         "submission_id": submission_id,
-        "metadata": {"gangeo_run": spec.name, "gangeo_store": spec.store},
+        "metadata": {"gangeo_run": spec.name, "gangeo_store": spec.store,
+                     "gangeo_spec_sha256": spec_digest(spec.to_dict())},
     }
+
+
+def _interpreter(python: str | None) -> str:
+    if python is None:
+        return sys.executable
+    if not isinstance(python, str) or not python.strip() or "\n" in python:
+        raise SubmitError(f"--python: expected an interpreter path or command on the head, got {python!r}")
+    return python
+
+
+def spec_digest(spec: dict) -> str:
+    """sha256 of a validated spec (canonical JSON): what tells a resubmission from a different job."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _client(address: str, client=None):
@@ -113,46 +143,75 @@ def _client(address: str, client=None):
         raise SubmitError(f"cannot reach the Ray job server at {address}: {type(exc).__name__}{hint}") from None
 
 
+JOB_SERVER_HELP = ("the Ray job server (dashboard) URL, e.g. http://HEAD:8265; "
+                   "not the cluster's host:port that `gangeo run --address` takes")
+
 # How long a submission waits for a freshly started head's job agent.
 AGENT_WAIT_S = 60.0
 
 
-def submit_spec(
+def submit_job(
     spec_path: str | os.PathLike,
     address: str,
     *,
     store: str | None = None,
     s3_endpoint: str | None = None,
     submission_id: str | None = None,
+    python: str | None = None,
     client=None,
-) -> str:
-    """Validate ``spec_path`` and submit it as a Ray job at ``address``; return the job id.
+) -> dict:
+    """Validate ``spec_path`` and submit it as a Ray job at ``address``.
 
-    A fixed ``submission_id`` makes the submission idempotent: Ray refuses a
-    duplicate, which surfaces here as :class:`SubmitError`. ``client``: a
-    ``JobSubmissionClient`` (or a stand-in with ``submit_job``) to use instead of
+    Returns ``{"job_id", "already_existed", "run", "store"}``. A fixed
+    ``submission_id`` is idempotent: if Ray already holds a job of that id with
+    the same spec, that job is reported (``already_existed: True``); with another
+    spec, :class:`SubmitError`. ``client``: a ``JobSubmissionClient`` (or a
+    stand-in with ``submit_job`` and ``get_job_info``) to use instead of
     connecting to ``address``.
     """
     staging = tempfile.mkdtemp(prefix="gangeo-job-")
     try:
         request = build_submission(spec_path, staging, store=store, s3_endpoint=s3_endpoint,
-                                   submission_id=submission_id)
+                                   submission_id=submission_id, python=python)
         jsc = _client(address, client)
+        meta = request["metadata"]
+        out = {"job_id": None, "already_existed": False, "run": meta["gangeo_run"], "store": meta["gangeo_store"]}
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
             try:
-                return jsc.submit_job(**request)
+                return {**out, "job_id": jsc.submit_job(**request)}
             except Exception as exc:  # the SDK raises RuntimeError with the server's text
                 text = str(exc).strip().splitlines()
                 # A head that just started has no job agent yet and says to try again later.
                 if any("No available agent" in t for t in text) and time.monotonic() < deadline:
                     time.sleep(1.0)
                     continue
-                line = next((t for t in text if "already exists" in t), text[0] if text else type(exc).__name__)
+                if submission_id is not None and any("already exists" in t for t in text):
+                    _same_job(jsc, submission_id, meta, address)
+                    return {**out, "job_id": submission_id, "already_existed": True}
+                line = text[0] if text else type(exc).__name__
                 raise SubmitError(f"submission to {address} refused: {line.strip()}") from None
     finally:
         # Ray has uploaded the working directory by now; the local copy is not needed.
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _same_job(jsc, submission_id: str, meta: dict, address: str) -> None:
+    """Nothing if the job ``submission_id`` at ``address`` was submitted with this spec, else SubmitError."""
+    try:
+        held = dict(jsc.get_job_info(submission_id).metadata or {})
+    except Exception as exc:
+        raise SubmitError(f"submission id {submission_id!r} already exists at {address} but cannot be read: "
+                          f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
+    if held.get("gangeo_spec_sha256") != meta["gangeo_spec_sha256"]:
+        raise SubmitError(f"submission id {submission_id!r} already names a job at {address} with a different "
+                          f"spec (run {held.get('gangeo_run')!r}, store {held.get('gangeo_store')!r}); "
+                          "choose another --submission-id")
+
+
+def submit_spec(spec_path: str | os.PathLike, address: str, **kwargs) -> str:
+    """:func:`submit_job`, returning only the job id (keywords as there)."""
+    return submit_job(spec_path, address, **kwargs)["job_id"]
 
 
 def job_status(job_id: str, address: str, *, client=None) -> dict:
@@ -181,9 +240,9 @@ def follow_job(job_id: str, address: str, *, out=sys.stderr, client=None) -> dic
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    job_id = submit_spec(args.spec, args.address, store=args.store, s3_endpoint=args.s3_endpoint,
-                         submission_id=args.submission_id)
-    print(job_id)
+    out = submit_job(args.spec, args.address, store=args.store, s3_endpoint=args.s3_endpoint,
+                     submission_id=args.submission_id, python=args.python)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -197,13 +256,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``submit SPEC --address URL`` and ``job-status JOB_ID --address URL [--follow]``."""
     p = subparsers.add_parser("submit", help="submit a sweep spec as a Ray job to a cluster")
     p.add_argument("spec", help="sweep spec (YAML); validated before submission")
-    p.add_argument("--address", required=True, help="Ray job server, e.g. http://HEAD:8265")
+    p.add_argument("--address", required=True, metavar="JOB_SERVER", help=JOB_SERVER_HELP)
     p.add_argument("--store", default=None, help="store URL overriding the spec's (use s3:// on a cluster)")
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL the job should use")
-    p.add_argument("--submission-id", default=None, help="fixed job id: a duplicate is refused")
+    p.add_argument("--submission-id", default=None,
+                   help="fixed job id: resubmitting the same spec reports the existing job; "
+                        "another spec under a taken id is refused")
+    p.add_argument("--python", default=None, metavar="PATH",
+                   help="interpreter on the head that has the project's dependencies, for the entrypoint "
+                        "and the job's workers (default: the submitting interpreter, sys.executable)")
     p.set_defaults(func=_cmd_submit)
     s = subparsers.add_parser("job-status", help="status of a submitted job (with --follow: stream its logs)")
     s.add_argument("job_id", help="job id printed by `gangeo submit`")
-    s.add_argument("--address", required=True, help="Ray job server, e.g. http://HEAD:8265")
+    s.add_argument("--address", required=True, metavar="JOB_SERVER", help=JOB_SERVER_HELP)
     s.add_argument("--follow", action="store_true", help="stream logs until the job ends")
     s.set_defaults(func=_cmd_job_status)

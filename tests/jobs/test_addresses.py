@@ -1,0 +1,61 @@
+"""`--address` means a Ray cluster for run/resume/reduce and a job server for submit/status (issue 11).
+
+A job server URL given where a cluster is needed is refused in one line, exit 9,
+before Ray is touched and before anything is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import build_parser, main
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", str(QUICKSTART), "--quiet"],
+    ["resume", "quickstart", "--quiet"],
+    ["reduce", "quickstart", "--quiet"],
+])
+def test_job_server_url_where_a_cluster_is_needed(argv, tmp_path, capsys):
+    store = tmp_path / "store"
+    if argv[0] != "run":  # resume and reduce need an existing run: a store with one, not touched
+        from cluster.store import RunStore
+        from cluster.spec import load_spec
+
+        RunStore(str(store)).create("quickstart", load_spec(QUICKSTART).with_store(str(store)), [])
+    before = _files(tmp_path)
+    rc = main([*argv, "--store", str(store), "--address", "http://127.0.0.1:8265"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 9, err
+    assert len(lines) == 1, err
+    assert "job server" in lines[0] and "HOST:PORT" in lines[0] and "gangeo submit" in lines[0]
+    assert "Traceback" not in err
+    assert _files(tmp_path) == before
+
+
+def _help(command: str) -> str:
+    parser = build_parser()[0]
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return " ".join(sub.format_help().split())
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "reduce"])
+def test_help_says_cluster_address(command):
+    text = _help(command)
+    assert "--address CLUSTER" in text and "HOST:PORT" in text and "ray://" in text
+    assert "not the job server's http:// URL" in text
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "job-status"])
+def test_help_says_job_server_address(command):
+    text = _help(command)
+    assert "--address JOB_SERVER" in text and "http://HEAD:8265" in text
