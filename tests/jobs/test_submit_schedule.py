@@ -16,7 +16,6 @@ import shlex
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -25,48 +24,10 @@ import zarr
 from jobs.schedule import RayJobs, ScheduleBook, ScheduleError, daemon, submission_id
 from cluster.spec import SpecError, load_spec
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_job, submit_spec
+from tests.support.job_client import FakeJobClient
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
-
-
-class FakeJobClient:
-    """Records submissions; refuses a duplicate submission id and answers job info as Ray's job server does.
-
-    ``on_submit(client, job_id, request)``, if set, runs inside ``submit_job`` while the
-    staged working directory still exists (as Ray uploads it then). New jobs take
-    the status ``initial_status``; a test moves them on through ``status``.
-    """
-
-    def __init__(self, on_submit=None, initial_status: str = "SUCCEEDED") -> None:
-        self.requests: list[dict] = []
-        self.staged_specs: list[dict] = []
-        self.accepted: list[str] = []
-        self.metadata: dict[str, dict] = {}
-        self.status: dict[str, str] = {}
-        self.on_submit, self.initial_status = on_submit, initial_status
-
-    def submit_job(self, *, entrypoint, runtime_env, submission_id=None, metadata=None, **_):
-        if submission_id is not None and submission_id in self.accepted:
-            raise RuntimeError(f"Request failed with status code 400: Job with submission_id "
-                               f"{submission_id} already exists. Please use a different submission_id.")
-        staged = Path(runtime_env["working_dir"], "spec.yaml")
-        self.staged_specs.append(yaml.safe_load(staged.read_text()))
-        request = {"entrypoint": entrypoint, "runtime_env": runtime_env, "submission_id": submission_id,
-                   "metadata": metadata}
-        self.requests.append(request)
-        job = submission_id or f"raysubmit_{len(self.accepted)}"
-        self.accepted.append(job)
-        self.metadata[job], self.status[job] = dict(metadata or {}), self.initial_status
-        if self.on_submit is not None:
-            self.on_submit(self, job, request)
-        return job
-
-    def get_job_info(self, job_id):
-        if job_id not in self.metadata:
-            raise RuntimeError(f"Request failed with status code 404: Job {job_id} does not exist.")
-        return SimpleNamespace(status=self.status[job_id], message="", metadata=self.metadata[job_id],
-                               entrypoint="")
 
 
 def test_submit_builds_request(monkeypatch):
