@@ -9,7 +9,8 @@ Example::
     gangeo schedule daemon --store s3://bucket/runs         # run-due every minute
 
 **Each fire is its own run.** The fire at time ``T`` (UTC) runs the schedule's
-spec under the run name ``f"{name}-{T:%Y%m%dT%H%M}Z"``, e.g.
+spec under the run name ``f"{name}-{T:%Y%m%dT%H%M}Z"`` (``name`` the
+schedule's; it replaces the spec's own name), e.g.
 ``nightly-20261126T0300Z`` (:func:`fire_run_name`), which is also its Ray
 submission id. The spec's seed stays, so every fire is a fresh, complete run
 of the same codes, and each fire's results are addressed by that name
@@ -61,7 +62,9 @@ __all__ = [
     "add_parser",
     "check_schedule_args",
     "daemon",
+    "fire_entry",
     "fire_run_name",
+    "next_fire",
     "submission_id",
     "submit_entry",
 ]
