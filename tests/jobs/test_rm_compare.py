@@ -113,3 +113,129 @@ def test_rm_on_a_terminal_asks(store, capsys, monkeypatch, answer, deleted):
     assert (code == 0) is deleted and (store / "a").exists() is not deleted
     if not deleted:
         assert code == 2 and "not deleted" in err
+
+
+# ---- compare ----
+
+
+def _strict_json(text: str):
+    def no_constant(name):
+        raise AssertionError(f"not valid JSON: bare {name}")
+
+    return json.loads(text, parse_constant=no_constant)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Reduced 4-code runs: trained, its shuffled control, another seed; a partial and an unreduced run."""
+    root = tmp_path_factory.mktemp("compare") / "store"
+    write_run(root, "trained", n=4)
+    write_run(root, "shuffled", n=4, generators=[{"name": "dcgan-faces", "options": {"shuffle_seed": 0}}])
+    write_run(root, "seed1", n=4, seed=1)
+    write_run(root, "raw", n=2, reduce=False)
+    write_run(root, "part", n=2).update_attrs("part", status="partial")
+    return root
+
+
+def _compare(capsys, *argv) -> dict:
+    capsys.readouterr()
+    assert main(["compare", *argv]) == 0
+    return _strict_json(capsys.readouterr().out)
+
+
+def _stored(root: Path, run: str, key: str) -> dict:
+    """What the store holds for a group, read straight from its arrays (no product code)."""
+    g = zarr.open_group(str(root / run / key), mode="r")
+    red = g["reduce"]
+    used = np.repeat(g["done"][:] == 1, g["z"].chunks[0])[: g["z"].shape[0]]
+    return {"eigvals": g["eigvals"][:][used], "points": red["anisotropy_points"][:][used],
+            "global_aniso": red["anisotropy_global"][:], "global": red["global_eigvals"][:],
+            "log": red["homogeneity_log"][:], "lin": red["homogeneity_lin"][:], "attrs": dict(red.attrs)}
+
+
+def test_compare_trained_vs_shuffled_equals_the_stored_arrays(runs, capsys):
+    out = _compare(capsys, "trained", "shuffled", "--store", str(runs))
+    assert out["runs"] == ["trained", "shuffled"] and len(out["groups"]) == 1
+    pair = out["groups"][0]
+    # different model labels: matched by <space>/<target>
+    assert (pair["a"]["group"], pair["b"]["group"]) == ("dcgan-faces/z/mse", "dcgan-faces-shuffled0/z/mse")
+    for side, run in (("a", "trained"), ("b", "shuffled")):
+        s, ref = pair[side], _stored(runs, run, pair[side]["group"])
+        assert s["codes"] == 4 and s["dim"] == 100
+        # Read back exactly (float64 arrays through JSON's repr of floats).
+        np.testing.assert_array_equal(s["spectrum"]["median"], np.median(ref["eigvals"], axis=0))
+        np.testing.assert_array_equal(s["spectrum"]["global"], ref["global"])
+        np.testing.assert_array_equal(s["anisotropy"]["median"], np.median(ref["points"], axis=0))
+        # ... the statistic `gangeo reduce` printed (its summary, kept in reduce/'s attrs)
+        assert s["anisotropy"]["median"] == ref["attrs"]["anisotropy"]["points_median"]
+        assert s["anisotropy"]["global"] == ref["global_aniso"].tolist()
+        for scale in ("log", "lin"):
+            m = ref[scale][~np.eye(4, dtype=bool)]
+            assert s["homogeneity"][scale]["pairs"] == 12
+            assert s["homogeneity"][scale]["mean"] == pytest.approx(m.mean(), rel=1e-12, abs=0)
+            assert s["homogeneity"][scale]["median"] == pytest.approx(np.median(m), rel=1e-12, abs=0)
+            assert s["homogeneity"][scale]["mean"] == pytest.approx(ref["attrs"]["homogeneity"][f"{scale}_mean"],
+                                                                    rel=1e-12)
+    # Shuffled weights: a flatter spectrum (more eigenvalues for 99% of the sum), less homogeneous.
+    assert pair["b"]["anisotropy"]["median"][0] > 2 * pair["a"]["anisotropy"]["median"][0]
+    assert pair["b"]["homogeneity"]["log"]["mean"] < pair["a"]["homogeneity"]["log"]["mean"]
+
+
+def test_compare_two_seeds_matches_equal_keys_and_group_filter(runs, capsys):
+    out = _compare(capsys, "trained", "seed1", "--store", str(runs), "--group", "dcgan-faces/z/mse")
+    pair = out["groups"][0]
+    assert pair["a"]["group"] == pair["b"]["group"] == "dcgan-faces/z/mse"
+    assert pair["a"]["spectrum"]["median"] != pair["b"]["spectrum"]["median"]  # other codes
+    ref = _stored(runs, "seed1", "dcgan-faces/z/mse")
+    np.testing.assert_array_equal(pair["b"]["spectrum"]["median"], np.median(ref["eigvals"], axis=0))
+
+
+def test_compare_non_finite_values_are_null(runs, tmp_path, capsys):
+    store = Path(shutil.copytree(runs, tmp_path / "store"))
+    red = zarr.open_group(str(store / "seed1" / "dcgan-faces/z/mse" / "reduce"), mode="r+")
+    vals = red["global_eigvals"][:]
+    vals[-1] = np.nan
+    red["global_eigvals"][:] = vals
+    capsys.readouterr()
+    assert main(["compare", "trained", "seed1", "--store", str(store)]) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text
+    out = _strict_json(text)
+    assert out["groups"][0]["b"]["spectrum"]["global"][-1] is None
+    assert out["groups"][0]["b"]["spectrum"]["global"][0] == pytest.approx(float(vals[0]), rel=0)
+
+
+def test_compare_report_writes_the_figures_side_by_side(runs, tmp_path, capsys):
+    rep = tmp_path / "cmp"
+    out = _compare(capsys, "trained", "shuffled", "--store", str(runs), "--report", str(rep))
+    html = Path(out["report"]).read_text()
+    assert Path(out["report"]) == rep / "compare-trained-shuffled.html"
+    assert html.count("<img ") == 5  # overlay, two spectrum bands, two homogeneity panels
+    assert len(list(rep.glob("*.png"))) == 5
+    a = out["groups"][0]["a"]
+    cell = f'data-key="dcgan-faces/z/mse:anisotropy_median:0.99:a">'
+    assert cell in html
+    assert html.split(cell, 1)[1].startswith(f"{a['anisotropy']['median'][0]:.4g}<")
+    assert "trained" in html and "shuffled" in html
+
+
+def _compare_refused(runs, capsys, argv, code, fragment, tmp_path) -> None:
+    before = _snapshot(runs)
+    rep = tmp_path / "rep"
+    capsys.readouterr()
+    assert main(["compare", *argv, "--store", str(runs), "--report", str(rep)]) == code
+    cap = capsys.readouterr()
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gangeo compare: ") and fragment in err[0], err
+    assert cap.out == "" and not rep.exists() and _snapshot(runs) == before
+
+
+@pytest.mark.parametrize("argv, code, fragment", [
+    (["trained", "part"], 5, "run 'part' is partial"),
+    (["raw", "trained"], 5, "run 'raw' group dcgan-faces/z/mse is not reduced"),
+    (["trained", "nosuch"], 5, "no run 'nosuch'"),
+    (["trained", "shuffled", "--group", "x/y/z"], 2, "--group 'x/y/z'"),
+    (["trained", "../up"], 2, "RUN"),
+])
+def test_compare_refuses_with_one_line(runs, capsys, tmp_path, argv, code, fragment):
+    _compare_refused(runs, capsys, argv, code, fragment, tmp_path)
