@@ -239,3 +239,25 @@ def _compare_refused(runs, capsys, argv, code, fragment, tmp_path) -> None:
 ])
 def test_compare_refuses_with_one_line(runs, capsys, tmp_path, argv, code, fragment):
     _compare_refused(runs, capsys, argv, code, fragment, tmp_path)
+
+
+def test_rm_holds_the_run_lock_while_deleting(store, capsys, monkeypatch):
+    """A driver starting meanwhile finds the run locked (cluster.lock), never a half-deleted run."""
+    import os
+
+    import zarr.core.sync as zsync
+
+    from cluster.lock import lock_info
+
+    held = []
+    real = zsync.sync
+
+    def spy(coro, *a, **kw):
+        if getattr(coro, "__qualname__", "").endswith("delete_dir"):
+            held.append(lock_info(str(store), "a"))
+        return real(coro, *a, **kw)
+
+    monkeypatch.setattr(zsync, "sync", spy)
+    assert main(["rm", "a", "--store", str(store), "--yes"]) == 0
+    assert len(held) == 1 and held[0]["pid"] == os.getpid()
+    assert lock_info(str(store), "a") is None  # released afterwards
