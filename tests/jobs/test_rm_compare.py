@@ -60,10 +60,19 @@ def test_rm_yes_deletes_the_run_and_ls_no_longer_lists_it(store, capsys):
     assert main(["status", "b", "--store", str(store)]) == 0  # the other run is untouched
 
 
-def test_rm_on_s3_deletes_every_key_of_the_run(s3_server, capsys):
+def _upload(local: Path, s3_server, url: str, runs=None) -> None:
+    """The local store's files (every run, or ``runs``) as objects under ``url``: the same store on S3."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client = s3_server.client()
+    for p in sorted(local.rglob("*")):
+        rel = p.relative_to(local)
+        if p.is_file() and (runs is None or rel.parts[0] in runs or rel.parts == ("zarr.json",)):
+            client.put_object(Bucket=bucket, Key="/".join(filter(None, [prefix, *rel.parts])), Body=p.read_bytes())
+
+
+def test_rm_on_s3_deletes_every_key_of_the_run(small_store, s3_server, capsys):
     url = s3_server.new_bucket("rm") + "/runs"
-    write_run(url, "a", n=2, reduce=False)
-    write_run(url, "b", n=2, reduce=False)
+    _upload(small_store, s3_server, url)
     before = s3_server.keys(url)
     assert any(k.startswith("runs/a/") for k in before)
     assert main(["rm", "a", "--store", url, "--yes"]) == 0
@@ -92,6 +101,21 @@ def test_rm_run_of_a_live_driver_refused_exit_5(store, capsys):
     with RunLock(str(store), "a"):  # as a driver holds it while it writes
         _refused(["rm", "a", "--store", str(store), "--yes"], capsys, 5, "live driver", store)
     assert (store / "a" / "zarr.json").exists()
+
+
+def test_rm_run_of_a_killed_driver_is_deleted(store, capsys):
+    """A driver that died without releasing its lock (same host, pid gone) does not block rm."""
+    import subprocess
+    import sys
+
+    from cluster.lock import lock_info
+
+    repo = Path(__file__).resolve().parents[2]
+    code = f"from cluster.lock import RunLock; import os; RunLock({str(store)!r}, 'a').acquire(); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, timeout=60)
+    assert lock_info(str(store), "a") is not None  # left behind
+    assert main(["rm", "a", "--store", str(store), "--yes"]) == 0
+    assert not (store / "a").exists() and lock_info(str(store), "a") is None
 
 
 def test_rm_without_yes_off_a_terminal_refused_saying_how(store, capsys, monkeypatch):
@@ -188,6 +212,15 @@ def test_compare_two_seeds_matches_equal_keys_and_group_filter(runs, capsys):
     assert pair["a"]["spectrum"]["median"] != pair["b"]["spectrum"]["median"]  # other codes
     ref = _stored(runs, "seed1", "dcgan-faces/z/mse")
     np.testing.assert_array_equal(pair["b"]["spectrum"]["median"], np.median(ref["eigvals"], axis=0))
+
+
+def test_compare_on_s3_equals_the_local_comparison(runs, s3_server, capsys):
+    url = s3_server.new_bucket("cmp")
+    _upload(runs, s3_server, url, runs=("trained", "seed1"))
+    remote = _compare(capsys, "trained", "seed1", "--store", url)
+    local = _compare(capsys, "trained", "seed1", "--store", str(runs))
+    assert remote["store"] == url
+    assert remote["groups"] == local["groups"]  # the same bytes read through S3
 
 
 def test_compare_non_finite_values_are_null(runs, tmp_path, capsys):
