@@ -16,8 +16,8 @@ Per run and group:
 - ``anisotropy``: per fraction of the spectrum's sum, the median over the done codes of
   the eigenvalue count (``reduce/anisotropy_points``, the statistic ``gangeo reduce``
   prints) and the count of the global metric (``reduce/anisotropy_global``);
-- ``homogeneity``: mean, std, median and pair count of the finite off-diagonal entries
-  of ``reduce/homogeneity_log`` and ``reduce/homogeneity_lin``.
+- ``homogeneity``: mean, std and count of the finite off-diagonal entries of
+  ``reduce/homogeneity_log`` and ``reduce/homogeneity_lin`` (the reducer's summary).
 
 A value that is absent or not finite is None (JSON null). Both runs must be
 ``complete`` (:func:`cluster.run_state.run_state`) and each compared group reduced;
@@ -93,31 +93,44 @@ def _floats(a) -> list | None:
 
 def _scale(m: np.ndarray) -> dict:
     v = m[np.isfinite(m)]
-    if not v.size:
-        return {"mean": None, "std": None, "median": None, "pairs": 0}
-    return {"mean": _finite(v.mean()), "std": _finite(v.std()), "median": _finite(np.median(v)), "pairs": int(v.size)}
+    return {"mean": _finite(v.mean()) if v.size else None, "std": _finite(v.std()) if v.size else None,
+            "pairs": int(v.size)}
 
 
-def _group_stats(run: str, g: GroupView) -> tuple[dict, dict]:
-    """(JSON statistics, arrays for the figures) of one reduced group."""
+def _homogeneity(red_group, names: set) -> dict | None:
+    """mean, std and pair count per scale: the reducer's own summary (reduce/ attrs), as `gangeo reduce`
+    printed it, so the N x N matrices are read only for runs reduced before it kept one."""
+    summary = dict(red_group.attrs).get("homogeneity")
+    if isinstance(summary, dict) and "log_mean" in summary:
+        return {scale: {"mean": _finite(summary[f"{scale}_mean"]), "std": _finite(summary[f"{scale}_std"]),
+                        "pairs": int(summary[f"{scale}_count"])} for scale in ("log", "lin")}
+    if {"homogeneity_log", "homogeneity_lin"} <= names:
+        return {scale: _scale(np.asarray(red_group[f"homogeneity_{scale}"][:])) for scale in ("log", "lin")}
+    return None
+
+
+def _group_stats(run: str, g: GroupView, *, figures: bool) -> tuple[dict, dict]:
+    """(JSON statistics, arrays for the figures when ``figures``) of one reduced group."""
     if reduce_state(g.group) != "complete":
         raise StoreError(f"run {run!r} group {g.key} is not reduced; run `gangeo reduce {run}` first")
-    red = g.reduced()
+    red = g.group["reduce"]
+    names = set(red.array_keys())
+
+    def read(name: str) -> np.ndarray | None:
+        return np.asarray(red[name][:]) if name in names else None
+
     lam = np.asarray(g.group["eigvals"][:], dtype=np.float64)[g.used]
-    pts = red.get("anisotropy_points")
-    glob = red.get("anisotropy_global")
+    pts, glob, gvals = read("anisotropy_points"), read("anisotropy_global"), read("global_eigvals")
     stats = {
         "group": g.key, "codes": int(g.used.sum()), "dim": g.layout.dim,
-        "spectrum": {"median": _floats(np.median(lam, axis=0)) if lam.size else None,
-                     "global": _floats(red.get("global_eigvals"))},
+        "spectrum": {"median": _floats(np.median(lam, axis=0)) if lam.size else None, "global": _floats(gvals)},
         "anisotropy": {"fractions": list(FRACTIONS),
                        "median": None if pts is None else _floats(np.median(pts[g.used], axis=0)),
                        "global": None if glob is None else [int(c) for c in glob]},
-        "homogeneity": None if "homogeneity_log" not in red else {
-            "log": _scale(red["homogeneity_log"]), "lin": _scale(red["homogeneity_lin"])},
+        "homogeneity": _homogeneity(red, names),
     }
-    arrays = {"eigvals": lam, "global": red.get("global_eigvals"),
-              "log": red.get("homogeneity_log"), "lin": red.get("homogeneity_lin")}
+    arrays = {"eigvals": lam, "global": gvals, "log": read("homogeneity_log") if figures else None,
+              "lin": read("homogeneity_lin") if figures else None}
     return stats, arrays
 
 
@@ -137,7 +150,7 @@ def compare_runs(url, run_a: str, run_b: str, *, group: str | None = None, s3_en
     out = {"runs": [run_a, run_b], "store": rs.url, "fractions": list(FRACTIONS), "groups": []}
     figures = []
     for ka, kb in pairs:
-        (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, views[run].group[k]))
+        (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, views[run].group[k]), figures=report_dir is not None)
                               for run, k in ((run_a, ka), (run_b, kb)))
         out["groups"].append({"a": sa, "b": sb})
         figures.append((ka, kb, xa, xb))

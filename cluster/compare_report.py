@@ -63,7 +63,7 @@ def _rows(sa: dict, sb: dict, fractions: list[float]) -> list[tuple[str, object,
             va, vb = (s["anisotropy"][which][k] if s["anisotropy"][which] else None for s in (sa, sb))
             rows.append((f"anisotropy_{which}:{f:g}", va, vb))
     for scale in ("log", "lin"):
-        for stat in ("mean", "median"):
+        for stat in ("mean", "std"):
             va, vb = (s["homogeneity"][scale][stat] if s["homogeneity"] else None for s in (sa, sb))
             rows.append((f"homogeneity_{scale}:{stat}", va, vb))
     return rows

@@ -194,12 +194,12 @@ def test_compare_trained_vs_shuffled_equals_the_stored_arrays(runs, capsys):
         assert s["anisotropy"]["median"] == ref["attrs"]["anisotropy"]["points_median"]
         assert s["anisotropy"]["global"] == ref["global_aniso"].tolist()
         for scale in ("log", "lin"):
-            m = ref[scale][~np.eye(4, dtype=bool)]
+            m = ref[scale][~np.eye(4, dtype=bool)]  # the 12 off-diagonal pairs
             assert s["homogeneity"][scale]["pairs"] == 12
+            # Summed by the reducer tile by tile (float64): a few ulps from numpy's mean; its std
+            # comes from E[x²] - E[x]², which loses ~1e-16 / var relative (var ~1e-2 here).
             assert s["homogeneity"][scale]["mean"] == pytest.approx(m.mean(), rel=1e-12, abs=0)
-            assert s["homogeneity"][scale]["median"] == pytest.approx(np.median(m), rel=1e-12, abs=0)
-            assert s["homogeneity"][scale]["mean"] == pytest.approx(ref["attrs"]["homogeneity"][f"{scale}_mean"],
-                                                                    rel=1e-12)
+            assert s["homogeneity"][scale]["std"] == pytest.approx(m.std(), rel=1e-9, abs=0)
     # Shuffled weights: a flatter spectrum (more eigenvalues for 99% of the sum), less homogeneous.
     assert pair["b"]["anisotropy"]["median"][0] > 2 * pair["a"]["anisotropy"]["median"][0]
     assert pair["b"]["homogeneity"]["log"]["mean"] < pair["a"]["homogeneity"]["log"]["mean"]
@@ -246,7 +246,7 @@ def test_compare_report_writes_the_figures_side_by_side(runs, tmp_path, capsys):
     assert html.count("<img ") == 5  # overlay, two spectrum bands, two homogeneity panels
     assert len(list(rep.glob("*.png"))) == 5
     a = out["groups"][0]["a"]
-    cell = f'data-key="dcgan-faces/z/mse:anisotropy_median:0.99:a">'
+    cell = 'data-key="dcgan-faces/z/mse:anisotropy_median:0.99:a">'
     assert cell in html
     assert html.split(cell, 1)[1].startswith(f"{a['anisotropy']['median'][0]:.4g}<")
     assert "trained" in html and "shuffled" in html
