@@ -75,6 +75,12 @@ def test_rm_on_s3_deletes_every_key_of_the_run(small_store, s3_server, capsys):
     _upload(small_store, s3_server, url)
     before = s3_server.keys(url)
     assert any(k.startswith("runs/a/") for k in before)
+    from cluster.lock import RunLock
+
+    with RunLock(url, "a"):  # a live driver on S3 (conditional PUT): refused, nothing deleted
+        assert main(["rm", "a", "--store", url, "--yes"]) == 5
+        assert "live driver" in capsys.readouterr().err
+        assert set(before) <= set(s3_server.keys(url))
     assert main(["rm", "a", "--store", url, "--yes"]) == 0
     after = s3_server.keys(url)
     assert not [k for k in after if k.startswith("runs/a/")]
