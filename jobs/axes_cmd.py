@@ -4,10 +4,13 @@ Example::
 
     gangeo axes --generator dcgan-faces --distance mse --seed 0 --topk 5 --delta 0.05 --out axes/
     gangeo axes ... --directions ganspace.npy --sefa
+    gangeo axes --generator dcgan-faces --metric run:quickstart --out axes/   # a stored run's global metric
     gangeo localdim --generator dcgan-faces --n 8 --layers main.2 main.5 image
 
-`axes` writes ``axes_grid.png``, ``axes_curve.png`` and ``axes.json`` into ``--out``
-and prints the JSON summary on stdout. `localdim` prints a JSON table.
+`axes` writes ``axes_grid.png``, ``axes_curve.png``, ``axes.json`` and ``directions.npy``
+(the traversed eigenvectors as rows, (topk, D)) into ``--out`` and prints the JSON summary
+on stdout. The eigenframe is the metric at the code, or with ``--metric run:NAME[/group]``
+the global metric a reduced run stored (:mod:`cluster.run_metric`). `localdim` prints a JSON table.
 Errors: one line on stderr and the exit code of their kind (jobs.cli.EXIT_CODES), nothing written.
 """
 
@@ -20,7 +23,7 @@ import sys
 
 from geometry_core.errors import UsageError
 
-__all__ = ["add_parser", "main", "run_axes", "run_localdim"]
+__all__ = ["add_parser", "main", "metric_args", "run_axes", "run_localdim", "stored_metric"]
 
 DEFAULTS = {"generator": "dcgan-faces", "distance": "mse", "seed": 0, "topk": 5, "delta": 0.05, "steps": 3}
 
@@ -41,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--directions", default=None, help=".npy of (n, D) directions to align")
     p.add_argument("--sefa", action="store_true", help="also align SeFa's closed-form directions")
     p.add_argument("--out", required=True, help="output directory")
+    metric_args(p, "the metric at the code")
     p.set_defaults(func=run_axes)
 
     q = subparsers.add_parser("localdim", help="local dimension per layer and Distortion")
@@ -51,6 +55,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--layers", nargs="*", default=None, help="layer names ('image' for the output)")
     q.add_argument("--distortion", action="store_true", help="also compute Distortion per layer")
     q.set_defaults(func=run_localdim)
+
+
+def metric_args(p: argparse.ArgumentParser, default: str) -> None:
+    """``--metric run:NAME[/group]`` and the store it is read from (``--store``, ``--s3-endpoint``)."""
+    from cluster.storage import DEFAULT_STORE
+    from jobs.cli import store_args
+
+    p.add_argument("--metric", default=None, metavar="run:NAME[/GROUP]",
+                   help=f"use the global metric of a reduced run in --store (default: {default})")
+    store_args(p, default=DEFAULT_STORE)
+
+
+def stored_metric(args: argparse.Namespace, G):
+    """The stored global metric ``args.metric`` names (``run:...``), checked against ``G``; else None."""
+    from cluster.run_metric import is_run_ref, load_run_metric
+
+    if not is_run_ref(args.metric):
+        return None
+    return load_run_metric(args.metric, store=args.store, s3_endpoint=args.s3_endpoint, generator=args.generator,
+                           space=args.space, dim=G.latent_dim, distance=args.distance)
 
 
 def _load_directions(path: str, dim: int):
@@ -82,6 +106,8 @@ def _alignment_summary(res: dict) -> list[dict]:
 
 def run_axes(args: argparse.Namespace) -> int:
     """Compute, then write the grid, the curve and ``axes.json``; print the JSON."""
+    import numpy as np
+
     from geometry_core import eigen, load_distance, load_generator, metric_tensor
     from geometry_core.alignment import alignment, sefa_directions
     from geometry_core.axes import explore_axes
@@ -90,11 +116,17 @@ def run_axes(args: argparse.Namespace) -> int:
         raise UsageError(f"need --topk >= 1, --steps >= 1, --delta > 0; got {args.topk}, {args.steps}, {args.delta}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
+    if args.metric is not None and not args.metric.startswith("run:"):
+        raise UsageError(f"--metric: expected run:NAME[/group], got {args.metric!r}")
     G = load_generator(args.generator, space=args.space)
+    stored = stored_metric(args, G)  # before any computing: a refused metric costs nothing
     d = load_distance(args.distance, generator=G) if args.distance.startswith("layer:") else load_distance(args.distance)
     directions = _load_directions(args.directions, G.latent_dim) if args.directions else None
     z = G.sample(1, seed=args.seed)[0]
-    lam, U = eigen(metric_tensor(G, d, z, method=args.method).detach().cpu().double())
+    if stored is None:
+        lam, U = eigen(metric_tensor(G, d, z, method=args.method).detach().cpu().double())
+    else:
+        lam, U = stored.eigvals, stored.eigvecs
     res = explore_axes(
         G, d, z, eigvals=lam, eigvecs=U, topk=args.topk, delta=args.delta,
         n_steps=args.steps, mode=args.mode, max_step=args.max_step,
@@ -102,6 +134,7 @@ def run_axes(args: argparse.Namespace) -> int:
     summary = {
         "generator": args.generator, "distance": args.distance, "seed": args.seed, "mode": args.mode,
         "topk": args.topk, "delta": args.delta,
+        "metric": "local" if stored is None else stored.describe(),
         "eigvals_top": lam[: args.topk].tolist(),
         "steps": res["steps"].tolist(), "target": res["target"].tolist(), "measured": res["measured"].tolist(),
     }
@@ -116,6 +149,8 @@ def run_axes(args: argparse.Namespace) -> int:
     from geometry_core.plots import plot_distance_curve
 
     os.makedirs(args.out, exist_ok=True)
+    summary["directions_npy"] = os.path.join(args.out, "directions.npy")
+    np.save(summary["directions_npy"], U[:, : args.topk].T.numpy())
     summary["grid_png"] = save_grid(res["images"], os.path.join(args.out, "axes_grid.png"))
     summary["curve_png"] = plot_distance_curve(
         res["target"].numpy(), res["measured"].numpy(), os.path.join(args.out, "axes_curve.png"),

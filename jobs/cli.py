@@ -32,6 +32,7 @@ __all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
          "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd")
+HOOKS += ("jobs.rm_cmd", "jobs.compare_cmd")  # commands on stored runs
 FORMATS = ("json", "table", "npy")
 _MAX_LINE = 2000  # characters of one error line on stderr
 # Exit status per error kind (GangeoError.kind); 1 is a result (a partial sweep, a failed job).

@@ -11,7 +11,9 @@ Example::
 the final objective value mean ± sem over seeds for plain and metric CMA-ES.
 The global metric for ``--basis global`` is computed from ``--metric-codes``
 codes drawn with ``--metric-seed``, or loaded from ``--metric FILE`` (a (D, D)
-.npy matrix). Errors: one line on stderr and the exit code of their kind, nothing written.
+.npy matrix), or read from a reduced run with ``--metric run:NAME[/group]`` (its stored
+eigenvectors, checked against ``--generator``: :mod:`cluster.run_metric`).
+Errors: one line on stderr and the exit code of their kind, nothing written.
 """
 
 from __future__ import annotations
@@ -69,12 +71,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from cluster.storage import DEFAULT_STORE
+    from jobs.cli import store_args
+
     p.add_argument("--generator", default=DEFAULTS["generator"])
     p.add_argument("--space", default=None)
     p.add_argument("--distance", default=DEFAULTS["distance"])
     p.add_argument("--basis", choices=("global", "none", "both"), default=None,
                    help="eigenbasis of the global metric or plain coordinates (invert: global|none; search default both)")
-    p.add_argument("--metric", default=None, help=".npy (D, D) global metric to use instead of computing it")
+    p.add_argument("--metric", default=None,
+                   help=".npy (D, D) global metric, or run:NAME[/GROUP] (a reduced run's in --store), "
+                        "to use instead of computing it")
+    store_args(p, default=DEFAULT_STORE)
     p.add_argument("--metric-codes", type=int, default=DEFAULTS["metric_codes"])
     p.add_argument("--metric-seed", type=int, default=DEFAULTS["metric_seed"])
 
@@ -88,12 +96,16 @@ def _load(args):
 
 
 def _eigenbasis(args, G, d):
-    """(eigvals, eigvecs) of the global metric, from --metric or computed."""
+    """(eigvals, eigvecs) of the global metric, from --metric (a .npy file or a stored run) or computed."""
     import torch
 
     from geometry_core.inversion import metric_eigenbasis
     from geometry_core.spectrum import eigen
+    from jobs.axes_cmd import stored_metric
 
+    stored = stored_metric(args, G)
+    if stored is not None:
+        return stored.eigvals, stored.eigvecs
     if args.metric is None:
         return metric_eigenbasis(G, d, n_codes=args.metric_codes, seed=args.metric_seed)
     try:
@@ -147,6 +159,8 @@ def run_invert(args: argparse.Namespace) -> int:
         "steps": args.steps, "evaluations": res.evaluations, "initial_distance": float(res.trajectory[0]),
         "final_distance": res.value,
     }
+    if basis == "global" and args.metric and args.metric.startswith("run:"):
+        summary["metric"] = args.metric
     if args.out is not None:
         _write_inversion(args.out, G, target, res, summary)
     print(json.dumps(summary))
@@ -213,7 +227,8 @@ def run_search(args: argparse.Namespace) -> int:
         out[name] = mean_sem(finals)
     print(json.dumps({"objective": args.objective, "generator": args.generator, "budget": args.budget,
                       "popsize": args.popsize, "sigma0": args.sigma0, "power": args.power,
-                      "cutoff": args.cutoff, "methods": out}))
+                      "cutoff": args.cutoff, "metric": args.metric if "cma-hessian" in frames else None,
+                      "methods": out}))
     return 0
 
 

@@ -1,0 +1,104 @@
+"""`gangeo rm`: delete a run from its store (a local directory or ``s3://``).
+
+Example::
+
+    gangeo rm quickstart --yes
+    gangeo rm quickstart --store s3://bucket/runs --yes
+
+Without ``--yes`` the command asks on a terminal and refuses otherwise (exit 2,
+saying to pass ``--yes``). An unknown run, or a run a live driver is writing
+(its lock, ARCHITECTURE.md "Store"), is refused with exit 5 and nothing is
+deleted. While deleting, rm holds the run's lock itself, so no driver starts
+writing the run meanwhile. Prints ``{"run", "store", "deleted": true}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from geometry_core.errors import UsageError
+
+__all__ = ["add_parser", "delete_run", "main", "run_rm"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``rm`` on a ``gangeo`` subparsers object."""
+    from jobs.cli import store_args
+
+    p = subparsers.add_parser("rm", help="delete a run from the store (asks first unless --yes)")
+    p.add_argument("run", help="run name")
+    store_args(p)
+    p.add_argument("--yes", action="store_true", help="delete without asking (needed when stdin is not a terminal)")
+    p.set_defaults(func=run_rm)
+
+
+def _live_driver(rs, run: str) -> dict | None:
+    """The lock record of a live driver writing ``run``, else None (reads only: creates nothing)."""
+    from cluster.lock import LOCK_GROUP, is_stale, lock_info
+
+    if LOCK_GROUP not in set(rs.root.group_keys()):
+        return None
+    info = lock_info(rs.url, run, s3_endpoint=rs.s3_endpoint)
+    return None if info is None or is_stale(info, time.time()) else info
+
+
+def _refuse_live(run: str, info: dict | None) -> None:
+    from cluster.lock import RunLockedError
+
+    if info is not None:
+        raise RunLockedError(f"run {run!r} is being written by a live driver (host {info.get('host')}, "
+                             f"pid {info.get('pid')}); not deleted: stop it or wait for it to finish")
+
+
+def _confirm(run: str, url: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"not deleting run {run!r} without confirmation: stdin is not a terminal; pass --yes")
+    sys.stderr.write(f"delete run {run!r} from {url}? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise UsageError(f"run {run!r} not deleted (answered {answer!r}; type y to delete)")
+
+
+def delete_run(rs, run: str) -> None:
+    """Delete every key of ``run`` in the open store ``rs`` while holding the run's lock."""
+    from zarr.core.sync import sync
+
+    from cluster.lock import RunLock
+
+    prefix = f"{rs.root.path}/{run}" if rs.root.path else run
+    with RunLock(rs.url, run, s3_endpoint=rs.s3_endpoint):  # RunLockedError if a driver just started
+        sync(rs.root.store.delete_dir(prefix))
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    """Check (the run exists, no live driver), confirm, delete; print the JSON result."""
+    from cluster.store import RunStore
+    from cluster.storage import StoreError
+
+    rs = RunStore(args.store, s3_endpoint=args.s3_endpoint, create=False)
+    if not rs.has_run(args.run):
+        names = [r["run"] for r in rs.ls()]
+        raise StoreError(f"no run {args.run!r} in store {rs.url}; runs there: {names}")
+    _refuse_live(args.run, _live_driver(rs, args.run))
+    _confirm(args.run, rs.url, args.yes)
+    delete_run(rs, args.run)
+    json.dump({"run": args.run, "store": rs.url, "deleted": True}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m jobs.rm_cmd rm RUN``); ``gangeo`` registers the same parser."""
+    from jobs.cli import run_module
+
+    return run_module(add_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
