@@ -151,13 +151,18 @@ def amplification_figure(ratio: np.ndarray, layers: list[str], energy: np.ndarra
         for b in range(ratio.shape[1]):
             v = ratio[a, b]
             strong = np.isfinite(shown[a, b]) and abs(float(norm(shown[a, b])) - 0.5) > 0.3
-            ax.text(b, a, f"{v:.2g}" if np.isfinite(v) else "nan", ha="center", va="center",
+            ax.text(b, a, f"{v:.3g}" if np.isfinite(v) else "nan", ha="center", va="center",
                     fontsize=6 if big else 8, color="white" if strong else "black")
     ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
     ax.set_yticks(range(len(layers)), layers, fontsize=7)
     ax.set_xlabel("metric of layer b")
     ax.set_ylabel("eigenvectors of layer a")
-    fig.colorbar(im, ax=ax, label="amplification uᵀH_b u / λ_b (1: same eigenframe)")
+    bar = fig.colorbar(im, ax=ax, label="amplification uᵀH_b u / λ_b (1: same eigenframe)")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    bar.set_ticks(np.geomspace(norm.vmin, norm.vmax, 5))  # 1/r .. 1 .. r, evenly on the log scale
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))  # 0.5, 1, 2: not 10^0 notation
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
     if curves:
         ax1, last = axes[0, 1], len(layers) - 1
         ranks = np.arange(1, np.asarray(eigvals).shape[-1] + 1)

@@ -399,7 +399,7 @@ def test_amplification_heatmap_is_centred_on_one_and_annotated():
         assert float(norm(40.0)) - 0.5 == pytest.approx(0.5 - float(norm(1 / 40.0)))  # r and 1/r: equal strength
         assert im.get_cmap().name in ("RdBu_r", "coolwarm", "RdBu", "bwr", "seismic", "PuOr", "BrBG")
         texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
-        assert texts == {(a, b): f"{ratio[a, b]:.2g}" for a in range(3) for b in range(3)}
+        assert texts == {(a, b): f"{ratio[a, b]:.3g}" for a in range(3) for b in range(3)}
         assert [t.get_text() for t in ax.get_xticklabels()] == names
     finally:
         agg_pyplot().close(fig)
