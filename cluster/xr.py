@@ -136,8 +136,11 @@ def _open_one(root: zarr.Group, run: str, key: str, reduced: bool, chunks):
         raise StoreError(f"{path!r} is an array, expected a group <run>/<model>/<space>/<target>")
     layout = GroupLayout.of(group) if "z" in set(group.array_keys()) else None
     if reduced:
+        from .view import require_reduced
+
         if "reduce" not in set(group.group_keys()):
             raise StoreError(f"group {path!r} has not been reduced (run `gangeo reduce {run}`)")
+        require_reduced(path, group)  # an interrupted reduce/ is refused, as query and report refuse it
         path, group = f"{path}/reduce", group["reduce"]
     # Our own reader ignores consolidated copies: it always reads the arrays' current metadata.
     ds = xr.open_zarr(root.store, group=path, zarr_format=3, consolidated=False, chunks=chunks)

@@ -83,6 +83,18 @@ def test_missing_group_is_one_clear_error(store):
         open_run_xarray(path, RUN, "nope/z/mse")
 
 
+def test_unreduced_or_interrupted_reduce_is_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    root = zarr.open_group(str(tmp_path), mode="a", zarr_format=3)
+    g = write_group(root, f"{RUN}/{KEY}", {"z": rng.standard_normal((N, D)), "eigvals": rng.random((N, D))},
+                    chunk_size=C)
+    with pytest.raises(StoreError, match="has not been reduced"):
+        open_run_xarray(tmp_path, RUN, KEY, reduced=True)
+    g.require_group("reduce").attrs.update({"state": "reducing"})
+    with pytest.raises(StoreError, match="unfinished"):
+        open_run_xarray(tmp_path, RUN, KEY, reduced=True)
+
+
 # ---- issue 11: coordinates, dask, consolidated metadata ----
 
 
