@@ -72,7 +72,12 @@ def drop_consolidated(group: zarr.Group) -> zarr.Group:
 
 
 def consolidate_group(group: zarr.Group) -> None:
-    """Write consolidated metadata into a target group's zarr.json and into its ``reduce/``'s."""
+    """Write consolidated metadata into a target group's zarr.json and into its ``reduce/``'s.
+
+    Transient store errors (S3 throttling, a dropped connection) are retried as store writes are.
+    """
+    from .retry import retry_call
+
     if not group.store.supports_consolidated_metadata:
         return
     paths = [f"{group.path}/reduce"] if "reduce" in set(_reopen(group).group_keys()) else []
@@ -80,7 +85,8 @@ def consolidate_group(group: zarr.Group) -> None:
         # zarr says consolidated metadata is not yet part of the v3 spec; xarray and zarr-python read it.
         warnings.simplefilter("ignore", category=UserWarning)
         for path in [*paths, group.path]:  # reduce/ first: the group's copy then holds reduce/'s own
-            zarr.consolidate_metadata(group.store, path=path, zarr_format=3)
+            retry_call(lambda p=path: zarr.consolidate_metadata(group.store, path=p, zarr_format=3),
+                       what=f"consolidated metadata of {path}")
 
 
 def consolidate_run(root: zarr.Group, run: str) -> int:
