@@ -19,7 +19,9 @@ is done and the ``reduce/`` attrs say how many codes were used. Results go to
 The global metric is a tree of partial sums (one Ray task per range of chunks,
 combined pairwise); the homogeneity matrix is computed by independent Ray tasks,
 one per (row block x column block) tile, each writing its own zarr chunk, so no
-two writers share a chunk. Re-running overwrites the same values.
+two writers share a chunk. Re-running overwrites the same values. A reduce first
+removes the group's consolidated metadata and writes it anew once ``reduce/`` is
+complete (:mod:`cluster.xr`), so plain ``xr.open_zarr`` never reads a stale copy.
 """
 
 from __future__ import annotations
