@@ -24,7 +24,7 @@ from geometry_core.spectrum import FRACTIONS
 
 from .layout import default_label
 from .report_html import Doc, esc, table
-from .view import GroupView
+from .view import GroupView, require_reduced
 
 __all__ = ["SUMMARY_FRACTION", "natural_key", "order_groups", "per_code_counts", "summary_section"]
 
@@ -88,19 +88,29 @@ def per_code_counts(g: GroupView, lam: np.ndarray, red: dict) -> np.ndarray:
 
 
 def _stats(g: GroupView) -> dict:
-    """Median per-code anisotropy, the global metric's anisotropy and mean homogeneity (log) of one group."""
+    """Median per-code anisotropy, the global metric's anisotropy and mean homogeneity (log) of one group.
+
+    Reads the small arrays of ``reduce/`` and the homogeneity mean its record holds, not the (N, N) matrices.
+    """
     k = FRACTIONS.index(SUMMARY_FRACTION)
     out = {"median": float("nan"), "global": float("nan"), "homogeneity": float("nan")}
     if not g.used.any():
         return out
-    red = g.reduced()
+    red_group = g.group["reduce"] if "reduce" in set(g.group.group_keys()) else None
+    if red_group is not None:
+        require_reduced(g.key, g.group)
+    names = set(red_group.array_keys()) if red_group is not None else set()
+    small = {n: np.asarray(red_group[n][:]) for n in ("anisotropy_points", "anisotropy_global") if n in names}
     lam = np.asarray(g.group["eigvals"][:])[g.used].astype(np.float64)
-    out["median"] = float(np.median(per_code_counts(g, lam, red)[:, k]))
-    if "anisotropy_global" in red:
-        out["global"] = int(red["anisotropy_global"][k])
-    if "homogeneity_log" in red:
-        v = red["homogeneity_log"][np.isfinite(red["homogeneity_log"])]
-        out["homogeneity"] = float(v.mean()) if v.size else float("nan")
+    out["median"] = float(np.median(per_code_counts(g, lam, small)[:, k]))
+    if "anisotropy_global" in small:
+        out["global"] = int(small["anisotropy_global"][k])
+    hom = dict(red_group.attrs).get("homogeneity") if red_group is not None else None
+    if isinstance(hom, dict) and isinstance(hom.get("log_mean"), (int, float)):
+        out["homogeneity"] = float(hom["log_mean"])
+    elif "homogeneity_log" in names:  # reduced before the record held the mean
+        m = np.asarray(red_group["homogeneity_log"][:])
+        out["homogeneity"] = float(m[np.isfinite(m)].mean()) if np.isfinite(m).any() else float("nan")
     return out
 
 
