@@ -371,6 +371,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         summary["reduce"] = _reduce(rs, spec, progress) if summary["status"] == "complete" else None
         if summary["status"] == "complete":
             rs.update_attrs(spec.name, status="complete")  # every reduce wrote its record
+        from .xr import consolidate_run  # end of the run: plain xarray opens each group in one read
+
+        consolidate_run(rs.root, spec.name)
         return summary
     finally:
         if lock is not None:

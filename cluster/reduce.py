@@ -19,11 +19,14 @@ is done and the ``reduce/`` attrs say how many codes were used. Results go to
 The global metric is a tree of partial sums (one Ray task per range of chunks,
 combined pairwise); the homogeneity matrix is computed by independent Ray tasks,
 one per (row block x column block) tile, each writing its own zarr chunk, so no
-two writers share a chunk. Re-running overwrites the same values.
+two writers share a chunk. Re-running overwrites the same values. A reduce first
+removes the group's consolidated metadata and writes it anew once ``reduce/`` is
+complete (:mod:`cluster.xr`), so plain ``xr.open_zarr`` never reads a stale copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import astuple, dataclass
@@ -38,6 +41,7 @@ from geometry_core.spectrum import FRACTIONS
 
 from .executor import Executor, executor
 from .view import GroupView, open_run
+from .xr import consolidate_group, drop_consolidated
 
 __all__ = [
     "DEFAULT_TILE",
@@ -228,6 +232,8 @@ def reduce_group(
     if not isinstance(tile, int) or tile < 1:
         raise GeometryError(f"tile must be a positive integer, got {tile!r}")
     view = group if isinstance(group, GroupView) else GroupView.of(group.path, group)
+    # reduce/ is rewritten below: no consolidated copy of its metadata may outlive it (cluster/xr.py).
+    view = dataclasses.replace(view, group=drop_consolidated(view.group))
     ex = ex or executor(use_ray)
     lay = view.layout
     red = view.group.require_group("reduce")
@@ -240,6 +246,7 @@ def reduce_group(
     if summary["n_used"] == 0:
         summary["note"] = "no chunk is done: nothing reduced"
         red.attrs.update({**summary, "state": "complete"})
+        consolidate_group(view.group)
         return summary
     global_vals = None
     if "global" in reducers:
@@ -256,6 +263,7 @@ def reduce_group(
     red.attrs.update({**summary, "fractions": list(FRACTIONS), "tile": tile,
                       "source": "hessian" if view.has_hessian else "eigvecs", "eigen_dtype": "float64",
                       "reduced_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "state": "complete"})
+    consolidate_group(view.group)  # plain xarray opens the group in one read (cluster/xr.py)
     return summary
 
 

@@ -6,12 +6,17 @@ Example::
     path = build_report("./gangeo-results", "quickstart", out_dir="report")
     # report/quickstart.html plus report/<figure>.png
 
-Per ``<model>/<space>/<target>`` group the report shows the mean spectrum with a
-90% band (the paper's Fig. 2), an anisotropy table, the homogeneity heatmaps and
+Groups appear in :func:`cluster.report_summary.order_groups`'s order (each trained
+model before its shuffled control, layers in natural order), after a summary table
+across groups when there are several. Per ``<model>/<space>/<target>`` group the
+report shows the mean spectrum with a
+90% band (the paper's Fig. 2), an anisotropy table (per code: the median over
+codes, as ``gangeo reduce`` prints it), the homogeneity heatmaps and
 histograms and the global-metric spectrum where the run was reduced, traversal
 grids along the top eigenvectors of the global metric (when the generator loads
 here), local dimensions where a ``local_dim`` array exists; per model and space
-with several ``layer:`` targets, the layer amplification. Then the spec (YAML)
+with several ``layer:`` targets, the layer amplification (a heatmap on a scale
+centred on 1, its values written in the cells). Then the spec (YAML)
 and the timing. Only chunks whose ``done`` entry is 1 are used.
 
 The parts: :mod:`cluster.view` reads the run (read-only), one function here per
@@ -22,7 +27,6 @@ carries ``data-key`` so a test or a script can find it).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +39,10 @@ from geometry_core.spectrum import FRACTIONS
 from . import report_figures as figs
 from .layout import default_label
 from .report_html import Doc, esc, fmt, page, render_figures, slug, table
+from .report_summary import natural_key, order_groups, per_code_counts, summary_section
 from .view import GroupView, open_run
 
-__all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "build_report"]
+__all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "amplification_ratio", "build_report"]
 
 DEFAULT_REPORT_DIR = "gangeo-reports"
 # Traversal grid: rows (top eigenvectors of the global metric) and columns (steps).
@@ -71,27 +76,26 @@ def _anisotropy_section(doc: Doc, g: GroupView, lam: np.ndarray, red: dict) -> N
     from geometry_core.spectrum import anisotropy
 
     mean_counts = anisotropy(torch.from_numpy(lam.mean(axis=0)), fractions=FRACTIONS)
-    if "anisotropy_points" in red:
-        pts = red["anisotropy_points"][g.used].astype(float)
-    else:
-        per = anisotropy(torch.from_numpy(lam), fractions=FRACTIONS)
-        pts = np.stack([np.asarray(per[f]) for f in FRACTIONS], axis=1).astype(float)
-    header = ["fraction", "count (mean spectrum)", "per point mean", "per point std"]
+    pts = per_code_counts(g, lam, red)
+    # Per code: the median, as the summary table and `gangeo reduce` (points_median) give it.
+    header = ["fraction", "count (mean spectrum)", "per code: median", "per code: 25th pct", "per code: 75th pct"]
     rows, keys = [], []
     glob = red.get("anisotropy_global")
     if glob is not None:
         header.append("count (global metric)")
     for k, f in enumerate(FRACTIONS):
-        row = [f"{f:g}", int(mean_counts[f]), float(pts[:, k].mean()), float(pts[:, k].std())]
-        key = [None, f"{g.key}:anisotropy:mean_spectrum:{f:g}", f"{g.key}:anisotropy:points_mean:{f:g}",
-               f"{g.key}:anisotropy:points_std:{f:g}"]
+        q25, q50, q75 = np.percentile(pts[:, k], [25, 50, 75])
+        row = [f"{f:g}", int(mean_counts[f]), float(q50), float(q25), float(q75)]
+        key = [None, f"{g.key}:anisotropy:mean_spectrum:{f:g}", f"{g.key}:anisotropy:points_median:{f:g}",
+               f"{g.key}:anisotropy:points_q25:{f:g}", f"{g.key}:anisotropy:points_q75:{f:g}"]
         if glob is not None:
             row.append(int(glob[k]))
             key.append(f"{g.key}:anisotropy:global:{f:g}")
         rows.append(row)
         keys.append(key)
     doc.add(f"<h3>Anisotropy</h3><p>Eigenvalues needed to reach each fraction of the spectrum's sum "
-            f"(D = {lam.shape[1]}, {lam.shape[0]} codes).</p>")
+            f"(D = {lam.shape[1]}, {lam.shape[0]} codes): for the mean spectrum, and per code summarised by "
+            f"the median over codes with its quartiles.</p>")
     doc.add(table(header, rows, keys))
 
 
@@ -234,19 +238,16 @@ def _traversal_section(doc: Doc, g: GroupView, red: dict, ctx: ReportContext, ti
 # ---- layer amplification (several layer: targets of one model and space) ----
 
 
-def _natural_key(text: str):
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
-
-
 def _amplification_section(doc: Doc, groups: list[GroupView]) -> None:
+    """One block per model and space with two layers or more, in the report's order of groups."""
     by_model: dict[tuple[str, str], list[GroupView]] = {}
     for g in groups:
         if g.layout.target.startswith("layer:") or g.layout.target.startswith("layer-"):
             by_model.setdefault((g.layout.model, g.layout.space), []).append(g)
-    for (model, space), layer_groups in sorted(by_model.items()):
+    for (model, space), layer_groups in by_model.items():
         if len(layer_groups) < 2:
             continue
-        layer_groups.sort(key=lambda g: _natural_key(g.layout.target))
+        layer_groups.sort(key=lambda g: natural_key(g.layout.target))
         used = np.logical_and.reduce([g.used for g in layer_groups])
         rows = np.flatnonzero(used)[:_AMPLIFICATION_CODES]
         metrics = {g.layout.target: g.hessians_at(rows) for g in layer_groups}
@@ -255,28 +256,42 @@ def _amplification_section(doc: Doc, groups: list[GroupView]) -> None:
         _amplification_block(doc, model, space, metrics, rows.size)
 
 
+def amplification_ratio(ratio: np.ndarray) -> np.ndarray:
+    """``(B, L, L, D)`` ratios -> ``(L, L)``: median over k (positive, finite entries), then median over codes."""
+    r = np.where(np.isfinite(ratio) & (ratio > 0), ratio, np.nan)
+    per_code = np.nanmedian(r, axis=-1) if r.shape[-1] else np.full(r.shape[:-1], np.nan)
+    return np.nanmedian(per_code, axis=0)
+
+
 def _amplification_block(doc: Doc, model: str, space: str, metrics: dict, n_codes: int) -> None:
-    import tempfile
+    import warnings
 
     import torch
 
-    from geometry_core.layers import amplification, plot_amplification
+    from geometry_core.layers import amplification
 
     result = amplification({k: torch.from_numpy(v) for k, v in metrics.items()})
     corr = np.asarray(result["corr_log_mean"])
+    with warnings.catch_warnings():  # an all-NaN cell (no positive entry) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ratio = amplification_ratio(np.asarray(result["ratio"]))
     names = list(result["layers"])
     doc.add(f"<section><h2>Layer amplification: {esc(model)} / {esc(space)}</h2>"
-            f"<p>corr_log[a, b]: correlation of log u_akᵀ H_b u_ak with log λ_bk over k, mean over "
-            f"{n_codes} codes (rows: eigenvectors of layer a; columns: metric of layer b).</p>")
+            f"<p>Amplification[a, b]: u_akᵀ H_b u_ak / λ_bk, how much layer b's metric amplifies the k-th "
+            f"eigenvector of layer a against b's own k-th eigenvalue; median over k, then median over "
+            f"{n_codes} codes. 1 where the eigenframes agree (rows: eigenvectors of layer a; columns: metric "
+            f"of layer b).</p>")
+    keys = [[None] + [f"{model}/{space}:amplification_ratio:{a}:{b}" for b in names] for a in names]
+    doc.add(table(["layer a \\ b", *names], [[a, *map(float, ratio[i])] for i, a in enumerate(names)], keys))
+    doc.add(f"<p>corr_log[a, b]: correlation of log u_akᵀ H_b u_ak with log λ_bk over k, mean over "
+            f"{n_codes} codes (1: b ranks a's eigenvectors as its own).</p>")
     keys = [[None] + [f"{model}/{space}:amplification:{a}:{b}" for b in names] for a in names]
     doc.add(table(["layer a \\ b", *names], [[a, *map(float, corr[i])] for i, a in enumerate(names)], keys))
-
-    def render() -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = plot_amplification(result, os.path.join(tmp, "amp.png"), title=f"{model} / {space}")
-            return Path(path).read_bytes()
-
-    doc.figure(f"{model}-{space}-amplification", "Layer amplification (corr_log heatmap and energy curves)", render)
+    energy, eigvals = np.asarray(result["energy"]).mean(0), np.asarray(result["eigvals"]).mean(0)
+    doc.figure(f"{model}-{space}-amplification",
+               "Layer amplification: median ratio per pair of layers on a scale centred on 1, and the energy "
+               "of each layer's eigenvectors under the last layer's metric",
+               lambda: figs.amplification_png(ratio, names, energy, eigvals, title=f"{model} / {space}"))
     doc.add("</section>")
 
 
@@ -329,11 +344,14 @@ def build_report(
     """
     view = open_run(url, run, s3_endpoint=s3_endpoint)
     attrs = view.attrs
-    groups = view.targets(skip_damaged=skip_damaged)
+    spec = attrs.get("spec")
+    groups = order_groups(view.targets(skip_damaged=skip_damaged), spec if isinstance(spec, dict) else None)
     doc = Doc()
-    ctx = ReportContext(_trusted_spec(attrs.get("spec"), run, allow_import) if traversals else {}, traversals)
-    doc.add("<nav><ul>" + "".join(f'<li><a href="#{esc(slug(g.key))}">{esc(g.key)}</a></li>'
-                                  for g in groups) + "</ul></nav>")
+    ctx = ReportContext(_trusted_spec(spec, run, allow_import) if traversals else {}, traversals)
+    summary = '<li><a href="#summary">Summary across groups</a></li>' if len(groups) > 1 else ""
+    doc.add("<nav><ul>" + summary + "".join(f'<li><a href="#{esc(slug(g.key))}">{esc(g.key)}</a></li>'
+                                            for g in groups) + "</ul></nav>")
+    summary_section(doc, groups)
     for g in groups:
         _group_section(doc, g, ctx)
     _amplification_section(doc, groups)

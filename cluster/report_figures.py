@@ -18,6 +18,8 @@ import numpy as np
 from geometry_core.plots import agg_pyplot
 
 __all__ = [
+    "amplification_figure",
+    "amplification_png",
     "global_spectrum_png",
     "homogeneity_png",
     "spectrum_band_png",
@@ -112,3 +114,71 @@ def traversal_grid_png(images: np.ndarray, steps: np.ndarray, *, title: str = ""
     ax.set_xlabel("step t as a fraction of the row's edge step", fontsize=8)
     ax.set_title(title, fontsize=9)
     return _png(fig)
+
+
+def _centred_on_one(values: np.ndarray):
+    """A diverging log scale whose middle colour is 1: vmin = 1/vmax, so r and 1/r are equally strong."""
+    from matplotlib.colors import LogNorm
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    # At least a factor 1.1 either way, so an all-ones matrix still has a scale.
+    top = max(1.1, float(v.max()) if v.size else 1.1, 1.0 / float(v.min()) if v.size else 1.1)
+    return LogNorm(vmin=1.0 / top, vmax=top)
+
+
+def amplification_figure(ratio: np.ndarray, layers: list[str], energy: np.ndarray | None = None,
+                         eigvals: np.ndarray | None = None, *, title: str = ""):
+    """Left: the amplification ratio ``[a, b]`` as a heatmap centred on 1, each cell's value written in it.
+
+    ``ratio[a, b]``: how much layer b's metric amplifies the eigenvectors of layer a,
+    against b's own eigenvalues (:func:`geometry_core.layers.amplification`, ``ratio``,
+    summarised per cell by the caller); 1 where the eigenframes agree. Right, when
+    ``energy`` (L, L, D) and ``eigvals`` (L, D) are given: ``u_akᵀ H_b u_ak`` for the
+    last layer b against its eigenvalues (the paper's Fig. 4B). Returns the figure.
+    """
+    plt = agg_pyplot()
+    ratio = np.asarray(ratio, dtype=float)
+    curves = energy is not None and eigvals is not None
+    fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(12 if curves else 6.5, 5), layout="constrained",
+                             squeeze=False)
+    ax = axes[0, 0]
+    norm = _centred_on_one(ratio)
+    shown = np.where(np.isfinite(ratio) & (ratio > 0), ratio, np.nan)
+    im = ax.imshow(shown, norm=norm, cmap="RdBu_r", interpolation="nearest")
+    big = len(layers) > 12
+    for a in range(ratio.shape[0]):
+        for b in range(ratio.shape[1]):
+            v = ratio[a, b]
+            strong = np.isfinite(shown[a, b]) and abs(float(norm(shown[a, b])) - 0.5) > 0.3
+            ax.text(b, a, f"{v:.3g}" if np.isfinite(v) else "nan", ha="center", va="center",
+                    fontsize=6 if big else 8, color="white" if strong else "black")
+    ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_xlabel("metric of layer b")
+    ax.set_ylabel("eigenvectors of layer a")
+    bar = fig.colorbar(im, ax=ax, label="amplification uᵀH_b u / λ_b (1: same eigenframe)")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    bar.set_ticks(np.geomspace(norm.vmin, norm.vmax, 5))  # 1/r .. 1 .. r, evenly on the log scale
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))  # 0.5, 1, 2: not 10^0 notation
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    if curves:
+        ax1, last = axes[0, 1], len(layers) - 1
+        ranks = np.arange(1, np.asarray(eigvals).shape[-1] + 1)
+        for a, name in enumerate(layers):
+            ax1.plot(ranks, np.clip(np.asarray(energy)[a, last], _FLOOR, None), label=f"eigvecs of {name}", lw=1)
+        ax1.plot(ranks, np.clip(np.asarray(eigvals)[last], _FLOOR, None), "k--", lw=1.5,
+                 label=f"eigvals of {layers[last]}")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("eigenvector rank k")
+        ax1.set_ylabel(f"uᵀ H_b u, b = {layers[last]}")
+        ax1.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def amplification_png(ratio: np.ndarray, layers: list[str], energy: np.ndarray | None = None,
+                      eigvals: np.ndarray | None = None, *, title: str = "") -> bytes:
+    """:func:`amplification_figure` as PNG bytes."""
+    return _png(amplification_figure(ratio, layers, energy, eigvals, title=title))

@@ -10,7 +10,8 @@ Example::
 
 Sections (:mod:`cluster.report`) add text and figures; this module knows only
 HTML. Every table cell that holds a run's number carries ``data-key``; an inline
-script writes the count of loaded images into ``<pre id="selfcheck">``.
+script writes the count of loaded images into ``<body data-images-loaded>`` (an
+attribute, so no check text shows on the page).
 """
 
 from __future__ import annotations
@@ -87,14 +88,15 @@ td,th{border:1px solid #bbb;padding:2px 8px;text-align:right;font-size:13px}th{b
 figure{margin:1em 0}figure img{max-width:100%}pre{background:#f6f6f6;padding:.5em;font-size:12px}
 .note{color:#a33}section{border-top:2px solid #ccc;margin-top:1.5em}"""
 
-# Written on load so a headless browser's --dump-dom shows whether every figure decoded.
-_SELFCHECK = """<pre id="selfcheck">pending</pre><script>
+# On load, the counts of decoded images and of tables go into <body>'s data attributes, not onto the
+# page: a headless browser's --dump-dom shows whether every figure decoded; a reader sees nothing.
+_SELFCHECK = """<script>
 window.addEventListener("load", function () {
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.getElementById("selfcheck").textContent =
-    "images_loaded=" + ok + " images_total=" + imgs.length +
-    " tables=" + document.querySelectorAll("table").length;
+  document.body.setAttribute("data-images-loaded", String(ok));
+  document.body.setAttribute("data-images-total", String(imgs.length));
+  document.body.setAttribute("data-tables", String(document.querySelectorAll("table").length));
 });
 </script>"""
 

@@ -1,72 +1,205 @@
-"""Labelled access to a run's arrays with xarray (dims ``code``, ``dim``, ``eig``).
+"""Labelled access to a run's arrays with xarray, and the consolidated metadata that plain xarray reads.
 
 Example::
 
     from cluster.xr import open_run_xarray
     ds = open_run_xarray("./gangeo-results", "quickstart", "dcgan-faces/z/mse")
-    ds.eigvals.isel(code=0)                 # (eig,) spectrum of the first code
+    ds.eigvals.sel(code=0)                   # (eig,) spectrum of the first code
     ds.eigvals.where(ds.done_code).mean("code")
 
     red = open_run_xarray("./gangeo-results", "quickstart", "dcgan-faces/z/mse", reduced=True)
+    red.anisotropy_global.sel(fraction=0.99)
     red.homogeneity_log                      # (code_i, code_j)
 
-The same without this module (a local store)::
+    lazy = open_run_xarray("./gangeo-results", "quickstart", "dcgan-faces/z/mse", chunks={})  # dask arrays
+    every = open_run_xarray("./gangeo-results", "layers-shuffled", reduced=True)  # all groups, dim "group"
+
+The same without this module: each target group (and its ``reduce/``) carries
+consolidated metadata, written at the end of a run and of a reduce, so xarray
+opens it as a store of its own in one read::
 
     import xarray as xr
-    ds = xr.open_zarr("./gangeo-results", group="quickstart/dcgan-faces/z/mse",
-                      zarr_format=3, consolidated=False)
+    ds = xr.open_zarr("./gangeo-results/quickstart/dcgan-faces/z/mse")
 
-The store's arrays carry Zarr v3 ``dimension_names``, which xarray reads as dims:
-``z (code, dim)``, ``eigvals (code, eig)``, ``eigvecs (code, dim, eig)``,
-``hessian (code, dim, dim2)``, ``done (chunk,)``.
+Every dimension has a coordinate: ``code``, ``code_i``, ``code_j`` (code index),
+``dim``, ``dim2`` (latent coordinate), ``eig`` (eigenvalue rank, from 1, descending),
+``chunk`` (chunk index), ``fraction`` (the anisotropy fractions); scalar
+coordinates ``model``, ``space``, ``target`` (``layer:<name>`` for a layer) name
+the group, and with ``group_key=None`` a ``group`` dimension stacks the run's groups.
+
+Consolidated metadata is a copy of the arrays' metadata: it is written only when a
+run or a reduce has finished writing, and a reduce removes it before it rewrites
+``reduce/`` (:func:`drop_consolidated`), so a reader never sees a stale copy
+(ARCHITECTURE.md, "Store"). This module's own reader ignores it.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
+import zarr
+
+from geometry_core.spectrum import FRACTIONS
 
 from .layout import GroupLayout
 from .storage import StoreError
 
-__all__ = ["open_run_xarray"]
+__all__ = ["consolidate_group", "consolidate_run", "drop_consolidated", "open_run_xarray"]
 
 
-def open_run_xarray(
-    url: str | os.PathLike | None,
-    run: str,
-    group_key: str,
-    *,
-    s3_endpoint: str | None = None,
-    reduced: bool = False,
-):
-    """The arrays of one ``<model>/<space>/<target>`` group as an ``xarray.Dataset`` (lazy, dask-free).
+# ---- consolidated metadata ----
 
-    ``group_key`` is the group's path inside the run (e.g. ``"dcgan-faces/z/mse"``).
-    ``reduced=True`` opens its ``reduce/`` subgroup instead. The sweep's dataset gains
-    coordinates ``code`` and ``eig`` (integers, ``eig`` counted from 1 in descending
-    eigenvalue order) and ``done_code`` (code,) bool: the code's chunk is done.
+
+def _reopen(group: zarr.Group) -> zarr.Group:
+    """The same group read from its own zarr.json, ignoring any consolidated copy it carries."""
+    return zarr.open_group(group.store, path=group.path, mode="r+", zarr_format=3, use_consolidated=False)
+
+
+def drop_consolidated(group: zarr.Group) -> zarr.Group:
+    """Remove the consolidated metadata of a target group and of its ``reduce/``; return the group reopened.
+
+    Called before anything rewrites the group's array metadata, so a copy never
+    outlives what it describes.
     """
+    fresh = _reopen(group)
+    for g in (fresh, _reopen(fresh["reduce"]) if "reduce" in set(fresh.group_keys()) else None):
+        if g is not None:
+            # Opened without its consolidated copy, the group's metadata is rewritten without it.
+            g.update_attributes({})
+    return _reopen(group)
+
+
+def consolidate_group(group: zarr.Group) -> None:
+    """Write consolidated metadata into a target group's zarr.json and into its ``reduce/``'s.
+
+    Transient store errors (S3 throttling, a dropped connection) are retried as store writes are.
+    """
+    from .retry import retry_call
+
+    if not group.store.supports_consolidated_metadata:
+        return
+    paths = [f"{group.path}/reduce"] if "reduce" in set(_reopen(group).group_keys()) else []
+    with warnings.catch_warnings():
+        # zarr says consolidated metadata is not yet part of the v3 spec; xarray and zarr-python read it.
+        warnings.simplefilter("ignore", category=UserWarning)
+        for path in [*paths, group.path]:  # reduce/ first: the group's copy then holds reduce/'s own
+            retry_call(lambda p=path: zarr.consolidate_metadata(group.store, path=p, zarr_format=3),
+                       what=f"consolidated metadata of {path}")
+
+
+def consolidate_run(root: zarr.Group, run: str) -> int:
+    """Consolidate every target group of ``run`` (end of a run); return how many groups."""
+    from .view import find_target_groups
+
+    run_group = root[run]
+    keys = find_target_groups(run_group)
+    for key in keys:
+        consolidate_group(run_group[key])
+    return len(keys)
+
+
+# ---- labelled datasets ----
+
+
+def _fractions(ds, attrs: dict) -> list[float]:
+    for name in ("anisotropy_points", "anisotropy_global"):
+        if name in ds and ds[name].attrs.get("fractions"):
+            return [float(f) for f in ds[name].attrs["fractions"]]
+    return [float(f) for f in attrs.get("fractions", FRACTIONS)]
+
+
+def _label(ds, group: zarr.Group, layout: GroupLayout | None):
+    """Coordinates on every dimension, and the group's model, space and target as scalar coordinates."""
+    attrs = dict(group.attrs)
+    coords: dict = {}
+    for name, size in ds.sizes.items():
+        if name == "eig":
+            coords[name] = np.arange(1, size + 1)
+        elif name == "fraction":
+            fr = _fractions(ds, attrs)
+            coords[name] = fr if len(fr) == size else np.arange(size)
+        else:
+            coords[name] = np.arange(size)
+    if layout is not None:
+        coords.update(model=layout.model, space=layout.space, target=layout.target)
+        if "done" in ds and "code" in ds.dims:
+            coords["done_code"] = ("code", layout.codes_done(ds["done"].values))
+    return ds.assign_coords(coords)
+
+
+def _open_one(root: zarr.Group, run: str, key: str, reduced: bool, chunks):
     import xarray as xr
-    import zarr
 
-    from .storage import open_root
-
-    root = open_root(url, s3_endpoint=s3_endpoint, mode="r", create=False)
-    path = f"{run}/{group_key.strip('/')}" + ("/reduce" if reduced else "")
+    key = key.strip("/")
+    path = f"{run}/{key}"
     try:
         group = root[path]
     except KeyError:
         raise StoreError(f"no group {path!r} in the store (expected <run>/<model>/<space>/<target>)") from None
     if not isinstance(group, zarr.Group):
         raise StoreError(f"{path!r} is an array, expected a group <run>/<model>/<space>/<target>")
-    ds = xr.open_zarr(root.store, group=path, zarr_format=3, consolidated=False, chunks=None)
-    if reduced or "done" not in ds or "z" not in ds:
+    layout = GroupLayout.of(group) if "z" in set(group.array_keys()) else None
+    if reduced:
+        from .view import require_reduced
+
+        if "reduce" not in set(group.group_keys()):
+            raise StoreError(f"group {path!r} has not been reduced (run `gangeo reduce {run}`)")
+        require_reduced(path, group)  # an interrupted reduce/ is refused, as query and report refuse it
+        path, group = f"{path}/reduce", group["reduce"]
+    # Our own reader ignores consolidated copies: it always reads the arrays' current metadata.
+    ds = xr.open_zarr(root.store, group=path, zarr_format=3, consolidated=False, chunks=chunks)
+    if reduced and layout is not None:
+        ds = _label(ds, group, None).assign_coords(model=layout.model, space=layout.space, target=layout.target)
         return ds
-    n = ds.sizes["code"]
-    done = GroupLayout.of(group).codes_done(ds["done"].values)
-    coords = {"code": np.arange(n), "done_code": ("code", done)}
-    if "eig" in ds.dims:
-        coords["eig"] = np.arange(1, ds.sizes["eig"] + 1)
-    return ds.assign_coords(coords)
+    return _label(ds, group, layout)
+
+
+def open_run_xarray(
+    url: str | os.PathLike | None,
+    run: str,
+    group_key: str | None = None,
+    *,
+    s3_endpoint: str | None = None,
+    reduced: bool = False,
+    chunks=None,
+):
+    """The arrays of one ``<model>/<space>/<target>`` group (or of all) as an ``xarray.Dataset``.
+
+    ``group_key`` is the group's path inside the run (e.g. ``"dcgan-faces/z/mse"``);
+    None stacks every target group along a ``group`` dimension (coordinate: the
+    group's key; ``model``, ``space``, ``target`` along it), groups of other sizes
+    padded with NaN. ``reduced=True`` opens ``reduce/`` instead. ``chunks``: None
+    (lazy numpy, the default), or dask chunks as xarray takes them (``{}``: the
+    store's own chunks, ``"auto"``, or ``{"code": 64}``). The sweep's dataset also
+    has ``done_code`` (code,) bool: the code's chunk is done.
+    """
+    import xarray as xr
+
+    from .storage import open_root
+
+    root = open_root(url, s3_endpoint=s3_endpoint, mode="r", create=False)
+    if group_key is not None:
+        return _open_one(root, run, group_key, reduced, chunks)
+    from .view import open_run
+
+    view = open_run(root, run)
+    keys = [g for g in _target_keys(view.group)
+            if not reduced or "reduce" in set(view.group[g].group_keys())]
+    if not keys:
+        raise StoreError(f"run {run!r} has no {'reduced ' if reduced else ''}target group")
+    parts = [_open_one(root, run, k, reduced, chunks).expand_dims(group=[k]) for k in keys]
+    scalars = ("model", "space", "target")
+    parts = [p.assign_coords({s: ("group", [str(p[s].values.ravel()[0])]) for s in scalars}) for p in parts]
+    # Which codes are done is a property of each group: it keeps the group dimension even where groups agree.
+    parts = [p.assign_coords(done_code=p["done_code"].expand_dims(group=p["group"].values)) if "done_code" in p.coords
+             else p for p in parts]
+    return xr.concat(parts, dim="group", join="outer", coords="different", compat="equals",
+                     fill_value=np.nan)
+
+
+def _target_keys(run_group: zarr.Group) -> list[str]:
+    from .view import find_target_groups
+
+    return find_target_groups(run_group)

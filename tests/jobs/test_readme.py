@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,14 @@ def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):
     assert summary["status"] == "complete", summary["failed"]
     block = next(b for b in _python_blocks() if "open_zarr" in b)
     scope: dict = {}
-    exec(compile(block, "README.md", "exec"), scope)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # plain open_zarr reads the consolidated metadata
+        exec(compile(block, "README.md", "exec"), scope)
     assert scope["ds"].eigvals.shape == (6, 100)
     assert scope["mean_spectrum"].dims == ("eig",)
     assert scope["red"].homogeneity_log.shape == (6, 6)
+    assert 1 <= scope["top99"] <= 100 and scope["lazy"].eigvals.chunks == ((3, 3), (100,))
+    assert scope["every"].anisotropy_global.dims == ("group", "fraction")
 
 
 @pytest.mark.parametrize("name", ["demo", "test"])
