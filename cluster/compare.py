@@ -36,7 +36,7 @@ from geometry_core.errors import UsageError
 from geometry_core.spectrum import FRACTIONS
 
 from .run_state import run_state
-from .storage import StoreError
+from .storage import StoreError, subgroup
 from .view import GroupView, reduce_state
 
 __all__ = ["compare_runs", "match_groups"]
@@ -150,7 +150,7 @@ def compare_runs(url, run_a: str, run_b: str, *, group: str | None = None, s3_en
     out = {"runs": [run_a, run_b], "store": rs.url, "fractions": list(FRACTIONS), "groups": []}
     figures = []
     for ka, kb in pairs:
-        (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, views[run].group[k]), figures=report_dir is not None)
+        (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, subgroup(views[run].group, k)), figures=report_dir is not None)
                               for run, k in ((run_a, ka), (run_b, kb)))
         out["groups"].append({"a": sa, "b": sb})
         figures.append((ka, kb, xa, xb))

@@ -25,6 +25,7 @@ import zarr
 from geometry_core.errors import GangeoError, clip
 
 __all__ = [
+    "subgroup",
     "DEFAULT_STORE",
     "StoreError",
     "StoreURL",
@@ -232,3 +233,18 @@ def open_root(
         raise StoreError(f"no results store at {loc}") from None
     except PermissionError:
         raise StoreError(f"store {loc} is not writable") from None
+
+
+def subgroup(parent: zarr.Group, key: str) -> zarr.Group:
+    """``parent[key]`` read from its own metadata files, never from a consolidated copy.
+
+    Consolidated metadata is written for outside readers (plain xarray, ARCHITECTURE.md, Store);
+    gangeo's own reads and writes must see each array's current metadata, so a resized array
+    or a damaged ``zarr.json`` is never hidden behind the copy.
+    """
+    path = f"{parent.path}/{key}".strip("/")
+    try:
+        return zarr.open_group(parent.store, path=path, mode="r" if parent.store.read_only else "r+",
+                               zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise KeyError(key) from None

@@ -27,7 +27,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
-from .storage import StoreError, open_root, parse_store_url
+from .storage import StoreError, open_root, parse_store_url, subgroup
 
 __all__ = ["RunExistsError", "RunStore", "check_identity"]
 
@@ -211,7 +211,7 @@ class RunStore:
     # -- groups and chunks ----------------------------------------------------
     def group(self, run: str, key: str) -> zarr.Group:
         try:
-            return self.run_group(run)[key]
+            return subgroup(self.run_group(run), key)
         except KeyError:
             raise StoreError(f"run {run!r} has no group {key!r}") from None
 

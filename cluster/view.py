@@ -25,7 +25,7 @@ import zarr
 from geometry_core.spectrum import from_eigen
 
 from .layout import GroupLayout
-from .storage import StoreError
+from .storage import StoreError, subgroup
 
 __all__ = ["DamagedChunkError", "GroupView", "RunView", "damaged_chunks", "find_target_groups", "open_run",
            "reduce_state", "require_reduced"]
@@ -193,7 +193,7 @@ class RunView:
         keys = find_target_groups(self.group)
         if not keys:
             raise StoreError(f"run {self.name!r} has no target group with a done array")
-        return [GroupView.of(k, self.group[k], skip_damaged=skip_damaged) for k in keys]
+        return [GroupView.of(k, subgroup(self.group, k), skip_damaged=skip_damaged) for k in keys]
 
 
 def open_run(root_or_url: zarr.Group | str | os.PathLike | None, run: str, *, s3_endpoint: str | None = None,

@@ -135,3 +135,20 @@ def test_refused_write_inside_the_store_is_one_line_outside_it_is_not_ours(tmp_p
     assert err is not None and "read-only" in str(err) and str(store / "v" / "zarr.json") in str(err)
     outside = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "elsewhere.npy"))
     assert as_store_error(outside, str(store), "v") is None
+
+
+@pytest.mark.parametrize("command", ("verify", "query", "reduce"))
+def test_damage_is_not_hidden_by_consolidated_metadata(command, tmp_path, capsys):
+    """A finished run carries consolidated metadata for plain xarray; gangeo still reads each array's own."""
+    import zarr
+
+    from cluster.xr import consolidate_run
+
+    store = tmp_path / "s"
+    build_run(store)
+    assert consolidate_run(zarr.open_group(str(store), mode="r+"), "v") == 1
+    _truncate(store / "v" / KEY / "eigvecs" / "zarr.json")
+    rc = main(_argv(command, "array-metadata-truncated", store, tmp_path))
+    err = capsys.readouterr().err
+    assert rc == STORE, err
+    assert "eigvecs/zarr.json" in err.strip().splitlines()[-1], err
