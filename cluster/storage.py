@@ -15,8 +15,10 @@ or wrong credentials into a :class:`StoreError` with one clear line.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
     "parse_store_url",
     "resolve_endpoint",
     "check_store",
+    "close_sessions",
     "store_env",
 ]
 
@@ -174,8 +177,62 @@ def check_store(url: str | os.PathLike | None, *, s3_endpoint: str | None = None
     return loc
 
 
+async def _start_session(fs) -> tuple:
+    """The filesystem's client, created now on the running loop (zarr's), and that loop."""
+    import asyncio
+
+    return await fs.set_session(), asyncio.get_running_loop()
+
+
+def _close_client(client, loop, wait: bool) -> None:
+    """Close an S3 client's aiohttp session on the loop it belongs to.
+
+    ``wait``: at exit or on request, block (briefly) until closed; from the garbage
+    collector, which may run on any thread, including the loop's, only schedule it.
+    """
+    import asyncio
+
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(client.close())
+        return
+    future = asyncio.run_coroutine_threadsafe(client.close(), loop)
+    if wait:
+        try:
+            future.result(timeout=5)
+        except Exception:  # closing is best effort: a session that will not close is not the user's error
+            pass
+
+
+# One finalizer per open S3 filesystem: run when it is collected, or by close_sessions.
+_SESSIONS: list[weakref.finalize] = []
+_AT_EXIT: list[bool] = []
+
+
+def close_sessions() -> None:
+    """Close the aiohttp session of every S3 store this process opened (idempotent).
+
+    s3fs's asynchronous filesystems never close their session themselves, and
+    aiohttp then prints ``Unclosed client session`` when the interpreter exits;
+    the command line calls this on its way out, and an ``atexit`` hook (registered
+    after zarr's, so it runs while zarr's event loop still does) covers library use.
+    """
+    while _SESSIONS:
+        fin = _SESSIONS.pop()
+        info = fin.detach()  # (fs, func, args, kwargs), or None once run
+        if info is not None:
+            client, loop, _ = info[2]
+            _close_client(client, loop, wait=True)
+
+
 def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.store.Store:
     import s3fs
+    from zarr.core.sync import sync
     from zarr.storage import FsspecStore
 
     # skip_instance_cache: s3fs instances are bound to an event loop; never share them.
@@ -185,6 +242,12 @@ def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.
         endpoint_url=endpoint,
         config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
     )
+    # The session is opened here, on zarr's loop, so that it can be closed there (close_sessions).
+    client, loop = sync(_start_session(fs))
+    _SESSIONS[:] = [f for f in _SESSIONS if f.alive] + [weakref.finalize(fs, _close_client, client, loop, False)]
+    if not _AT_EXIT:
+        atexit.register(close_sessions)
+        _AT_EXIT.append(True)
     return FsspecStore(fs, read_only=read_only, path=loc.path)
 
 
