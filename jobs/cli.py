@@ -10,22 +10,27 @@ Examples::
     gangeo query quickstart --array eigvals --index 0:4 --format table
     gangeo query quickstart --array eigvecs --format npy --out vecs.npy
 
-Results go to stdout as JSON (or a table / .npy). An error is one line on
-stderr, ``gangeo CMD: message``, and an exit status that names its kind
-(:data:`EXIT_CODES`; ARCHITECTURE.md, "Errors"); a sweep that ends partial
-exits 1. Any other exception is a bug and prints its traceback.
+Results go to stdout as strict JSON (``null`` for NaN; :mod:`jobs.output`), a
+table with a header row, or .npy. An error is one line on stderr, ``gangeo CMD:
+message``, and an exit status that names its kind (:data:`EXIT_CODES`;
+ARCHITECTURE.md, "Errors"); a sweep that ends partial exits 1. A file the
+command cannot read or write is a usage error (2); a reader that closes the
+pipe early (``gangeo ls | head -1``) ends the command quietly with 141, the
+status of a process stopped by SIGPIPE; Ctrl-C ends it with 130. Any other
+exception is a bug and prints its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from importlib import import_module
 
 import numpy as np
 
 from geometry_core.errors import GangeoError, UsageError, clip
+from jobs.output import print_json, print_table
 
 __all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", "run_module"]
 
@@ -46,6 +51,18 @@ EXIT_CODES = {
     "ray": 9,       # Ray could not be started as required
     "error": 10,    # any other GangeoError
 }
+EXIT_BROKEN_PIPE = 128 + 13  # stdout's reader went away (SIGPIPE): quiet, as `yes | head -1`
+EXIT_INTERRUPTED = 128 + 2   # Ctrl-C (SIGINT)
+
+
+def package_version() -> str:
+    """The installed gan-geometry version (``gangeo --version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gan-geometry")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,11 +91,6 @@ def allow_import_arg(p: argparse.ArgumentParser) -> None:
                    help="trust import paths (arch=) in the run's stored spec; a store never decides this itself")
 
 
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from cluster.driver import run_sweep
     from cluster.spec import load_spec
@@ -98,7 +110,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _sweep_result(cmd: str, summary: dict) -> int:
-    _print_json(summary)
+    print_json(summary)
     for f in summary["failed"]:
         _warn(cmd, f"chunk {f['chunk']} of {f['key']} failed: {f['error']}")
     return 0 if summary["status"] == "complete" else 1
@@ -121,7 +133,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = run_state(rs, args.run)
     keys = ("created", "updated", "timing", "failed", "versions")
     # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
-    _print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
+    print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
                  "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
 
@@ -130,14 +142,14 @@ def _job_status(args: argparse.Namespace) -> int:
     from jobs.submit import follow_job, job_status
 
     info = follow_job(args.run, args.address) if args.follow else job_status(args.run, args.address)
-    _print_json(info)
+    print_json(info)
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     rs = _open(args)
     runs = rs.ls()
-    _print_json({"store": rs.url, "runs": runs})
+    print_json({"store": rs.url, "runs": runs})
     return 0
 
 
@@ -224,15 +236,31 @@ def cmd_query(args: argparse.Namespace) -> int:
             np.save(sys.stdout.buffer, data)
             sys.stdout.flush()
     elif args.format == "table":
-        if data.ndim > 2:
-            raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
-                                 "use --index or --format npy")
-        for row in np.atleast_2d(data):
-            print("\t".join(f"{v:.9g}" if np.issubdtype(data.dtype, np.floating) else str(v) for v in row))
+        _print_array_table(rs.group(args.run, key)[args.array], data, index)
     else:
-        _print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
+        print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
                      "shape": list(data.shape), "dtype": str(data.dtype), "data": data.tolist()})
     return 0
+
+
+def _print_array_table(arr, data: np.ndarray, index) -> None:
+    """``data`` (``arr[index]``) as a table: a header row naming the dimensions (the array's Zarr
+    ``dimension_names``), then one row per entry of the first, labelled with its index."""
+    dims = [d or f"axis{i}" for i, d in enumerate(getattr(arr.metadata, "dimension_names", None) or
+                                                  [None] * arr.ndim)]
+    if arr.ndim == 0:
+        return print_table([arr.basename], [[data.item()]])
+    if isinstance(index, int) and data.ndim <= 1:  # one entry of the first dimension: one row
+        data, labels = data[None], [range(arr.shape[0])[index]]
+    elif isinstance(index, int):
+        dims, labels = dims[1:], range(data.shape[0])
+    else:
+        labels = range(arr.shape[0])[index if index is not None else slice(None)]
+    if data.ndim > 2:
+        raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
+                         "use --index or --format npy")
+    header = [dims[0]] + ([f"{dims[1]}{j}" for j in range(data.shape[1])] if data.ndim == 2 else [arr.basename])
+    print_table(header, ([lab, *np.atleast_1d(row).tolist()] for lab, row in zip(labels, data)))
 
 
 def _read_intact(rs, run: str, key: str, array: str, index, damaged: dict) -> np.ndarray:
@@ -291,6 +319,8 @@ def _add_core(sub) -> None:
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     """The parser and the hook modules that could not be imported (their commands are absent)."""
     parser = _Parser(prog="gangeo", description="Geometry of generative image models, at cluster scale.")
+    parser.add_argument("--version", action="version", version=f"gangeo {package_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_core(sub)
     missing = []
@@ -303,6 +333,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
             missing.append(name)
             continue
         module.add_parser(sub)
+    show_defaults(parser)
     return parser, missing
 
 
@@ -320,7 +351,24 @@ def run_module(add_parser, argv: list[str] | None = None) -> int:
     """Stand-alone entry of one command module (``python -m jobs.axes_cmd axes ...``), same handling."""
     parser = _Parser(prog="gangeo")
     add_parser(parser.add_subparsers(dest="command", required=True))
+    show_defaults(parser)
     return run_command(parser.parse_args(argv))
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's default in its ``-h`` line, unless it has none (None, a flag) or the help
+    already names it; the same for every subcommand, however its module wrote its options."""
+    for action in parser._actions:  # argparse keeps options and subcommands only here
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                show_defaults(child)
+            continue
+        default, help_ = action.default, action.help
+        if (help_ == argparse.SUPPRESS or default in (None, argparse.SUPPRESS) or isinstance(default, bool)
+                or not (action.option_strings or action.nargs in ("?", "*"))
+                or "default" in (help_ or "").lower()):
+            continue
+        action.help = f"{help_} (default: %(default)s)" if help_ else "(default: %(default)s)"
 
 
 def check_run_arg(args: argparse.Namespace) -> None:
@@ -338,16 +386,39 @@ def run_command(args: argparse.Namespace) -> int:
     cmd = getattr(args, "command", None) or ""
     try:
         check_run_arg(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+        return code
     except GangeoError as exc:  # anything else is a bug and keeps its traceback
         return report_error(cmd, exc)
+    except BrokenPipeError:
+        return _reader_went_away()
+    except KeyboardInterrupt:
+        _warn(cmd, "interrupted")
+        return EXIT_INTERRUPTED
     except Exception as exc:  # damaged or read-only storage is the store's error, not a bug
         from cluster.damage import as_store_error
 
         err = as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
+        if err is None and isinstance(exc, OSError) and exc.filename is not None:
+            # a file the user named (an --out target, an input) that the system refuses
+            err = UsageError(f"cannot use {clip(os.fsdecode(exc.filename), bare=True)}: "
+                             f"{exc.strerror or type(exc).__name__}")
         if err is None:
             raise
         return report_error(cmd, err)
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly. Python's advice (the
+    ``signal`` module's notes on SIGPIPE): point stdout at devnull so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def report_error(cmd: str, exc: GangeoError) -> int:
