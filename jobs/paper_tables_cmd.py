@@ -35,11 +35,11 @@ progress goes to stderr. Errors: one line on stderr, the exit code of their kind
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
+from jobs.output import dumps_json
 
 __all__ = ["DEFAULTS", "add_parser", "format_table", "main", "paper_tables", "table2", "table3", "table5"]
 
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be a positive int, got {args.batch}")
     result = run_all(args)
-    text = json.dumps(result, indent=1)
+    text = dumps_json(result, indent=1)
     if args.out:
         from pathlib import Path
 

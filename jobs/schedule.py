@@ -38,6 +38,7 @@ import yaml
 import zarr
 
 from geometry_core.errors import GangeoError, clip
+from jobs.output import print_json
 
 __all__ = [
     "ScheduleBook",
@@ -239,7 +240,7 @@ def _cmd(args: argparse.Namespace) -> int:
     else:
         daemon(_book(args), submit_entry, interval=args.interval)
         return 0
-    print(json.dumps(out, indent=2))
+    print_json(out)
     return 0
 
 

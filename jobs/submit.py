@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shlex
 import shutil
@@ -38,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from geometry_core.errors import GangeoError
+from jobs.output import print_json
 
 __all__ = [
     "PROJECT_MODULES",
@@ -189,7 +189,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 def _cmd_job_status(args: argparse.Namespace) -> int:
     info = follow_job(args.job_id, args.address) if args.follow else job_status(args.job_id, args.address)
-    print(json.dumps(info))
+    print_json(info, indent=None)
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 
 
