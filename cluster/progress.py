@@ -48,16 +48,17 @@ class SweepProgress:
         """The first line, before Ray and the workers start (loading generators can take a while)."""
         from .spec import ALL_LAYERS
 
-        groups = sum(len(g.spaces) for g in spec.generators)
-        per_layer = ALL_LAYERS in spec.targets
-        groups *= len([t for t in spec.targets if t != ALL_LAYERS]) or 1
         n, size = spec.n_codes, spec.chunk_size
         chunks = -(-n // size)
-        what = (f"{groups}+ groups (one per layer, counted once loaded)" if per_layer
-                else f"{groups} group{'s' * (groups != 1)}, {groups * chunks} chunks")
-        workers = spec.resources.get("workers") or "one worker per free slot"
-        where = f"Ray at {address}" if address else "embedded Ray"
-        self.say(f"{what} of {n} codes (chunks of {size}); starting {where}, workers: {workers}")
+        named = [t for t in spec.targets if t != ALL_LAYERS]
+        groups = sum(len(g.spaces) for g in spec.generators) * (len(named) + (ALL_LAYERS in spec.targets))
+        if ALL_LAYERS in spec.targets:  # one group per layer: known once a worker has loaded the generator
+            what = f"at least {groups} groups x {n} codes, {chunks} chunks of {size} codes each"
+        else:
+            what = f"{groups} group{'s' * (groups != 1)} x {n} codes, {groups * chunks} chunks of {size} codes"
+        workers = spec.resources.get("workers")
+        who = f"{workers} worker{'s' * (workers != 1)}" if workers else "a worker per free slot"
+        self.say(f"{what}; starting {f'Ray at {address}' if address else 'embedded Ray'} and {who}")
 
     @contextmanager
     def computing(self, *, chunks: int, codes: int, done_before: int, workers: int):

@@ -275,7 +275,11 @@ def open_root(
         if not path.exists():
             if not create or read_only:
                 raise StoreError(f"no results store at {loc.path}")
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a read-only or special file system: the store's error, one line
+                raise StoreError(f"cannot create the store directory {loc.path}: "
+                                 f"{exc.strerror or type(exc).__name__}") from None
         store = zarr.storage.LocalStore(loc.path, read_only=read_only)
     else:
         endpoint = resolve_endpoint(s3_endpoint)
