@@ -209,17 +209,21 @@ def format_table(result: dict) -> str:
     lines = [f"codes: n={s['n']} seed={s['seed']}  method={s['method']} {s['dtype']}  LPIPS backbone: "
              f"{s['lpips_backbone']}"]
     lines += ["", "Table 2: eigenvalues for a fraction of the mean spectrum (per code: mean ± std)"]
+    fractions = next((list(t["mean_spectrum"]) for r in result["generators"].values()
+                      for t in r["table2"].values()), [])
+    lines.append(f"  {'generator':<14} {'distance':<14} {'D':<7} " + " | ".join(f"fraction {f}" for f in fractions))
     for g, r in result["generators"].items():
         for name, t in r["table2"].items():
             cells = [f"{t['mean_spectrum'][f]} ({_ms(t['per_code'][f], 1)})" for f in t["mean_spectrum"]]
             lines.append(f"  {g:<14} {name:<14} D={r['latent_dim']:<5} " + " | ".join(cells))
     lines += ["", "Table 3: homogeneity, log and linear (mean ± std over ordered pairs)"]
+    lines.append(f"  {'generator':<14} {'distance':<14} log / lin")
     for g, r in result["generators"].items():
         for name, t in r["table3"].items():
             lines.append(f"  {g:<14} {name:<14} log {_ms(t['log'])}   lin {_ms(t['lin'])}")
     lines += ["", f"Table 5: each distance against {s['reference']} (mean ± std over codes)"]
     keys = ("h_corr", "eig_corr", "sim_log", "sim_lin", "slope", "intercept")
-    lines.append(f"  {'':<29} " + " | ".join(f"{k:<13}" for k in keys))
+    lines.append(f"  {'generator':<14} {'distance':<14} " + " | ".join(f"{k:<13}" for k in keys))
     for g, r in result["generators"].items():
         for name, t in r["table5"].items():
             lines.append(f"  {g:<14} {name:<14} " + " | ".join(f"{_ms(t[k]):<13}" for k in keys))

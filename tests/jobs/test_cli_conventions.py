@@ -220,6 +220,23 @@ def test_query_table_has_a_header_row_and_labelled_rows(world, capsys):
     assert lines == ["chunk\tdone", "0\t1", "1\t1", "2\t1", "3\t1"]
 
 
+def test_paper_tables_text_has_a_header_row_per_table():
+    from jobs.paper_tables_cmd import format_table
+
+    ms = {"mean": 0.5, "std": 0.1}
+    result = {"settings": {"n": 3, "seed": 0, "method": "exact", "dtype": "float64", "lpips_backbone": "-",
+                           "reference": "mse"},
+              "generators": {"dcgan-faces": {"latent_dim": 100, "table2": {"mse": {"mean_spectrum": {"0.99": 7},
+                                                                                   "per_code": {"0.99": ms}}},
+                                             "table3": {"mse": {"log": ms, "lin": ms}},
+                                             "table5": {"ssim": {k: ms for k in ("h_corr", "eig_corr", "sim_log",
+                                                                                 "sim_lin", "slope", "intercept")}}}}}
+    lines = format_table(result).splitlines()
+    titles = [i for i, line in enumerate(lines) if line.startswith("Table ")]
+    assert len(titles) == 3 and all(lines[i + 1].split()[:2] == ["generator", "distance"] for i in titles), lines
+    assert "fraction 0.99" in lines[titles[0] + 1] and "h_corr" in lines[titles[2] + 1]
+
+
 def test_json_output_is_strict_json_with_null_for_nan(world, tmp_path, capsys):
     store = tmp_path / "s"
     build_run(store, "v")
