@@ -192,7 +192,7 @@ def _close_client(client, loop, wait: bool) -> None:
     """
     import asyncio
 
-    if loop.is_closed():
+    if loop.is_closed() or not loop.is_running():  # zarr's loop is gone (exit, or a forked child)
         return
     try:
         running = asyncio.get_running_loop()
@@ -212,15 +212,18 @@ def _close_client(client, loop, wait: bool) -> None:
 # One finalizer per open S3 filesystem: run when it is collected, or by close_sessions.
 _SESSIONS: list[weakref.finalize] = []
 _AT_EXIT: list[bool] = []
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's sessions (nor zarr's loop)
+    os.register_at_fork(after_in_child=_SESSIONS.clear)
 
 
 def close_sessions() -> None:
     """Close the aiohttp session of every S3 store this process opened (idempotent).
 
     s3fs's asynchronous filesystems never close their session themselves, and
-    aiohttp then prints ``Unclosed client session`` when the interpreter exits;
-    the command line calls this on its way out, and an ``atexit`` hook (registered
-    after zarr's, so it runs while zarr's event loop still does) covers library use.
+    aiohttp then prints ``Unclosed client session`` when the interpreter exits.
+    A store's session is closed when its filesystem is collected; this closes the
+    rest, and runs at exit (registered after zarr's own ``atexit`` hook, so before
+    it, while zarr's event loop still runs).
     """
     while _SESSIONS:
         fin = _SESSIONS.pop()

@@ -286,7 +286,7 @@ def _add_core(sub) -> None:
         p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
         store_args(p)
         p.add_argument("--address", default=None, help="Ray cluster address (default: embedded Ray)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--quiet", action="store_true", help="no progress lines or bar on stderr")
         if name == "resume":
             allow_import_arg(p)
         p.set_defaults(func=func)
