@@ -30,9 +30,10 @@ from importlib import import_module
 import numpy as np
 
 from geometry_core.errors import GangeoError, UsageError, clip
-from jobs.output import print_json, print_table
+from jobs.output import print_array_table, print_json
 
-__all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", "run_module"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_CODES", "EXIT_INTERRUPTED", "build_parser", "main", "package_version",
+           "report_error", "run_command", "run_module", "show_defaults"]
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
@@ -134,7 +135,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     keys = ("created", "updated", "timing", "failed", "versions")
     # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
     print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
-                 "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
+                "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
 
 
@@ -236,31 +237,11 @@ def cmd_query(args: argparse.Namespace) -> int:
             np.save(sys.stdout.buffer, data)
             sys.stdout.flush()
     elif args.format == "table":
-        _print_array_table(rs.group(args.run, key)[args.array], data, index)
+        print_array_table(rs.group(args.run, key)[args.array], data, index)
     else:
         print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
-                     "shape": list(data.shape), "dtype": str(data.dtype), "data": data.tolist()})
+                    "shape": list(data.shape), "dtype": str(data.dtype), "data": data})
     return 0
-
-
-def _print_array_table(arr, data: np.ndarray, index) -> None:
-    """``data`` (``arr[index]``) as a table: a header row naming the dimensions (the array's Zarr
-    ``dimension_names``), then one row per entry of the first, labelled with its index."""
-    dims = [d or f"axis{i}" for i, d in enumerate(getattr(arr.metadata, "dimension_names", None) or
-                                                  [None] * arr.ndim)]
-    if arr.ndim == 0:
-        return print_table([arr.basename], [[data.item()]])
-    if isinstance(index, int) and data.ndim <= 1:  # one entry of the first dimension: one row
-        data, labels = data[None], [range(arr.shape[0])[index]]
-    elif isinstance(index, int):
-        dims, labels = dims[1:], range(data.shape[0])
-    else:
-        labels = range(arr.shape[0])[index if index is not None else slice(None)]
-    if data.ndim > 2:
-        raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
-                         "use --index or --format npy")
-    header = [dims[0]] + ([f"{dims[1]}{j}" for j in range(data.shape[1])] if data.ndim == 2 else [arr.basename])
-    print_table(header, ([lab, *np.atleast_1d(row).tolist()] for lab, row in zip(labels, data)))
 
 
 def _read_intact(rs, run: str, key: str, array: str, index, damaged: dict) -> np.ndarray:

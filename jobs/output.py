@@ -5,6 +5,7 @@ Example::
     from jobs.output import print_json, print_table
     print_json({"mean": float("nan"), "eigvals": np.ones(3)})   # {"mean": null, "eigvals": [1.0, 1.0, 1.0]}
     print_table(["code", "eig0"], [[0, 0.5], [1, 0.25]])
+    print_array_table(group["eigvals"], group["eigvals"][2:4], slice(2, 4))   # code, eig0, eig1, ...
 
 JSON is RFC 8259 JSON, which has no NaN or infinity: a non-finite number is
 written ``null`` (a strict parser, ``json.loads(text, parse_constant=...)`` that
@@ -20,7 +21,9 @@ import sys
 
 import numpy as np
 
-__all__ = ["dumps_json", "json_safe", "print_json", "print_table"]
+from geometry_core.errors import UsageError
+
+__all__ = ["dumps_json", "json_safe", "print_array_table", "print_json", "print_table"]
 
 
 def json_safe(obj):
@@ -62,3 +65,23 @@ def print_table(header: list[str], rows) -> None:
     sys.stdout.write("\t".join(header) + "\n")
     for row in rows:
         sys.stdout.write("\t".join(cell(v) for v in row) + "\n")
+
+
+def print_array_table(arr, data: np.ndarray, index) -> None:
+    """``data`` (``arr[index]``, ``arr`` a Zarr array) as a table: a header row naming the dimensions
+    (the array's ``dimension_names``), then one row per entry of the first, labelled with its index."""
+    dims = [d or f"axis{i}" for i, d in enumerate(getattr(arr.metadata, "dimension_names", None) or
+                                                  [None] * arr.ndim)]
+    if arr.ndim == 0:
+        return print_table([arr.basename], [[data.item()]])
+    if isinstance(index, int) and data.ndim <= 1:  # one entry of the first dimension: one row
+        data, labels = data[None], [range(arr.shape[0])[index]]
+    elif isinstance(index, int):
+        dims, labels = dims[1:], range(data.shape[0])
+    else:
+        labels = range(arr.shape[0])[index if index is not None else slice(None)]
+    if data.ndim > 2:
+        raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
+                         "use --index or --format npy")
+    header = [dims[0]] + ([f"{dims[1]}{j}" for j in range(data.shape[1])] if data.ndim == 2 else [arr.basename])
+    print_table(header, ([lab, *np.atleast_1d(row).tolist()] for lab, row in zip(labels, data)))
