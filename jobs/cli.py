@@ -318,8 +318,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     return parser, missing
 
 
+def quiet_library_warnings() -> None:
+    """Silence the one library warning a user cannot act on, unless warnings were asked for (``-W``,
+    ``PYTHONWARNINGS``): torch's forward-mode AD registers its decompositions through
+    ``torch.jit.script``, which then says, on the first ``jvp`` of every process, that it is deprecated."""
+    import warnings
+
+    if not sys.warnoptions:
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gangeo`` console script; returns the exit status."""
+    quiet_library_warnings()
     parser, missing = build_parser()
     if missing:
         # A command module that fails to import is an installation fault, not a smaller CLI.
@@ -330,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_module(add_parser, argv: list[str] | None = None) -> int:
     """Stand-alone entry of one command module (``python -m jobs.axes_cmd axes ...``), same handling."""
+    quiet_library_warnings()
     parser = _Parser(prog="gangeo")
     add_parser(parser.add_subparsers(dest="command", required=True))
     show_defaults(parser)

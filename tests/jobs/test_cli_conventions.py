@@ -137,8 +137,17 @@ def outside(world, s3_server, s3_run) -> dict[str, tuple[int, str, str]]:
         "s3_ls": _start(["-m", "jobs.cli", "ls", "--store", s3_run], s3),
         "s3_more": _start(["-W", "always::ResourceWarning", "-c", more], s3),
         "pipe_ls": _start(["-m", "jobs.cli", "ls", "--store", str(world / "store")], closed_stdout=True),
+        # computes a metric (forward mode: torch warns about itself), then cannot write its --out
+        "axes_refused": _start(["-m", "jobs.cli", "axes", "--out", "/proc/gangeo-axes", "--topk", "1", "--steps",
+                                "1"]),
     }
     return {name: _finish(p) for name, p in procs.items()}
+
+
+def test_a_real_command_says_one_line_and_nothing_else(outside):
+    code, out, err = outside["axes_refused"]
+    assert (code, out) == (EXIT_CODES["usage"], "")
+    assert err == "gangeo axes: cannot use /proc/gangeo-axes: No such file or directory\n", err
 
 
 def test_ctrl_c_is_one_line_and_130(world, capsys, monkeypatch):
