@@ -65,7 +65,10 @@ class SweepProgress:
         """Around the chunks' computation: a line with what is left, a bar or a line per chunk, a summary."""
         self.total, self.codes, self._t0 = chunks, codes, time.perf_counter()
         skipped = f" ({done_before} already done)" if done_before else ""
-        self.say(f"computing {chunks} chunks, {codes} codes{skipped} on {workers} worker{'s' * (workers != 1)}")
+        if chunks:
+            self.say(f"computing {chunks} chunks, {codes} codes{skipped} on {workers} worker{'s' * (workers != 1)}")
+        else:
+            self.say(f"nothing to compute: all {done_before} chunks are done")
         if self.enabled and self.tty and chunks:
             from tqdm import tqdm
 

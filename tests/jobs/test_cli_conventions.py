@@ -299,6 +299,13 @@ def test_progress_is_a_line_per_chunk_off_a_terminal():
     assert lines[-1].startswith("sweep p: 3/3 chunks done in")
 
 
+def test_progress_of_a_run_with_nothing_left_is_one_line():
+    stream = io.StringIO()
+    with SweepProgress("p", stream=stream, tty=False).computing(chunks=0, codes=0, done_before=3, workers=1):
+        pass
+    assert stream.getvalue() == "sweep p: nothing to compute: all 3 chunks are done\n"
+
+
 def test_progress_on_a_terminal_is_a_bar_and_quiet_is_silent():
     lines = _progress_lines(tty=True)
     assert lines[0].startswith("sweep p: 1 group x 6 codes") and not any("chunk 1/3" in ln for ln in lines)
