@@ -29,6 +29,7 @@ from geometry_core.errors import GeometryError, WeightsError
 from .bounds import check_plan, check_resources
 from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
+from .progress import SweepProgress
 from .ray_runtime import init_ray
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
@@ -165,13 +166,6 @@ def _check_nodes(spec: SweepSpec, *, embedded: bool) -> float | None:
         return NODE_WAIT_S
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="pt", file=sys.stderr, dynamic_ncols=True, desc="sweep",
-                disable=not (enabled and sys.stderr.isatty()))
-
-
 @dataclass
 class _Outcome:
     """What scheduling every pending chunk came to."""
@@ -236,7 +230,7 @@ class _Scheduler:
         if record["ok"]:
             self.outcome.computed += 1
             self.attempts.pop((task.key, task.chunk), None)
-            self.bar.update(task.layout.n_rows(task.chunk))
+            self.bar.chunk_done(task.key, task.chunk, task.layout.n_rows(task.chunk), record.get("seconds"))
         else:
             self._retry_or_give_up(task, record["error"])
 
@@ -319,13 +313,15 @@ def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: _Outcom
             "groups": [lay.key for _, lay in plans], **timing}
 
 
-def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, progress: bool,
+def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, progress: SweepProgress,
              max_attempts: int) -> tuple[_Outcome, dict]:
     """Compute every pending chunk; the run's status, failures and timing go to its attributes."""
     points = _points(plans, masks)
     t0, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rs.update_attrs(spec.name, status="running", failed=[])
-    with _progress_bar(points, progress) as bar:
+    pending = sum(int((~m).sum()) for m in masks)
+    with progress.computing(chunks=pending, codes=points, done_before=sum(int(m.sum()) for m in masks),
+                            workers=len(pool.actors)) as bar:
         outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks))
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
@@ -352,6 +348,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     # Workers run in other directories: a relative local store means the driver's cwd.
     spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
     _precheck(spec, s3_endpoint)
+    prog = SweepProgress(spec.name, enabled=progress)
+    prog.starting(spec, address=address)  # before Ray and the workers: they take a while to start
     env = store_env(s3_endpoint)
     started_ray = init_ray(address, env)
     pool = lock = None
@@ -363,7 +361,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         rs = RunStore(spec.store, s3_endpoint=s3_endpoint)
         lock = RunLock(spec.store, spec.name, s3_endpoint=s3_endpoint).acquire()
         masks = _open_groups(rs, spec, plans)
-        outcome, timing = _execute(spec, rs, pool, plans, masks, progress=progress, max_attempts=max_attempts)
+        outcome, timing = _execute(spec, rs, pool, plans, masks, progress=prog, max_attempts=max_attempts)
         summary = _summary(spec, rs, plans, masks, outcome, timing, pool, lock)
         summary["worker_info"] = pool.info()
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them

@@ -15,8 +15,10 @@ or wrong credentials into a :class:`StoreError` with one clear line.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ __all__ = [
     "parse_store_url",
     "resolve_endpoint",
     "check_store",
+    "close_sessions",
     "store_env",
 ]
 
@@ -175,8 +178,65 @@ def check_store(url: str | os.PathLike | None, *, s3_endpoint: str | None = None
     return loc
 
 
+async def _start_session(fs) -> tuple:
+    """The filesystem's client, created now on the running loop (zarr's), and that loop."""
+    import asyncio
+
+    return await fs.set_session(), asyncio.get_running_loop()
+
+
+def _close_client(client, loop, wait: bool) -> None:
+    """Close an S3 client's aiohttp session on the loop it belongs to.
+
+    ``wait``: at exit or on request, block (briefly) until closed; from the garbage
+    collector, which may run on any thread, including the loop's, only schedule it.
+    """
+    import asyncio
+
+    if loop.is_closed() or not loop.is_running():  # zarr's loop is gone (exit, or a forked child)
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(client.close())
+        return
+    future = asyncio.run_coroutine_threadsafe(client.close(), loop)
+    if wait:
+        try:
+            future.result(timeout=5)
+        except Exception:  # closing is best effort: a session that will not close is not the user's error
+            pass
+
+
+# One finalizer per open S3 filesystem: run when it is collected, or by close_sessions.
+_SESSIONS: list[weakref.finalize] = []
+_AT_EXIT: list[bool] = []
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's sessions (nor zarr's loop)
+    os.register_at_fork(after_in_child=_SESSIONS.clear)
+
+
+def close_sessions() -> None:
+    """Close the aiohttp session of every S3 store this process opened (idempotent).
+
+    s3fs's asynchronous filesystems never close their session themselves, and
+    aiohttp then prints ``Unclosed client session`` when the interpreter exits.
+    A store's session is closed when its filesystem is collected; this closes the
+    rest, and runs at exit (registered after zarr's own ``atexit`` hook, so before
+    it, while zarr's event loop still runs).
+    """
+    while _SESSIONS:
+        fin = _SESSIONS.pop()
+        info = fin.detach()  # (fs, func, args, kwargs), or None once run
+        if info is not None:
+            client, loop, _ = info[2]
+            _close_client(client, loop, wait=True)
+
+
 def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.store.Store:
     import s3fs
+    from zarr.core.sync import sync
     from zarr.storage import FsspecStore
 
     # skip_instance_cache: s3fs instances are bound to an event loop; never share them.
@@ -186,6 +246,12 @@ def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.
         endpoint_url=endpoint,
         config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
     )
+    # The session is opened here, on zarr's loop, so that it can be closed there (close_sessions).
+    client, loop = sync(_start_session(fs))
+    _SESSIONS[:] = [f for f in _SESSIONS if f.alive] + [weakref.finalize(fs, _close_client, client, loop, False)]
+    if not _AT_EXIT:
+        atexit.register(close_sessions)
+        _AT_EXIT.append(True)
     return FsspecStore(fs, read_only=read_only, path=loc.path)
 
 
@@ -213,7 +279,11 @@ def open_root(
         if not path.exists():
             if not create or read_only:
                 raise StoreError(f"no results store at {loc.path}")
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a read-only or special file system: the store's error, one line
+                raise StoreError(f"cannot create the store directory {loc.path}: "
+                                 f"{exc.strerror or type(exc).__name__}") from None
         store = zarr.storage.LocalStore(loc.path, read_only=read_only)
     else:
         endpoint = resolve_endpoint(s3_endpoint)

@@ -17,11 +17,11 @@ Errors: one line on stderr and the exit code of their kind (jobs.cli.EXIT_CODES)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from geometry_core.errors import UsageError
+from jobs.output import dumps_json, print_json
 
 __all__ = ["add_parser", "main", "metric_args", "run_axes", "run_localdim", "stored_metric"]
 
@@ -157,8 +157,8 @@ def run_axes(args: argparse.Namespace) -> int:
         title=f"{args.generator} / {args.distance}, {args.mode}",
     )
     with open(os.path.join(args.out, "axes.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
-    print(json.dumps(summary))
+        fh.write(dumps_json(summary, indent=1))
+    print_json(summary, indent=None)
     return 0
 
 
@@ -183,7 +183,7 @@ def run_localdim(args: argparse.Namespace) -> int:
     if args.distortion:
         for name, layer in zip(names, layers):
             out[name]["distortion"] = distortion(G, zs, layer)["distortion"]
-    print(json.dumps(out))
+    print_json(out, indent=None)
     return 0
 
 

@@ -10,24 +10,30 @@ Examples::
     gangeo query quickstart --array eigvals --index 0:4 --format table
     gangeo query quickstart --array eigvecs --format npy --out vecs.npy
 
-Results go to stdout as JSON (or a table / .npy). An error is one line on
-stderr, ``gangeo CMD: message``, and an exit status that names its kind
-(:data:`EXIT_CODES`; ARCHITECTURE.md, "Errors"); a sweep that ends partial
-exits 1. Any other exception is a bug and prints its traceback.
+Results go to stdout as strict JSON (``null`` for NaN; :mod:`jobs.output`), a
+table with a header row, or .npy. An error is one line on stderr, ``gangeo CMD:
+message``, and an exit status that names its kind (:data:`EXIT_CODES`;
+ARCHITECTURE.md, "Errors"); a sweep that ends partial exits 1. A file the
+command cannot read or write is a usage error (2); a reader that closes the
+pipe early (``gangeo ls | head -1``) ends the command quietly with 141, the
+status of a process stopped by SIGPIPE; Ctrl-C ends it with 130. Any other
+exception is a bug and prints its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from importlib import import_module
 
 import numpy as np
 
 from geometry_core.errors import GangeoError, UsageError, clip
+from jobs.output import print_array_table, print_json
 
-__all__ = ["EXIT_CODES", "build_parser", "main", "report_error", "run_command", "run_module"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_CODES", "EXIT_INTERRUPTED", "build_parser", "main", "package_version",
+           "report_error", "run_command", "run_module", "show_defaults"]
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
@@ -47,6 +53,18 @@ EXIT_CODES = {
     "ray": 9,       # Ray could not be started as required
     "error": 10,    # any other GangeoError
 }
+EXIT_BROKEN_PIPE = 128 + 13  # stdout's reader went away (SIGPIPE): quiet, as `yes | head -1`
+EXIT_INTERRUPTED = 128 + 2   # Ctrl-C (SIGINT)
+
+
+def package_version() -> str:
+    """The installed gan-geometry version (``gangeo --version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gan-geometry")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,11 +93,6 @@ def allow_import_arg(p: argparse.ArgumentParser) -> None:
                    help="trust import paths (arch=) in the run's stored spec; a store never decides this itself")
 
 
-def _print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from cluster.driver import run_sweep
     from cluster.spec import load_spec
@@ -99,7 +112,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _sweep_result(cmd: str, summary: dict) -> int:
-    _print_json(summary)
+    print_json(summary)
     for f in summary["failed"]:
         _warn(cmd, f"chunk {f['chunk']} of {f['key']} failed: {f['error']}")
     return 0 if summary["status"] == "complete" else 1
@@ -122,8 +135,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = run_state(rs, args.run)
     keys = ("created", "updated", "timing", "failed", "versions")
     # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
-    _print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
-                 "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
+    print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
+                "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
     return 0
 
 
@@ -131,14 +144,14 @@ def _job_status(args: argparse.Namespace) -> int:
     from jobs.submit import follow_job, job_status
 
     info = follow_job(args.run, args.address) if args.follow else job_status(args.run, args.address)
-    _print_json(info)
+    print_json(info)
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     rs = _open(args)
     runs = rs.ls()
-    _print_json({"store": rs.url, "runs": runs})
+    print_json({"store": rs.url, "runs": runs})
     return 0
 
 
@@ -225,14 +238,10 @@ def cmd_query(args: argparse.Namespace) -> int:
             np.save(sys.stdout.buffer, data)
             sys.stdout.flush()
     elif args.format == "table":
-        if data.ndim > 2:
-            raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
-                                 "use --index or --format npy")
-        for row in np.atleast_2d(data):
-            print("\t".join(f"{v:.9g}" if np.issubdtype(data.dtype, np.floating) else str(v) for v in row))
+        print_array_table(rs.group(args.run, key)[args.array], data, index)
     else:
-        _print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
-                     "shape": list(data.shape), "dtype": str(data.dtype), "data": data.tolist()})
+        print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
+                    "shape": list(data.shape), "dtype": str(data.dtype), "data": data})
     return 0
 
 
@@ -265,7 +274,7 @@ def _add_core(sub) -> None:
         p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
         store_args(p)
         p.add_argument("--address", default=None, metavar="CLUSTER", help=_cluster_help())
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--quiet", action="store_true", help="no progress lines or bar on stderr")
         if name == "resume":
             allow_import_arg(p)
         p.set_defaults(func=func)
@@ -299,6 +308,8 @@ def _add_core(sub) -> None:
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     """The parser and the hook modules that could not be imported (their commands are absent)."""
     parser = _Parser(prog="gangeo", description="Geometry of generative image models, at cluster scale.")
+    parser.add_argument("--version", action="version", version=f"gangeo {package_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_core(sub)
     missing = []
@@ -311,11 +322,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
             missing.append(name)
             continue
         module.add_parser(sub)
+    show_defaults(parser)
     return parser, missing
+
+
+def quiet_library_warnings() -> None:
+    """Silence the one library warning a user cannot act on, unless warnings were asked for (``-W``,
+    ``PYTHONWARNINGS``): torch's forward-mode AD registers its decompositions through
+    ``torch.jit.script``, which then says, on the first ``jvp`` of every process, that it is deprecated."""
+    import warnings
+
+    if not sys.warnoptions:
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gangeo`` console script; returns the exit status."""
+    quiet_library_warnings()
     parser, missing = build_parser()
     if missing:
         # A command module that fails to import is an installation fault, not a smaller CLI.
@@ -326,9 +349,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_module(add_parser, argv: list[str] | None = None) -> int:
     """Stand-alone entry of one command module (``python -m jobs.axes_cmd axes ...``), same handling."""
+    quiet_library_warnings()
     parser = _Parser(prog="gangeo")
     add_parser(parser.add_subparsers(dest="command", required=True))
+    show_defaults(parser)
     return run_command(parser.parse_args(argv))
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's default in its ``-h`` line, unless it has none (None, a flag) or the help
+    already names it; the same for every subcommand, however its module wrote its options."""
+    for action in parser._actions:  # argparse keeps options and subcommands only here
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                show_defaults(child)
+            continue
+        default, help_ = action.default, action.help
+        if (help_ == argparse.SUPPRESS or default in (None, argparse.SUPPRESS) or isinstance(default, bool)
+                or not (action.option_strings or action.nargs in ("?", "*"))
+                or "default" in (help_ or "").lower()):
+            continue
+        action.help = f"{help_} (default: %(default)s)" if help_ else "(default: %(default)s)"
 
 
 def check_run_arg(args: argparse.Namespace) -> None:
@@ -346,16 +387,39 @@ def run_command(args: argparse.Namespace) -> int:
     cmd = getattr(args, "command", None) or ""
     try:
         check_run_arg(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+        return code
     except GangeoError as exc:  # anything else is a bug and keeps its traceback
         return report_error(cmd, exc)
+    except BrokenPipeError:
+        return _reader_went_away()
+    except KeyboardInterrupt:
+        _warn(cmd, "interrupted")
+        return EXIT_INTERRUPTED
     except Exception as exc:  # damaged or read-only storage is the store's error, not a bug
         from cluster.damage import as_store_error
 
         err = as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
+        if err is None and isinstance(exc, OSError) and exc.filename is not None:
+            # a file the user named (an --out target, an input) that the system refuses
+            err = UsageError(f"cannot use {clip(os.fsdecode(exc.filename), bare=True)}: "
+                             f"{exc.strerror or type(exc).__name__}")
         if err is None:
             raise
         return report_error(cmd, err)
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly. Python's advice (the
+    ``signal`` module's notes on SIGPIPE): point stdout at devnull so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def report_error(cmd: str, exc: GangeoError) -> int:

@@ -15,8 +15,9 @@ finite). A run that is not complete and reduced is refused (exit 5), an unknown
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from jobs.output import print_json
 
 __all__ = ["add_parser", "main", "run_compare"]
 
@@ -51,7 +52,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--report {clip(args.report, bare=True)}: exists and is not a directory")
     out = compare_runs(args.store, args.run_a, args.run_b, group=args.group, s3_endpoint=args.s3_endpoint,
                        report_dir=args.report)
-    sys.stdout.write(json.dumps(out, indent=1, allow_nan=False) + "\n")
+    print_json(out, indent=1)
     return 0
 
 

@@ -19,13 +19,13 @@ Errors: one line on stderr and the exit code of their kind, nothing written.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
 from geometry_core.errors import UsageError
+from jobs.output import dumps_json, print_json
 
 __all__ = ["DEFAULTS", "add_parser", "main", "run_invert", "run_search"]
 
@@ -163,7 +163,7 @@ def run_invert(args: argparse.Namespace) -> int:
         summary["metric"] = args.metric
     if args.out is not None:
         _write_inversion(args.out, G, target, res, summary)
-    print(json.dumps(summary))
+    print_json(summary, indent=None)
     return 0
 
 
@@ -179,7 +179,7 @@ def _write_inversion(out: str, G, target, res, summary: dict) -> None:
     np.save(os.path.join(out, "z.npy"), res.z.double().cpu().numpy())
     np.save(os.path.join(out, "trajectory.npy"), res.trajectory)
     with open(os.path.join(out, "result.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+        f.write(dumps_json(summary, indent=1))
 
 
 def mean_sem(values) -> dict:
@@ -225,10 +225,10 @@ def run_search(args: argparse.Namespace) -> int:
             for s in range(args.seeds)
         ]
         out[name] = mean_sem(finals)
-    print(json.dumps({"objective": args.objective, "generator": args.generator, "budget": args.budget,
+    print_json(indent=None, obj={"objective": args.objective, "generator": args.generator, "budget": args.budget,
                       "popsize": args.popsize, "sigma0": args.sigma0, "power": args.power,
                       "cutoff": args.cutoff, "metric": args.metric if "cma-hessian" in frames else None,
-                      "methods": out}))
+                      "methods": out})
     return 0
 
 

@@ -13,9 +13,8 @@ entry on stdout, download progress on stderr. Errors: one line on stderr, exit 2
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
+from jobs.output import print_json
 
 __all__ = ["add_parser", "cmd_fetch", "cmd_list"]
 
@@ -57,8 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.format == "table":
         print(_table(rows))
     else:
-        json.dump({"cache": str(cache_home()), "models": rows}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({"cache": str(cache_home()), "models": rows})
     return 0
 
 
@@ -73,5 +71,5 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         get_entry(name)  # every name checked before any download
     for name in names:
         fetch_entry(name)
-        print(json.dumps(entry_status(name)), flush=True)
+        print_json(entry_status(name), indent=None, flush=True)
     return 0

@@ -35,11 +35,11 @@ progress goes to stderr. Errors: one line on stderr, the exit code of their kind
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
+from jobs.output import dumps_json
 
 __all__ = ["DEFAULTS", "add_parser", "format_table", "main", "paper_tables", "table2", "table3", "table5"]
 
@@ -209,17 +209,21 @@ def format_table(result: dict) -> str:
     lines = [f"codes: n={s['n']} seed={s['seed']}  method={s['method']} {s['dtype']}  LPIPS backbone: "
              f"{s['lpips_backbone']}"]
     lines += ["", "Table 2: eigenvalues for a fraction of the mean spectrum (per code: mean ± std)"]
+    fractions = next((list(t["mean_spectrum"]) for r in result["generators"].values()
+                      for t in r["table2"].values()), [])
+    lines.append(f"  {'generator':<14} {'distance':<14} {'D':<7} " + " | ".join(f"fraction {f}" for f in fractions))
     for g, r in result["generators"].items():
         for name, t in r["table2"].items():
             cells = [f"{t['mean_spectrum'][f]} ({_ms(t['per_code'][f], 1)})" for f in t["mean_spectrum"]]
             lines.append(f"  {g:<14} {name:<14} D={r['latent_dim']:<5} " + " | ".join(cells))
     lines += ["", "Table 3: homogeneity, log and linear (mean ± std over ordered pairs)"]
+    lines.append(f"  {'generator':<14} {'distance':<14} log / lin")
     for g, r in result["generators"].items():
         for name, t in r["table3"].items():
             lines.append(f"  {g:<14} {name:<14} log {_ms(t['log'])}   lin {_ms(t['lin'])}")
     lines += ["", f"Table 5: each distance against {s['reference']} (mean ± std over codes)"]
     keys = ("h_corr", "eig_corr", "sim_log", "sim_lin", "slope", "intercept")
-    lines.append(f"  {'':<29} " + " | ".join(f"{k:<13}" for k in keys))
+    lines.append(f"  {'generator':<14} {'distance':<14} " + " | ".join(f"{k:<13}" for k in keys))
     for g, r in result["generators"].items():
         for name, t in r["table5"].items():
             lines.append(f"  {g:<14} {name:<14} " + " | ".join(f"{_ms(t[k]):<13}" for k in keys))
@@ -250,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be a positive int, got {args.batch}")
     result = run_all(args)
-    text = json.dumps(result, indent=1)
+    text = dumps_json(result, indent=1)
     if args.out:
         from pathlib import Path
 

@@ -12,8 +12,8 @@ anisotropy counts, homogeneity mean and std) on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from jobs.output import print_json
 
 __all__ = ["add_parser", "run_reduce"]
 
@@ -51,6 +51,5 @@ def run_reduce(args: argparse.Namespace) -> int:
     skipped = sum(len(g.get("damaged_skipped", [])) for g in summary.values())
     if skipped:
         print(f"gangeo reduce: skipped {skipped} damaged chunks", file=sys.stderr)
-    json.dump({"run": args.run, "store": str(args.store), "groups": summary}, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    print_json({"run": args.run, "store": str(args.store), "groups": summary})
     return 0

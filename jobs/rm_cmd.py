@@ -15,11 +15,11 @@ writing the run meanwhile. Prints ``{"run", "store", "deleted": true}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from geometry_core.errors import UsageError
+from jobs.output import print_json
 
 __all__ = ["add_parser", "delete_run", "main", "run_rm"]
 
@@ -88,8 +88,7 @@ def run_rm(args: argparse.Namespace) -> int:
     _refuse_live(args.run, _live_driver(rs, args.run))
     _confirm(args.run, rs.url, args.yes)
     delete_run(rs, args.run)
-    json.dump({"run": args.run, "store": rs.url, "deleted": True}, sys.stdout)
-    sys.stdout.write("\n")
+    print_json({"run": args.run, "store": rs.url, "deleted": True}, indent=None)
     return 0
 
 

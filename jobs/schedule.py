@@ -53,6 +53,7 @@ import yaml
 import zarr
 
 from geometry_core.errors import GangeoError, clip
+from jobs.output import print_json
 
 __all__ = [
     "OVERLAP",
@@ -374,7 +375,7 @@ def _cmd(args: argparse.Namespace) -> int:
     else:
         daemon(_book(args), RayJobs(), interval=args.interval)
         return 0
-    print(json.dumps(out, indent=2))
+    print_json(out)
     return 0
 
 

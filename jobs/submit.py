@@ -48,6 +48,7 @@ from pathlib import Path
 import yaml
 
 from geometry_core.errors import GangeoError
+from jobs.output import print_json
 
 __all__ = [
     "PROJECT_MODULES",
@@ -242,13 +243,13 @@ def follow_job(job_id: str, address: str, *, out=sys.stderr, client=None) -> dic
 def _cmd_submit(args: argparse.Namespace) -> int:
     out = submit_job(args.spec, args.address, store=args.store, s3_endpoint=args.s3_endpoint,
                      submission_id=args.submission_id, python=args.python)
-    print(json.dumps(out, indent=2))
+    print_json(out)
     return 0
 
 
 def _cmd_job_status(args: argparse.Namespace) -> int:
     info = follow_job(args.job_id, args.address) if args.follow else job_status(args.job_id, args.address)
-    print(json.dumps(info))
+    print_json(info, indent=None)
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
 
 

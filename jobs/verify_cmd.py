@@ -13,8 +13,8 @@ the run is complete and intact, 1 when problems or unfinished chunks were found,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from jobs.output import print_json
 
 __all__ = ["add_parser", "cmd_verify"]
 
@@ -38,8 +38,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from cluster.verify import verify_run
 
     report = verify_run(args.store, args.run, s3_endpoint=args.s3_endpoint, rtol=args.rtol, groups=args.group)
-    json.dump(report, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    print_json(report)
     for e in report["errors"]:
         where = f"chunk {e['chunk']}" if e["chunk"] is not None else "group"
         print(f"gangeo verify: {e['group']} {where}: {e['problem']}", file=sys.stderr)

@@ -173,8 +173,9 @@ def test_cli_status_ls_query(tmp_path, capsys):
     assert got["shape"] == [2, D] and got["group"] == PLANS[0].key
     np.testing.assert_allclose(got["data"], data["eigvals"], rtol=1e-6)  # float32 storage
     assert main([*q, "--format", "table"]) == 0
-    rows = capsys.readouterr().out.strip().splitlines()
-    np.testing.assert_allclose([[float(v) for v in r.split("\t")] for r in rows], data["eigvals"], rtol=1e-6)
+    header, *rows = capsys.readouterr().out.strip().splitlines()  # a header row, then rows labelled by code
+    assert header.split("\t")[:2] == ["code", "eig0"] and [r.split("\t")[0] for r in rows] == ["0", "1"]
+    np.testing.assert_allclose([[float(v) for v in r.split("\t")[1:]] for r in rows], data["eigvals"], rtol=1e-6)
     out = tmp_path / "v.npy"
     assert main([*q[:-4], "--array", "eigvecs", "--format", "npy", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out)[:2], data["eigvecs"], rtol=1e-6)

@@ -1,0 +1,87 @@
+"""What every ``gangeo`` command prints on stdout: strict JSON and tables with a header row.
+
+Example::
+
+    from jobs.output import print_json, print_table
+    print_json({"mean": float("nan"), "eigvals": np.ones(3)})   # {"mean": null, "eigvals": [1.0, 1.0, 1.0]}
+    print_table(["code", "eig0"], [[0, 0.5], [1, 0.25]])
+    print_array_table(group["eigvals"], group["eigvals"][2:4], slice(2, 4))   # code, eig0, eig1, ...
+
+JSON is RFC 8259 JSON, which has no NaN or infinity: a non-finite number is
+written ``null`` (a strict parser, ``json.loads(text, parse_constant=...)`` that
+refuses ``NaN``, reads every output). numpy scalars and arrays become numbers and
+lists; anything else without a JSON form (a path, a date) becomes its ``str``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+
+from geometry_core.errors import UsageError
+
+__all__ = ["dumps_json", "json_safe", "print_array_table", "print_json", "print_table"]
+
+
+def json_safe(obj):
+    """``obj`` with non-finite floats as None, numpy values as Python ones, tuples as lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {k if k is None or isinstance(k, (str, int, float)) else str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f" and np.isfinite(obj).all():
+            return obj.tolist()  # the common case, without a walk over every number
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return str(obj)
+
+
+def dumps_json(obj, *, indent: int | None = 2) -> str:
+    """Strict JSON text of ``obj`` (see :func:`json_safe`); ``indent=None``: one line."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+def print_json(obj, *, indent: int | None = 2, flush: bool = False) -> None:
+    """Print ``obj`` as strict JSON on stdout: the one JSON printer of the command line."""
+    sys.stdout.write(dumps_json(obj, indent=indent) + "\n")
+    if flush:
+        sys.stdout.flush()
+
+
+def print_table(header: list[str], rows) -> None:
+    """Tab-separated rows under a header row; floats with 9 significant digits, NaN as ``nan``."""
+    def cell(v) -> str:
+        return f"{v:.9g}" if isinstance(v, (float, np.floating)) else str(v)
+
+    sys.stdout.write("\t".join(header) + "\n")
+    for row in rows:
+        sys.stdout.write("\t".join(cell(v) for v in row) + "\n")
+
+
+def print_array_table(arr, data: np.ndarray, index) -> None:
+    """``data`` (``arr[index]``, ``arr`` a Zarr array) as a table: a header row naming the dimensions
+    (the array's ``dimension_names``), then one row per entry of the first, labelled with its index."""
+    dims = [d or f"axis{i}" for i, d in enumerate(getattr(arr.metadata, "dimension_names", None) or
+                                                  [None] * arr.ndim)]
+    if arr.ndim == 0:
+        return print_table([arr.basename], [[data.item()]])
+    if isinstance(index, int) and data.ndim <= 1:  # one entry of the first dimension: one row
+        data, labels = data[None], [range(arr.shape[0])[index]]
+    elif isinstance(index, int):
+        dims, labels = dims[1:], range(data.shape[0])
+    else:
+        labels = range(arr.shape[0])[index if index is not None else slice(None)]
+    if data.ndim > 2:
+        raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
+                         "use --index or --format npy")
+    header = [dims[0]] + ([f"{dims[1]}{j}" for j in range(data.shape[1])] if data.ndim == 2 else [arr.basename])
+    print_table(header, ([lab, *np.atleast_1d(row).tolist()] for lab, row in zip(labels, data)))
