@@ -110,9 +110,11 @@ def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
     run's size does not fit the generators (:func:`cluster.bounds.check_plan`).
     """
     out, seen = [], []
-    for gen in spec.generators:
+    for i, gen in enumerate(spec.generators):
         for space in gen.spaces:
             info = _describe(pool, gen, space, spec.targets)
+            if i == 0 and space == gen.spaces[0]:  # image distances do not depend on the generator
+                _check_distances(pool, gen, space, spec.targets)
             targets = []
             for t in spec.targets:
                 targets += [f"layer:{n}" for n in info["layers"]] if t == ALL_LAYERS else [t]
@@ -125,23 +127,33 @@ def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
 
 def _describe(pool: _Pool, gen: GeneratorSpec, space: str, targets: tuple[str, ...] = ()) -> dict:
     """The worker's description of a generator; a load failure becomes one line of its kind."""
+    layers = tuple(t[len("layer:"):] for t in targets if t.startswith("layer:"))
+    return _ask(pool, f"generator {gen.name!r} ({space})", "describe", gen.name, space, dict(gen.options), layers)
+
+
+def _check_distances(pool: _Pool, gen: GeneratorSpec, space: str, targets: tuple[str, ...]) -> None:
+    """Every image distance of the spec loads on a worker (weights present or fetchable), before the run exists."""
+    for t in targets:
+        if t != ALL_LAYERS and not t.startswith("layer:"):
+            _ask(pool, f"targets: {t}", "check_distances", gen.name, space, dict(gen.options), (t,))
+
+
+def _ask(pool: _Pool, what: str, method: str, *args):
+    """``method(*args)`` on the first worker; its failure becomes one line of its kind, naming ``what``."""
     import ray
 
-    layers = tuple(t[len("layer:"):] for t in targets if t.startswith("layer:"))
     try:
-        return ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options), layers),
-                       timeout=pool.wait_s)
+        return ray.get(getattr(pool.actors[0], method).remote(*args), timeout=pool.wait_s)
     except ray.exceptions.GetTimeoutError:
-        raise SpecError([f"resources: no worker for {gen.name!r} started within {NODE_WAIT_S:.0f} s; "
+        raise SpecError([f"resources: no worker for {what} started within {NODE_WAIT_S:.0f} s; "
                          "does any node have the CPUs/GPUs resources asks for?"]) from None
     except Exception as exc:  # RayTaskError wraps the worker's exception (multi-line traceback)
         cause = getattr(exc, "cause", None) or exc
         text = str(cause).strip().splitlines()
         if isinstance(cause, GeometryError) and text:  # weights keep their kind (and exit code)
             kind = type(cause) if isinstance(cause, WeightsError) else GeometryError
-            raise kind(f"generator {gen.name!r} ({space}): {text[0]}") from None
-        raise GeometryError(f"generator {gen.name!r} ({space}): {type(cause).__name__}: "
-                            + (text[-1] if text else "")) from None
+            raise kind(f"{what}: {' '.join(text[0].split())}") from None
+        raise GeometryError(f"{what}: {type(cause).__name__}: " + (text[-1] if text else "")) from None
 
 
 # How long a worker may wait for a node on an existing cluster (an autoscaler may add one).
@@ -262,6 +274,8 @@ def _pending(spec: SweepSpec, plans: Plan, masks) -> Iterator[ChunkTask]:
 def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
     """Fail fast, before Ray starts and without writing: store reachable, same spec, no live driver."""
     loc = check_store(spec.store, s3_endpoint=s3_endpoint)
+    if loc.kind == "local":
+        _check_writable(loc.path)
     if loc.kind == "local" and not os.path.isdir(loc.path):
         return  # a new store: nothing to compare with
     try:
@@ -278,6 +292,24 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
     if info is not None and not is_stale(info, time.time()):
         raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
                              f"pid {info.get('pid')}); wait for it to finish")
+
+
+def _check_writable(path: str) -> None:
+    """A local store (or, new, the directory it will be made in) must take files; a probe file is removed at once."""
+    import tempfile
+    from pathlib import Path
+
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise StoreError(f"store {path}: {where} is a file, not a directory; choose another --store")
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".gangeo-probe-"):
+            pass
+    except OSError as exc:
+        raise StoreError(f"store {path}: cannot write in {where} ({exc.strerror or type(exc).__name__}); "
+                         "choose a writable --store") from None
 
 
 def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:

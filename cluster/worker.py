@@ -30,7 +30,7 @@ from .lock import pid_alive
 from .retry import retry_call
 from .store import RunStore
 
-__all__ = ["ChunkTask", "SweepWorker", "compute_chunk", "worker_options"]
+__all__ = ["ERROR_CHARS", "ChunkTask", "SweepWorker", "compute_chunk", "whole_sentences", "worker_options"]
 
 
 def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -> dict:
@@ -139,6 +139,12 @@ class SweepWorker:
         return {"dim": int(G.latent_dim), "layers": list(G.layer_names),
                 "missing": [name for name in layers if name not in modules]}
 
+    def check_distances(self, model: str, space: str, options: dict, distances: tuple[str, ...]) -> None:
+        """Load each of ``distances`` as a chunk would, so one that cannot load on this worker
+        (an LPIPS trunk absent offline) fails planning, before the run exists."""
+        for name in distances:
+            self._load(model, space, options, name)
+
     def write(self, task: ChunkTask, arrays: dict[str, torch.Tensor], seconds: float) -> None:
         """Write the chunk's arrays and records (whole Zarr chunks)."""
         self.store.write_chunk(task.run, task.key, task.chunk, {k: v.numpy() for k, v in arrays.items()},
@@ -165,10 +171,24 @@ class SweepWorker:
         except Exception as exc:  # reported per chunk; the driver retries or gives up
             last = traceback.extract_tb(exc.__traceback__)[-1:]
             where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
-            msg = " ".join(str(exc).split())[:300]
+            msg = whole_sentences(" ".join(str(exc).split()), ERROR_CHARS)
             return {**record, "ok": False, "seconds": time.perf_counter() - t0,
                     "error": f"{type(exc).__name__}: {msg}{where}",
                     "store_retries": self._retries() - retries0}
+
+
+# A failed chunk's message is kept in the run's attributes: bounded, but cut only between sentences.
+ERROR_CHARS = 2000
+
+
+def whole_sentences(text: str, limit: int) -> str:
+    """``text`` when it fits in ``limit`` characters, else its longest prefix ending a sentence or clause."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = max(head.rfind(". "), head.rfind("; "))
+    kept = head[: cut + 1] if cut > 0 else head[: head.rfind(" ")] if " " in head else ""
+    return f"{kept} [{len(text) - len(kept)} more characters left out]"
 
 
 def _check_driver(task: ChunkTask) -> None:
