@@ -30,6 +30,7 @@ from .bounds import check_plan, check_resources
 from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .ray_runtime import init_ray
+from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
 from .store import RunStore
@@ -353,10 +354,17 @@ def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: _Outcom
 
 def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, progress: bool,
              max_attempts: int) -> tuple[_Outcome, dict]:
-    """Compute every pending chunk; the run's status, failures and timing go to its attributes."""
+    """Compute every pending chunk; the run's status, failures and this attempt go to its attributes.
+
+    The attempt is appended to the run's history (:func:`cluster.run_state.attempt_attrs`) as
+    ``running`` first, so an attempt whose driver dies still shows.
+    """
     points = _points(plans, masks)
-    t0, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    rs.update_attrs(spec.name, status="running", failed=[])
+    pending = sum(int((~m).sum()) for m in masks)
+    t0, started = time.time(), _utc()
+    attempt = {"started": started, "status": "running", "points": points,
+               "chunks_skipped": sum(lay.n_chunks for _, lay in plans) - pending}
+    rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(rs.attrs(spec.name), attempt))
     with _progress_bar(points, progress) as bar:
         outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks))
     seconds = time.time() - t0
@@ -364,8 +372,15 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
     # With reducers to run, "complete" waits for their completion records (run_sweep).
     final = "partial" if outcome.failed else ("reducing" if any(spec.reducers.values()) else "complete")
-    rs.update_attrs(spec.name, status=final, failed=outcome.failed, timing=timing)
+    done = {**attempt, "finished": _utc(), "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
+            "chunks_failed": len(outcome.failed), "status": "partial" if outcome.failed else "complete"}
+    rs.update_attrs(spec.name, status=final, failed=outcome.failed,
+                    **attempt_attrs(rs.attrs(spec.name), done, replace_last=True))
     return outcome, timing
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None = None,
