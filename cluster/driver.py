@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from geometry_core.errors import GeometryError, WeightsError
 
 from .bounds import check_plan, check_resources
+from .codes import DEFAULT_SCHEME, file_rows
+from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .ray_runtime import init_ray
@@ -123,6 +125,10 @@ def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
                 out.append((gen, GroupLayout(gen.label, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
                 seen.append((out[-1][1].key, info["dim"], t, info.get("missing", [])))
     check_plan(spec, seen)
+    wrong = sorted({f"{key} ({dim}-d)" for key, dim, _, _ in seen if spec.codes_dim not in (None, dim)})
+    if wrong:
+        raise SpecError([f"codes.file: {spec.codes_file} holds {spec.codes_dim}-d codes; expected the latent "
+                         f"size of every group: {', '.join(wrong)}"])
     return out
 
 
@@ -263,13 +269,14 @@ class _Scheduler:
             self.outcome.failed.append({"key": task.key, "chunk": task.chunk, "error": error})
 
 
-def _pending(spec: SweepSpec, plans: Plan, masks) -> Iterator[ChunkTask]:
-    """Chunk tasks of every chunk without done, generated lazily."""
+def _pending(spec: SweepSpec, plans: Plan, masks, scheme: str) -> Iterator[ChunkTask]:
+    """Chunk tasks of every chunk without done, generated lazily; codes from a file travel in their task."""
     for (gen, lay), mask in zip(plans, masks):
         for chunk in range(lay.n_chunks):
             if not mask[chunk]:
+                codes = file_rows(spec.codes_file, lay.rows(chunk)) if spec.codes_file else None
                 yield ChunkTask(spec.name, lay, chunk, gen.name, dict(gen.options), spec.seed, spec.method,
-                                spec.topk)
+                                spec.topk, scheme=scheme, codes=codes)
 
 
 def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
@@ -285,10 +292,7 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
         return  # an empty S3 prefix: created later
     if not rs.has_run(spec.name):
         return
-    old = dict(rs.attrs(spec.name).get("identity") or {})
-    old.pop("weights", None)  # weights files are compared once hashed, in _open_groups
-    if old != spec.identity():
-        RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
+    plan_growth(spec.name, rs.url, rs.attrs(spec.name), spec)  # raises RunExistsError unless same or grown
     info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if LOCK_GROUP in rs.root.group_keys() else None
     if info is not None and not is_stale(info, time.time()):
         raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
@@ -314,7 +318,7 @@ def _check_writable(path: str) -> None:
 
 
 def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
-    """Create (or reopen) the run's groups; the mask of chunks that count as done in each group.
+    """Create, reopen or grow the run's groups; the mask of chunks that count as done in each group.
 
     A done chunk counts only when its data and checksum agree; a damaged one loses
     its ``done`` entry here, so it is recomputed and never read meanwhile.
@@ -323,7 +327,14 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
 
     from .weights_identity import weights_digests
 
-    rs.create(spec.name, spec, [lay for _, lay in plans], weights=weights_digests(spec))
+    layouts = [lay for _, lay in plans]
+    if rs.has_run(spec.name):  # checked again under the run lock
+        old_n = plan_growth(spec.name, rs.url, rs.attrs(spec.name), spec)
+        if old_n is not None:
+            print(f"gangeo: run {spec.name!r} grows from {old_n} to {spec.n_codes} codes", file=sys.stderr)
+            grow_run(rs, spec, layouts, old_n)
+    if rs.create(spec.name, spec, layouts, weights=weights_digests(spec)):
+        rs.update_attrs(spec.name, code_scheme=DEFAULT_SCHEME)  # how its codes are drawn (cluster.codes)
     masks = []
     for _, lay in plans:
         mask = rs.done_mask(spec.name, lay.key)
@@ -362,11 +373,12 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     points = _points(plans, masks)
     pending = sum(int((~m).sum()) for m in masks)
     t0, started = time.time(), _utc()
-    attempt = {"started": started, "status": "running", "points": points,
+    attempt = {"started": started, "status": "running", "codes": spec.n_codes, "points": points,
                "chunks_skipped": sum(lay.n_chunks for _, lay in plans) - pending}
     rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(rs.attrs(spec.name), attempt))
     with _progress_bar(points, progress) as bar:
-        outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks))
+        scheme = code_scheme(rs.attrs(spec.name))
+        outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks, scheme))
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}

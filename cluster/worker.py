@@ -10,8 +10,9 @@ Example (the driver does this)::
 
 The worker computes ``metric_tensor`` and ``eigen`` for a chunk's codes, writes
 the chunk to the store itself and its ``done`` entry last, and returns only a
-small status record. Codes are regenerated from the spec's seed
-(``G.sample(n, seed)[rows]``), so a recomputed chunk is identical to a lost one.
+small status record. A chunk draws only its own codes from the spec's seed
+(:func:`cluster.codes.seed_codes`), or gets them in its task when they come from a
+file, so a recomputed chunk is identical to a lost one.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .codes import DEFAULT_SCHEME, seed_codes
 from .layout import GroupLayout
 from .lock import pid_alive
 from .retry import retry_call
@@ -60,6 +63,8 @@ class ChunkTask:
     method: str
     topk: int | None
     driver: tuple[str, int] = field(default_factory=lambda: (socket.gethostname(), os.getpid()))
+    scheme: str = DEFAULT_SCHEME         # how codes are drawn from the seed (cluster.codes)
+    codes: np.ndarray | None = None      # the chunk's codes, when they come from a file
 
     @property
     def key(self) -> str:
@@ -75,7 +80,10 @@ def compute_chunk(G, distance, task: ChunkTask) -> dict[str, torch.Tensor]:
     from geometry_core.metric import metric_tensor
     from geometry_core.spectrum import eigen
 
-    z = G.sample(task.layout.n, seed=task.seed)[task.rows]
+    if task.codes is not None:
+        z = torch.from_numpy(np.asarray(task.codes, dtype=np.float32))
+    else:
+        z = seed_codes(G, task.seed, task.rows, n=task.layout.n, scheme=task.scheme)
     H = metric_tensor(G, distance, z.to(G.device), method=task.method, topk=task.topk)
     eigvals, eigvecs = eigen(H)
     out = {name: t.detach().to("cpu", torch.float32) for name, t in (("z", z), ("eigvecs", eigvecs), ("hessian", H))}
