@@ -37,6 +37,7 @@ SCHEMES = ("per-code", "batch")
 DEFAULT_SCHEME = "per-code"   # new runs
 LEGACY_SCHEME = "batch"       # a run with no recorded scheme
 _BLOCK_ROWS = 65536           # rows hashed or checked at a time
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def code_seed(seed: int, index: int) -> int:
@@ -76,12 +77,18 @@ def read_codes_file(value, where: str = "codes.file") -> tuple[CodesFile | None,
     if not path.is_file():
         return None, [f"{where}: {clip(str(path), bare=True)} does not exist or is not a file"]
     try:
-        arr = _open(path)
-    except ValueError as exc:  # a pickled object array, or not an .npy file at all
-        why = "holds Python objects (pickles are refused)" if "pickle" in str(exc) else f"unreadable ({exc})"
+        with open(path, "rb") as fh:
+            magic = fh.read(len(_NPY_MAGIC))
+        arr = _open(path) if magic == _NPY_MAGIC else None
+    except ValueError as exc:  # an array of Python objects: loading it would unpickle
+        why = "holds Python objects (pickles are refused)" if "object" in str(exc) or "pickle" in str(exc) \
+            else f"unreadable ({' '.join(str(exc).split())})"
         return None, [f"{where}: {clip(str(path), bare=True)} is not a plain .npy array: {why}"]
     except OSError as exc:
         return None, [f"{where}: cannot read {clip(str(path), bare=True)} ({exc.strerror or exc})"]
+    if arr is None:
+        return None, [f"{where}: {clip(str(path), bare=True)} is not a plain .npy array: unreadable "
+                      "(no NumPy header; save codes with numpy.save)"]
     problem = _shape_problem(arr)
     if problem:
         return None, [f"{where}: {clip(str(path), bare=True)} {problem}"]

@@ -54,6 +54,9 @@ def plan_growth(run: str, url: str, attrs: dict, spec) -> int | None:
     if b < a:
         what = "codes.file: the file holds" if "sha256" in now else "codes.n: the spec asks"
         raise refuse(f"{what} {b} codes, the run has {a}; a run grows, it never shrinks")
+    if "sha256" in now and a == b:
+        raise refuse(f"codes.file: {spec.codes_file} holds other codes than the run started with (sha256 "
+                     f"{str(was.get('sha256'))[:12]} then, {str(now['sha256'])[:12]} now); restore the file")
     if "sha256" in now:
         if file_sha256_prefix(spec.codes_file, a) != was.get("sha256"):
             raise refuse(f"codes.file: the first {a} codes of {spec.codes_file} differ from the run's "
