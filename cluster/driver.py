@@ -35,7 +35,7 @@ from .ray_runtime import init_ray
 from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
-from .store import RunStore
+from .store import RunStore, check_identity
 from .trust import gate_stored_spec
 from .worker import ChunkTask, SweepWorker, worker_options
 
@@ -327,13 +327,10 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
 
     from .weights_identity import weights_digests
 
-    layouts = [lay for _, lay in plans]
-    if rs.has_run(spec.name):  # checked again under the run lock
-        old_n = plan_growth(spec.name, rs.url, rs.attrs(spec.name), spec)
-        if old_n is not None:
-            print(f"gangeo: run {spec.name!r} grows from {old_n} to {spec.n_codes} codes", file=sys.stderr)
-            grow_run(rs, spec, layouts, old_n)
-    if rs.create(spec.name, spec, layouts, weights=weights_digests(spec)):
+    layouts, weights = [lay for _, lay in plans], weights_digests(spec)
+    if rs.has_run(spec.name):
+        _grow_if_asked(rs, spec, layouts, weights)
+    if rs.create(spec.name, spec, layouts, weights=weights):
         rs.update_attrs(spec.name, code_scheme=DEFAULT_SCHEME)  # how its codes are drawn (cluster.codes)
     masks = []
     for _, lay in plans:
@@ -345,6 +342,20 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
             mask[chunk] = False
         masks.append(mask)
     return masks
+
+
+def _grow_if_asked(rs: RunStore, spec: SweepSpec, layouts: list[GroupLayout], weights: dict) -> None:
+    """Grow the run when ``spec`` asks more codes (:mod:`cluster.growth`), checked again under the run lock."""
+    attrs = rs.attrs(spec.name)
+    old_n = plan_growth(spec.name, rs.url, attrs, spec)
+    if old_n is None:
+        return
+    old_w = (attrs.get("identity") or {}).get("weights")
+    if old_w:  # the same weights files, checked before anything is resized
+        check_identity(spec.name, rs.url, {**spec.identity(), "weights": old_w},
+                       {**spec.identity(), "weights": weights})
+    print(f"gangeo: run {spec.name!r} grows from {old_n} to {spec.n_codes} codes", file=sys.stderr)
+    grow_run(rs, spec, layouts, old_n)
 
 
 def _points(plans: Plan, masks) -> int:
