@@ -39,6 +39,13 @@ def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path, caps
     assert (cum["attempts"], cum["points"], cum["chunks_computed"], cum["chunks_failed"]) == (3, 4, 2, 2)
     assert abs(cum["seconds"] - sum(a["seconds"] for a in hist)) < 0.01  # not the last attempt's 0.0x s
     assert cum["first_started"] == hist[0]["started"] and cum["last_finished"] == hist[-1]["finished"]
+    # The report lists the same attempts.
+    assert main(["report", "h", "--store", store, "--out", str(tmp_path / "r"), "--no-traversals",
+                 "--allow-import"]) == 0
+    html = (tmp_path / "r" / "h.html").read_text()
+    table = html[html.index("<th>chunks skipped</th>"):]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr>") == 3 and "<td>partial</td>" in table
 
 
 def test_a_run_from_before_histories_counts_its_timing_as_one_attempt():
