@@ -387,8 +387,8 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     attempt = {"started": started, "status": "running", "codes": spec.n_codes, "points": points,
                "chunks_skipped": sum(lay.n_chunks for _, lay in plans) - pending}
     rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(rs.attrs(spec.name), attempt))
+    scheme = code_scheme(rs.attrs(spec.name))
     with _progress_bar(points, progress) as bar:
-        scheme = code_scheme(rs.attrs(spec.name))
         outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks, scheme))
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
