@@ -72,14 +72,11 @@ def test_codes_of_another_latent_size_are_refused_before_the_run(ray_local, tmp_
     assert not (store / "d").exists()
 
 
-def test_one_code_as_a_vector_is_a_run_of_one():
-    import os
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        np.save(os.path.join(d, "z.npy"), _codes(1)[0])
-        spec = parse_spec(tanh_spec("one", codes={"file": os.path.join(d, "z.npy")}))
-    assert (spec.n_codes, spec.codes_dim) == (1, D)
+def test_one_code_as_a_vector_is_a_run_of_one(tmp_path):
+    np.save(tmp_path / "z.npy", _codes(1)[0])
+    spec = parse_spec(tanh_spec("one", codes={"file": str(tmp_path / "z.npy")}))
+    assert (spec.n_codes, spec.codes_dim, spec.codes()) == (1, D, {"file": str(tmp_path / "z.npy")})
+    assert parse_spec(spec.to_dict()).identity() == spec.identity()  # the stored spec reads back the same
 
 
 @pytest.mark.slow  # two sweeps: ~20-40 s on a loaded 2-core machine
