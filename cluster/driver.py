@@ -27,13 +27,16 @@ from dataclasses import dataclass, field
 from geometry_core.errors import GeometryError, WeightsError
 
 from .bounds import check_plan, check_resources
+from .codes import DEFAULT_SCHEME, file_rows
+from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .progress import SweepProgress
 from .ray_runtime import init_ray
+from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
-from .store import RunStore
+from .store import RunStore, check_identity
 from .trust import gate_stored_spec
 from .worker import ChunkTask, SweepWorker, worker_options
 
@@ -111,9 +114,11 @@ def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
     run's size does not fit the generators (:func:`cluster.bounds.check_plan`).
     """
     out, seen = [], []
-    for gen in spec.generators:
+    for i, gen in enumerate(spec.generators):
         for space in gen.spaces:
             info = _describe(pool, gen, space, spec.targets)
+            if i == 0 and space == gen.spaces[0]:  # image distances do not depend on the generator
+                _check_distances(pool, gen, space, spec.targets)
             targets = []
             for t in spec.targets:
                 targets += [f"layer:{n}" for n in info["layers"]] if t == ALL_LAYERS else [t]
@@ -121,28 +126,42 @@ def plan_groups(spec: SweepSpec, pool: _Pool) -> Plan:
                 out.append((gen, GroupLayout(gen.label, space, t, spec.n_codes, info["dim"], spec.chunk_size)))
                 seen.append((out[-1][1].key, info["dim"], t, info.get("missing", [])))
     check_plan(spec, seen)
+    wrong = sorted({f"{key} ({dim}-d)" for key, dim, _, _ in seen if spec.codes_dim not in (None, dim)})
+    if wrong:
+        raise SpecError([f"codes.file: {spec.codes_file} holds {spec.codes_dim}-d codes; expected the latent "
+                         f"size of every group: {', '.join(wrong)}"])
     return out
 
 
 def _describe(pool: _Pool, gen: GeneratorSpec, space: str, targets: tuple[str, ...] = ()) -> dict:
     """The worker's description of a generator; a load failure becomes one line of its kind."""
+    layers = tuple(t[len("layer:"):] for t in targets if t.startswith("layer:"))
+    return _ask(pool, f"generator {gen.name!r} ({space})", "describe", gen.name, space, dict(gen.options), layers)
+
+
+def _check_distances(pool: _Pool, gen: GeneratorSpec, space: str, targets: tuple[str, ...]) -> None:
+    """Every image distance of the spec loads on a worker (weights present or fetchable), before the run exists."""
+    for t in targets:
+        if t != ALL_LAYERS and not t.startswith("layer:"):
+            _ask(pool, f"targets: {t}", "check_distances", gen.name, space, dict(gen.options), (t,))
+
+
+def _ask(pool: _Pool, what: str, method: str, *args):
+    """``method(*args)`` on the first worker; its failure becomes one line of its kind, naming ``what``."""
     import ray
 
-    layers = tuple(t[len("layer:"):] for t in targets if t.startswith("layer:"))
     try:
-        return ray.get(pool.actors[0].describe.remote(gen.name, space, dict(gen.options), layers),
-                       timeout=pool.wait_s)
+        return ray.get(getattr(pool.actors[0], method).remote(*args), timeout=pool.wait_s)
     except ray.exceptions.GetTimeoutError:
-        raise SpecError([f"resources: no worker for {gen.name!r} started within {NODE_WAIT_S:.0f} s; "
+        raise SpecError([f"resources: no worker for {what} started within {NODE_WAIT_S:.0f} s; "
                          "does any node have the CPUs/GPUs resources asks for?"]) from None
     except Exception as exc:  # RayTaskError wraps the worker's exception (multi-line traceback)
         cause = getattr(exc, "cause", None) or exc
         text = str(cause).strip().splitlines()
         if isinstance(cause, GeometryError) and text:  # weights keep their kind (and exit code)
             kind = type(cause) if isinstance(cause, WeightsError) else GeometryError
-            raise kind(f"generator {gen.name!r} ({space}): {text[0]}") from None
-        raise GeometryError(f"generator {gen.name!r} ({space}): {type(cause).__name__}: "
-                            + (text[-1] if text else "")) from None
+            raise kind(f"{what}: {' '.join(text[0].split())}") from None
+        raise GeometryError(f"{what}: {type(cause).__name__}: " + (text[-1] if text else "")) from None
 
 
 # How long a worker may wait for a node on an existing cluster (an autoscaler may add one).
@@ -244,18 +263,21 @@ class _Scheduler:
             self.outcome.failed.append({"key": task.key, "chunk": task.chunk, "error": error})
 
 
-def _pending(spec: SweepSpec, plans: Plan, masks) -> Iterator[ChunkTask]:
-    """Chunk tasks of every chunk without done, generated lazily."""
+def _pending(spec: SweepSpec, plans: Plan, masks, scheme: str) -> Iterator[ChunkTask]:
+    """Chunk tasks of every chunk without done, generated lazily; codes from a file travel in their task."""
     for (gen, lay), mask in zip(plans, masks):
         for chunk in range(lay.n_chunks):
             if not mask[chunk]:
+                codes = file_rows(spec.codes_file, lay.rows(chunk)) if spec.codes_file else None
                 yield ChunkTask(spec.name, lay, chunk, gen.name, dict(gen.options), spec.seed, spec.method,
-                                spec.topk)
+                                spec.topk, scheme=scheme, codes=codes)
 
 
 def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
     """Fail fast, before Ray starts and without writing: store reachable, same spec, no live driver."""
     loc = check_store(spec.store, s3_endpoint=s3_endpoint)
+    if loc.kind == "local":
+        _check_writable(loc.path)
     if loc.kind == "local" and not os.path.isdir(loc.path):
         return  # a new store: nothing to compare with
     try:
@@ -264,18 +286,33 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
         return  # an empty S3 prefix: created later
     if not rs.has_run(spec.name):
         return
-    old = dict(rs.attrs(spec.name).get("identity") or {})
-    old.pop("weights", None)  # weights files are compared once hashed, in _open_groups
-    if old != spec.identity():
-        RunStore(spec.store, s3_endpoint=s3_endpoint).create(spec.name, spec, [])  # raises RunExistsError
+    plan_growth(spec.name, rs.url, rs.attrs(spec.name), spec)  # raises RunExistsError unless same or grown
     info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if LOCK_GROUP in rs.root.group_keys() else None
     if info is not None and not is_stale(info, time.time()):
         raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
                              f"pid {info.get('pid')}); wait for it to finish")
 
 
+def _check_writable(path: str) -> None:
+    """A local store (or, new, the directory it will be made in) must take files; a probe file is removed at once."""
+    import tempfile
+    from pathlib import Path
+
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise StoreError(f"store {path}: {where} is a file, not a directory; choose another --store")
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".gangeo-probe-"):
+            pass
+    except OSError as exc:
+        raise StoreError(f"store {path}: cannot write in {where} ({exc.strerror or type(exc).__name__}); "
+                         "choose a writable --store") from None
+
+
 def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
-    """Create (or reopen) the run's groups; the mask of chunks that count as done in each group.
+    """Create, reopen or grow the run's groups; the mask of chunks that count as done in each group.
 
     A done chunk counts only when its data and checksum agree; a damaged one loses
     its ``done`` entry here, so it is recomputed and never read meanwhile.
@@ -284,7 +321,11 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
 
     from .weights_identity import weights_digests
 
-    rs.create(spec.name, spec, [lay for _, lay in plans], weights=weights_digests(spec))
+    layouts, weights = [lay for _, lay in plans], weights_digests(spec)
+    if rs.has_run(spec.name):
+        _grow_if_asked(rs, spec, layouts, weights)
+    if rs.create(spec.name, spec, layouts, weights=weights):
+        rs.update_attrs(spec.name, code_scheme=DEFAULT_SCHEME)  # how its codes are drawn (cluster.codes)
     masks = []
     for _, lay in plans:
         mask = rs.done_mask(spec.name, lay.key)
@@ -295,6 +336,20 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
             mask[chunk] = False
         masks.append(mask)
     return masks
+
+
+def _grow_if_asked(rs: RunStore, spec: SweepSpec, layouts: list[GroupLayout], weights: dict) -> None:
+    """Grow the run when ``spec`` asks more codes (:mod:`cluster.growth`), checked again under the run lock."""
+    attrs = rs.attrs(spec.name)
+    old_n = plan_growth(spec.name, rs.url, attrs, spec)
+    if old_n is None:
+        return
+    old_w = (attrs.get("identity") or {}).get("weights")
+    if old_w:  # the same weights files, checked before anything is resized
+        check_identity(spec.name, rs.url, {**spec.identity(), "weights": old_w},
+                       {**spec.identity(), "weights": weights})
+    print(f"gangeo: run {spec.name!r} grows from {old_n} to {spec.n_codes} codes", file=sys.stderr)
+    grow_run(rs, spec, layouts, old_n)
 
 
 def _points(plans: Plan, masks) -> int:
@@ -315,21 +370,35 @@ def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: _Outcom
 
 def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, progress: SweepProgress,
              max_attempts: int) -> tuple[_Outcome, dict]:
-    """Compute every pending chunk; the run's status, failures and timing go to its attributes."""
+    """Compute every pending chunk; the run's status, failures and this attempt go to its attributes.
+
+    The attempt is appended to the run's history (:func:`cluster.run_state.attempt_attrs`) as
+    ``running`` first, so an attempt whose driver dies still shows.
+    """
     points = _points(plans, masks)
-    t0, started = time.time(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    rs.update_attrs(spec.name, status="running", failed=[])
     pending = sum(int((~m).sum()) for m in masks)
+    t0, started = time.time(), _utc()
+    attempt = {"started": started, "status": "running", "codes": spec.n_codes, "points": points,
+               "chunks_skipped": sum(lay.n_chunks for _, lay in plans) - pending}
+    rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(rs.attrs(spec.name), attempt))
+    scheme = code_scheme(rs.attrs(spec.name))
     with progress.computing(chunks=pending, codes=points, done_before=sum(int(m.sum()) for m in masks),
                             workers=len(pool.actors)) as bar:
-        outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks))
+        outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks, scheme))
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
     # With reducers to run, "complete" waits for their completion records (run_sweep).
     final = "partial" if outcome.failed else ("reducing" if any(spec.reducers.values()) else "complete")
-    rs.update_attrs(spec.name, status=final, failed=outcome.failed, timing=timing)
+    done = {**attempt, "finished": _utc(), "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
+            "chunks_failed": len(outcome.failed), "status": "partial" if outcome.failed else "complete"}
+    rs.update_attrs(spec.name, status=final, failed=outcome.failed,
+                    **attempt_attrs(rs.attrs(spec.name), done, replace_last=True))
     return outcome, timing
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None = None,

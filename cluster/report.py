@@ -40,6 +40,7 @@ from . import report_figures as figs
 from .layout import default_label
 from .report_html import Doc, esc, fmt, page, render_figures, slug, table
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
+from .run_state import timing_report
 from .view import GroupView, open_run
 
 __all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "amplification_ratio", "build_report"]
@@ -314,6 +315,11 @@ def _run_section(doc: Doc, run: str, attrs: dict) -> None:
         trows = [[k, v if isinstance(v, (int, float)) else yaml.safe_dump(v, default_flow_style=True).strip()]
                  for k, v in timing.items()]
         doc.add(table(["timing", "value"], trows, [[None, f"timing:{k}"] for k, _ in trows]))
+    attempts = timing_report(attrs)["attempts"]  # each run or resume of the run (cluster.run_state)
+    if attempts:
+        doc.add(table(["attempt", "started", "seconds", "points", "chunks computed", "chunks skipped", "status"],
+                      [[i + 1, *("" if a.get(k) is None else a.get(k) for k in ("started", "seconds", "points", "chunks_computed",
+                                                     "chunks_skipped", "status"))] for i, a in enumerate(attempts)]))
     spec = attrs.get("spec")
     doc.add("<h3>Spec</h3>")
     text = yaml.safe_dump(spec, sort_keys=False) if spec is not None else "(no spec in the run's attributes)"

@@ -10,6 +10,13 @@ States (ARCHITECTURE.md, "Store"): ``created``, ``computing`` (a live driver com
 chunks), ``reducing`` (a live driver reduces), ``complete`` (every chunk done and every
 enabled reduce wrote its completion record), ``partial`` (chunks failed), and
 ``interrupted`` (the driver is dead, or a reduce never wrote its record).
+
+Each time a driver runs or resumes a run it appends an attempt to the run's
+``history`` (started, finished, seconds, points, chunks computed/skipped/failed,
+status); ``timing`` holds the figures summed over every attempt::
+
+    timing_report(rs.attrs("quickstart"))
+    # {"cumulative": {"attempts": 2, "seconds": 41.2, "points": 64, ...}, "attempts": [{...}, {...}]}
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import time
 from .lock import LOCK_GROUP, is_stale, lock_info
 from .view import reduce_state
 
-__all__ = ["run_state"]
+__all__ = ["attempt_attrs", "run_state", "timing_report"]
 
 _LIVE = {"running": "computing", "reducing": "reducing"}
 
@@ -66,3 +73,50 @@ def run_state(rs, run: str) -> dict:
             return {"state": "interrupted", "detail": f"reduce unfinished for {', '.join(pending)}; "
                                                       "run `gangeo resume` or `gangeo reduce`"}
     return {"state": stored, "detail": None}
+
+
+# -- timing and history ----------------------------------------------------------
+_SUMMED = ("seconds", "points", "chunks_computed", "chunks_failed")
+
+
+def _history(attrs: dict) -> list[dict]:
+    """The attempts recorded so far; a run from before histories counts its one ``timing`` as one attempt."""
+    hist = attrs.get("history")
+    if isinstance(hist, list):
+        return [dict(a) for a in hist if isinstance(a, dict)]
+    old = attrs.get("timing")
+    if isinstance(old, dict) and old:
+        return [{"started": old.get("started"), "seconds": old.get("seconds"), "points": old.get("points"),
+                 "chunks_computed": old.get("chunks_computed"), "status": attrs.get("status")}]
+    return []
+
+
+def _cumulative(history: list[dict]) -> dict:
+    """Figures summed over every attempt; points per second over the attempts' compute time."""
+    out: dict = {"attempts": len(history)}
+    for k in _SUMMED:
+        out[k] = sum(a.get(k) or 0 for a in history)
+    out["seconds"] = round(out["seconds"], 3)
+    out["points_per_second"] = round(out["points"] / out["seconds"], 3) if out["seconds"] > 0 else None
+    out["first_started"] = history[0].get("started") if history else None
+    out["last_finished"] = history[-1].get("finished") if history else None
+    return out
+
+
+def attempt_attrs(attrs: dict, attempt: dict, *, replace_last: bool = False) -> dict:
+    """The ``history`` and cumulative ``timing`` attributes once ``attempt`` is recorded.
+
+    ``replace_last``: ``attempt`` finishes the one its driver recorded when it started.
+    """
+    history = _history(attrs)
+    if replace_last and history:
+        history[-1] = {**history[-1], **attempt}
+    else:
+        history.append(dict(attempt))
+    return {"history": history, "timing": _cumulative(history)}
+
+
+def timing_report(attrs: dict) -> dict:
+    """``{"cumulative": ..., "attempts": [...]}`` of a run's attributes, for ``status`` and the report."""
+    history = _history(attrs)
+    return {"cumulative": _cumulative(history), "attempts": history}

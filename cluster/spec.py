@@ -110,6 +110,13 @@ class SweepSpec:
     chunk_size: int = 16
     reducers: dict = field(default_factory=lambda: dict(DEFAULTS["reducers"]))
     resources: dict = field(default_factory=lambda: dict(DEFAULTS["resources"]))
+    codes_file: str | None = None    # codes read from this .npy file (absolute path) instead of the seed
+    codes_dim: int | None = None     # their dimension
+    codes_sha256: str | None = None  # sha256 of the n codes (cluster.codes.codes_sha256)
+
+    def codes(self) -> dict:
+        """The codes section as the spec file gives it: ``{n, seed}`` or ``{file}``."""
+        return {"file": self.codes_file} if self.codes_file else {"n": self.n_codes, "seed": self.seed}
 
     def to_dict(self) -> dict:
         """The spec in its YAML form (round-trips through :func:`parse_spec`)."""
@@ -123,7 +130,7 @@ class SweepSpec:
                 for g in self.generators
             ],
             "targets": list(self.targets),
-            "codes": {"n": self.n_codes, "seed": self.seed},
+            "codes": self.codes(),
             "method": self.method,
             "topk": self.topk,
             "keep": {"hessian": self.keep_hessian, "eigvecs": self.keep_eigvecs},
@@ -137,6 +144,8 @@ class SweepSpec:
         d = self.to_dict()
         for k in ("store", "resources", "reducers"):
             d.pop(k)
+        if self.codes_file:  # the codes themselves, wherever the file has moved
+            d["codes"] = {"n": self.n_codes, "sha256": self.codes_sha256}
         return d
 
     def with_store(self, store: str | None) -> "SweepSpec":
@@ -303,7 +312,7 @@ def parse_spec(raw: Any) -> SweepSpec:
         problems.append(f"store: expected a directory or s3://bucket/prefix, got {clip(store)}")
     gens = _parse_generators(raw.get("generators"), problems)
     targets = _parse_targets(raw.get("targets"), problems)
-    codes = _section(raw, "codes", problems)
+    codes, source = _parse_codes(raw, problems)
     keep = _section(raw, "keep", problems)
     red = _section(raw, "reducers", problems)
     res = _section(raw, "resources", problems)
@@ -315,7 +324,28 @@ def parse_spec(raw: Any) -> SweepSpec:
         seed=codes["seed"], store=store, method=raw.get("method", DEFAULTS["method"]),
         topk=raw.get("topk"), keep_hessian=keep["hessian"], keep_eigvecs=keep["eigvecs"],
         chunk_size=raw.get("chunk_size", DEFAULTS["chunk_size"]), reducers=red, resources=res,
+        **({"codes_file": source.path, "codes_dim": source.dim, "codes_sha256": source.sha256} if source else {}),
     )
+
+
+def _parse_codes(raw: dict, problems: list[str]) -> tuple[dict, Any]:
+    """The codes section: ``{n, seed}`` (defaults filled), or ``{file}`` read and validated now.
+
+    Returns the ``{n, seed}`` to check and the :class:`cluster.codes.CodesFile` (None for seed codes).
+    """
+    value = raw.get("codes")
+    if not (isinstance(value, dict) and "file" in value):
+        return _section(raw, "codes", problems), None
+    from .codes import read_codes_file
+
+    others = sorted(str(k) for k in value if k != "file")
+    if others:
+        problems.append(f"codes: give either file or n and seed, not both (got file and {clip(others)})")
+    source, found = read_codes_file(value["file"])
+    problems += found
+    if source is not None and source.n > LIMITS["codes"]:
+        problems.append(f"codes.file: {source.n} codes, over the limit of {LIMITS['codes']}")
+    return {"n": source.n if source else 1, "seed": 0}, source
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -10,8 +10,9 @@ Example (the driver does this)::
 
 The worker computes ``metric_tensor`` and ``eigen`` for a chunk's codes, writes
 the chunk to the store itself and its ``done`` entry last, and returns only a
-small status record. Codes are regenerated from the spec's seed
-(``G.sample(n, seed)[rows]``), so a recomputed chunk is identical to a lost one.
+small status record. A chunk draws only its own codes from the spec's seed
+(:func:`cluster.codes.seed_codes`), or gets them in its task when they come from a
+file, so a recomputed chunk is identical to a lost one.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .codes import DEFAULT_SCHEME, seed_codes
 from .layout import GroupLayout
 from .lock import pid_alive
 from .retry import retry_call
 from .store import RunStore
 
-__all__ = ["ChunkTask", "SweepWorker", "compute_chunk", "worker_options"]
+__all__ = ["ERROR_CHARS", "ChunkTask", "SweepWorker", "compute_chunk", "whole_sentences", "worker_options"]
 
 
 def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -> dict:
@@ -60,6 +63,8 @@ class ChunkTask:
     method: str
     topk: int | None
     driver: tuple[str, int] = field(default_factory=lambda: (socket.gethostname(), os.getpid()))
+    scheme: str = DEFAULT_SCHEME         # how codes are drawn from the seed (cluster.codes)
+    codes: np.ndarray | None = None      # the chunk's codes, when they come from a file
 
     @property
     def key(self) -> str:
@@ -75,7 +80,10 @@ def compute_chunk(G, distance, task: ChunkTask) -> dict[str, torch.Tensor]:
     from geometry_core.metric import metric_tensor
     from geometry_core.spectrum import eigen
 
-    z = G.sample(task.layout.n, seed=task.seed)[task.rows]
+    if task.codes is not None:
+        z = torch.from_numpy(np.asarray(task.codes, dtype=np.float32))
+    else:
+        z = seed_codes(G, task.seed, task.rows, n=task.layout.n, scheme=task.scheme)
     H = metric_tensor(G, distance, z.to(G.device), method=task.method, topk=task.topk)
     eigvals, eigvecs = eigen(H)
     out = {name: t.detach().to("cpu", torch.float32) for name, t in (("z", z), ("eigvecs", eigvecs), ("hessian", H))}
@@ -139,6 +147,12 @@ class SweepWorker:
         return {"dim": int(G.latent_dim), "layers": list(G.layer_names),
                 "missing": [name for name in layers if name not in modules]}
 
+    def check_distances(self, model: str, space: str, options: dict, distances: tuple[str, ...]) -> None:
+        """Load each of ``distances`` as a chunk would, so one that cannot load on this worker
+        (an LPIPS trunk absent offline) fails planning, before the run exists."""
+        for name in distances:
+            self._load(model, space, options, name)
+
     def write(self, task: ChunkTask, arrays: dict[str, torch.Tensor], seconds: float) -> None:
         """Write the chunk's arrays and records (whole Zarr chunks)."""
         self.store.write_chunk(task.run, task.key, task.chunk, {k: v.numpy() for k, v in arrays.items()},
@@ -165,10 +179,24 @@ class SweepWorker:
         except Exception as exc:  # reported per chunk; the driver retries or gives up
             last = traceback.extract_tb(exc.__traceback__)[-1:]
             where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
-            msg = " ".join(str(exc).split())[:300]
+            msg = whole_sentences(" ".join(str(exc).split()), ERROR_CHARS)
             return {**record, "ok": False, "seconds": time.perf_counter() - t0,
                     "error": f"{type(exc).__name__}: {msg}{where}",
                     "store_retries": self._retries() - retries0}
+
+
+# A failed chunk's message is kept in the run's attributes: bounded, but cut only between sentences.
+ERROR_CHARS = 2000
+
+
+def whole_sentences(text: str, limit: int) -> str:
+    """``text`` when it fits in ``limit`` characters, else its longest prefix ending a sentence or clause."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = max(head.rfind(". "), head.rfind("; "))
+    kept = head[: cut + 1] if cut > 0 else head[: head.rfind(" ")] if " " in head else ""
+    return f"{kept} [{len(text) - len(kept)} more characters left out]"
 
 
 def _check_driver(task: ChunkTask) -> None:

@@ -127,16 +127,18 @@ def _open(args):
 def cmd_status(args: argparse.Namespace) -> int:
     if args.address:  # RUN is the id `gangeo submit` printed: follow the Ray job
         return _job_status(args)
-    from cluster.run_state import run_state
+    from cluster.run_state import run_state, timing_report
 
     rs = _open(args)
     attrs = rs.attrs(args.run)
     prog = rs.progress(args.run)
     state = run_state(rs, args.run)
-    keys = ("created", "updated", "timing", "failed", "versions")
+    keys = ("created", "updated", "failed", "versions")
+    times = timing_report(attrs)  # summed over every attempt, and each attempt
     # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
     print_json({"run": args.run, "store": rs.url, "status": state["state"], "detail": state["detail"],
-                "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys}, "progress": prog})
+                "recorded_status": attrs.get("status"), **{k: attrs.get(k) for k in keys},
+                "timing": times["cumulative"], "history": times["attempts"], "progress": prog})
     return 0
 
 

@@ -34,11 +34,13 @@ def _raw(name: str, n: int = 4, **patch) -> dict:
 
 @pytest.fixture(scope="module")
 def reference():
-    """In-memory geometry_core results for the first N codes of the seed (one batch)."""
+    """In-memory geometry_core results for the first N codes of the seed (one batch), drawn one by one."""
     import geometry_core as gc
 
+    from cluster.codes import seed_codes
+
     G = gc.load_generator("dcgan-faces")
-    z = G.sample(N, seed=SEED)
+    z = seed_codes(G, SEED, slice(0, N), n=N)
     H = gc.metric_tensor(G, gc.load_distance("mse"), z)
     vals, _ = gc.eigen(H)
     return {"z": z.numpy(), "hessian": H.numpy(), "eigvals": vals.numpy()}

@@ -1,0 +1,59 @@
+"""Each run or resume of a run appends an attempt to its history; ``timing`` sums them, so
+rerunning a complete run keeps what the first run measured (``status`` and the report show both)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster.driver import run_sweep
+from cluster.run_state import attempt_attrs, timing_report
+from cluster.spec import parse_spec
+from jobs.cli import main
+from tests.support.faults import always_fail
+from tests.support.runs import tanh_spec
+
+KEY = "module/z/mse"
+
+
+def _raw(name: str) -> dict:
+    return tanh_spec(name, n=2, chunk_size=1, resources={"workers": 1})  # G(z) = tanh(z): cheap chunks
+
+
+@pytest.mark.slow  # three sweeps, one with retried failures: ~20 s on a loaded 2-core machine
+def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path, capsys):
+    store = str(tmp_path / "s")
+    spec = parse_spec(_raw("h"))
+    first = run_sweep(spec, store=store, progress=False, worker_cls=always_fail(KEY))  # every chunk fails
+    assert first["status"] == "partial"
+    run_sweep(spec, store=store, progress=False)                                      # resumes: computes both
+    run_sweep(spec, store=store, progress=False)                                      # complete: nothing left
+    assert main(["status", "h", "--store", store]) == 0
+    out = json.loads(capsys.readouterr().out)
+    hist = out["history"]
+    assert [(a["status"], a["points"], a["chunks_computed"], a["chunks_skipped"], a["chunks_failed"])
+            for a in hist] == [("partial", 2, 0, 0, 2), ("complete", 2, 2, 0, 0), ("complete", 0, 0, 2, 0)]
+    assert all(a["finished"] >= a["started"] and a["seconds"] > 0 for a in hist)
+    cum = out["timing"]
+    assert (cum["attempts"], cum["points"], cum["chunks_computed"], cum["chunks_failed"]) == (3, 4, 2, 2)
+    assert abs(cum["seconds"] - sum(a["seconds"] for a in hist)) < 0.01  # not the last attempt's 0.0x s
+    assert cum["first_started"] == hist[0]["started"] and cum["last_finished"] == hist[-1]["finished"]
+    # The report lists the same attempts.
+    assert main(["report", "h", "--store", store, "--out", str(tmp_path / "r"), "--no-traversals",
+                 "--allow-import"]) == 0
+    html = (tmp_path / "r" / "h.html").read_text()
+    table = html[html.index("<th>chunks skipped</th>"):]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr>") == 3 and "<td>partial</td>" in table
+
+
+def test_a_run_from_before_histories_counts_its_timing_as_one_attempt():
+    old = {"status": "complete", "timing": {"started": "2024-01-01T00:00:00Z", "seconds": 12.5, "points": 64,
+                                            "chunks_computed": 4, "points_per_second": 5.12}}
+    assert timing_report(old)["cumulative"]["seconds"] == 12.5
+    new = attempt_attrs(old, {"started": "2024-01-02T00:00:00Z", "finished": "2024-01-02T00:00:01Z",
+                              "seconds": 0.5, "points": 0, "chunks_computed": 0, "chunks_skipped": 4,
+                              "status": "complete"})
+    assert [a["seconds"] for a in new["history"]] == [12.5, 0.5]
+    assert (new["timing"]["seconds"], new["timing"]["points"], new["timing"]["attempts"]) == (13.0, 64, 2)
