@@ -23,6 +23,7 @@ exception is a bug and prints its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from importlib import import_module
@@ -95,9 +96,13 @@ def allow_import_arg(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cluster.driver import run_sweep
-    from cluster.spec import load_spec
+    from cluster.spec import check_run_name, load_spec
 
+    if args.name is not None:
+        check_run_name(args.name, "--name")
     spec = load_spec(args.spec)
+    if args.name is not None:
+        spec = dataclasses.replace(spec, name=args.name)
     summary = run_sweep(spec, address=args.address, store=args.store, s3_endpoint=args.s3_endpoint,
                         progress=not args.quiet)
     return _sweep_result("run", summary)
@@ -279,6 +284,9 @@ def _add_core(sub) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress lines or bar on stderr")
         if name == "resume":
             allow_import_arg(p)
+        else:
+            p.add_argument("--name", default=None, metavar="RUN",
+                           help="run name instead of the spec's (e.g. one run per scheduled fire)")
         p.set_defaults(func=func)
     p = sub.add_parser("status", help="a run's status, timing, failed chunks and progress (JSON); "
                                       "with --address, a submitted Ray job's status")

@@ -9,7 +9,9 @@ can fail.
 from __future__ import annotations
 
 import copy
+import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +19,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from cluster.spec import parse_spec
+from cluster.spec import check_run_name, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "ray-cluster.yaml"
@@ -100,3 +102,9 @@ def test_raycronjob_manifest():
     assert croniter.is_valid(cron["spec"]["schedule"])
     assert cron["spec"]["suspend"] is False
     _check_job_spec(cron["spec"]["jobTemplate"])
+    # Each fire its own run, named as `gangeo schedule` names fires once the shell expands the date.
+    argv = shlex.split(cron["spec"]["jobTemplate"]["entrypoint"])
+    name = argv[argv.index("--name") + 1]
+    assert name == "quickstart-$(date -u +%Y%m%dT%H%MZ)"
+    fire = subprocess.run(["sh", "-c", f"echo {name}"], capture_output=True, text=True, check=True).stdout.strip()
+    assert check_run_name(fire) == fire and re.fullmatch(r"quickstart-\d{8}T\d{4}Z", fire)

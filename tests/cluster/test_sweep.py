@@ -167,3 +167,20 @@ def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp
     (info,) = summary["worker_info"]
     # Planning describes each generator once on the first worker, then its chunks run model by model.
     assert info["model_loads"] == 2 + 2 and info["device"] == "cpu"
+
+
+def test_run_name_flag_names_the_run(ray_local, tmp_path, capsys):
+    """`gangeo run --name` (one run per scheduled fire): the run is stored under that name; a bad name writes nothing."""
+    from jobs.cli import EXIT_CODES, main
+    from tests.support.runs import tanh_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(tanh_spec("base", n=2, resources={"workers": 1})))
+    store = tmp_path / "store"
+    assert main(["run", str(spec), "--store", str(store), "--name", "bad/name", "--quiet"]) == EXIT_CODES["usage"]
+    assert not store.exists()
+    assert main(["run", str(spec), "--store", str(store), "--name", "base-20261126T0200Z", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["ls", "--store", str(store)]) == 0
+    runs = {r["run"]: r["status"] for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert runs == {"base-20261126T0200Z": "complete"}
