@@ -435,7 +435,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         summary["worker_info"] = pool.info()
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
-        summary["reduce"] = _reduce(rs, spec, progress) if summary["status"] == "complete" else None
+        summary["reduce"] = _reduce(rs, spec, prog) if summary["status"] == "complete" else None
         if summary["status"] == "complete":
             rs.update_attrs(spec.name, status="complete")  # every reduce wrote its record
         from .xr import consolidate_run  # end of the run: plain xarray opens each group in one read
@@ -451,15 +451,20 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
             ray.shutdown()
 
 
-def _reduce(rs: RunStore, spec: SweepSpec, progress: bool = False) -> dict | None:
+def _reduce(rs: RunStore, spec: SweepSpec, progress: SweepProgress | None = None) -> dict | None:
     """The spec's reducers over the finished run (on the Ray instance already running)."""
     chosen = tuple(k for k, on in spec.reducers.items() if on)
     if not chosen:
         return None
     from .reduce import reduce_run
 
-    return reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True,
-                      progress=progress and sys.stderr.isatty())
+    say = progress.say if progress is not None else (lambda _: None)
+    t0 = time.perf_counter()
+    say(f"reducing: {', '.join(chosen)}")  # off a terminal the tiles' bar is silent: one line each way
+    out = reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True,
+                     progress=progress is not None and progress.enabled and progress.tty)
+    say(f"reduced {len(out)} group{'s' * (len(out) != 1)} in {time.perf_counter() - t0:.1f} s")
+    return out
 
 
 def resume_sweep(run: str, *, store: str | None = None, address: str | None = None,

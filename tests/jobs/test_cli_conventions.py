@@ -315,7 +315,8 @@ def test_progress_on_a_terminal_is_a_bar_and_quiet_is_silent():
 
 @pytest.mark.slow
 def test_a_sweep_reports_progress_from_its_start_on_a_pipe(tmp_path):
-    spec = tanh_spec("p", n=6, resources={"workers": 1, "cpus_per_worker": 1})
+    spec = tanh_spec("p", n=6, resources={"workers": 1, "cpus_per_worker": 1},
+                     reducers={"global": True, "homogeneity": True, "anisotropy": True})
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(tmp_path / "p.yaml"), "--store",
                              str(tmp_path / "s")], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
@@ -327,3 +328,7 @@ def test_a_sweep_reports_progress_from_its_start_on_a_pipe(tmp_path):
     assert lines[0] == "sweep p: 1 group x 6 codes, 3 chunks of 2 codes; starting embedded Ray and 1 worker", lines
     assert len(chunks) == 3 and chunks[0] > 0, lines
     assert seen[chunks[0]][0] > seen[0][0]  # the first line came before any chunk finished
+    # The reducers that follow say when they start and end, off a terminal too.
+    reducing = [i for i, line in enumerate(lines) if line.startswith("sweep p: reducing: ")]
+    reduced = [i for i, line in enumerate(lines) if re.match(r"sweep p: reduced 1 group in [\d.]+ s$", line)]
+    assert len(reducing) == len(reduced) == 1 and chunks[-1] < reducing[0] < reduced[0], lines
