@@ -41,13 +41,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_reduce(args: argparse.Namespace) -> int:
     """Reduce the run and print its summary as JSON."""
+    from cluster.lock import RunLock
     from cluster.ray_runtime import check_cluster_address
     from cluster.reduce import reduce_run
+    from cluster.view import open_run
 
     check_cluster_address(args.address if not args.no_ray else None)  # a job server URL: one line, exit 9
-    summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
-                         tile=args.tile, use_ray=not args.no_ray, progress=not args.quiet and sys.stderr.isatty(),
-                         skip_damaged=args.skip_damaged)
+    open_run(args.store, args.run, s3_endpoint=args.s3_endpoint)  # an absent run: refused before any lock is written
+    # The run's lock, as a driver holds it: no reduce while chunks are written, no `rm` while it reduces.
+    with RunLock(args.store, args.run, s3_endpoint=args.s3_endpoint):
+        summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
+                             tile=args.tile, use_ray=not args.no_ray,
+                             progress=not args.quiet and sys.stderr.isatty(), skip_damaged=args.skip_damaged)
     skipped = sum(len(g.get("damaged_skipped", [])) for g in summary.values())
     if skipped:
         print(f"gangeo reduce: skipped {skipped} damaged chunks", file=sys.stderr)

@@ -300,3 +300,33 @@ def test_rm_holds_the_run_lock_while_deleting(store, capsys, monkeypatch):
     assert main(["rm", "a", "--store", str(store), "--yes"]) == 0
     assert len(held) == 1 and held[0]["pid"] == os.getpid()
     assert lock_info(str(store), "a") is None  # released afterwards
+
+
+# ---- reduce holds the run's lock ----
+
+
+def test_reduce_of_a_run_a_driver_writes_is_refused(store, capsys):
+    from cluster.lock import RunLock
+
+    with RunLock(str(store), "a"):
+        before = _snapshot(store)
+        capsys.readouterr()
+        assert main(["reduce", "a", "--store", str(store), "--no-ray", "--quiet"]) == 5
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is being written by another driver" in err[0], err
+        assert _snapshot(store) == before
+
+
+def test_rm_is_refused_while_a_reduce_runs(store, capsys, monkeypatch):
+    import cluster.reduce
+
+    real, seen = cluster.reduce.reduce_run, []
+
+    def reduce_and_try_rm(*args, **kwargs):  # what a second shell would do mid-reduce
+        seen.append(main(["rm", "a", "--store", str(store), "--yes"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cluster.reduce, "reduce_run", reduce_and_try_rm)
+    assert main(["reduce", "a", "--store", str(store), "--no-ray", "--quiet"]) == 0
+    assert seen == [5] and (store / "a" / "zarr.json").exists()
+    assert main(["rm", "a", "--store", str(store), "--yes"]) == 0  # the lock went with the reduce
