@@ -13,7 +13,7 @@ chunk after ``max_attempts`` failures, reporting its index and error while the
 others complete. Execution is at-least-once; writes are idempotent because a
 chunk's codes come from the spec's seed and whole Zarr chunks are overwritten.
 The steps, in order: :func:`_precheck`, :class:`_Pool`, :func:`plan_groups`,
-:func:`_open_groups`, :class:`_Scheduler`, :func:`_summary`, :func:`_reduce`.
+:func:`_open_groups`, :class:`~cluster.scheduler.ChunkScheduler`, :func:`_summary`, :func:`_reduce`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from geometry_core.errors import GeometryError, WeightsError
 
@@ -33,6 +32,7 @@ from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .progress import SweepProgress
 from .ray_runtime import init_ray
+from .scheduler import ChunkScheduler, Outcome
 from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env
@@ -43,7 +43,6 @@ from .worker import ChunkTask, SweepWorker, worker_options
 __all__ = ["plan_groups", "resume_sweep", "run_sweep"]
 
 MAX_ATTEMPTS = 3
-_PER_WORKER_IN_FLIGHT = 2  # one computing, one queued: no idle gap between chunks
 
 Plan = list[tuple[GeneratorSpec, GroupLayout]]
 
@@ -185,84 +184,6 @@ def _check_nodes(spec: SweepSpec, *, embedded: bool) -> float | None:
         return NODE_WAIT_S
 
 
-@dataclass
-class _Outcome:
-    """What scheduling every pending chunk came to."""
-
-    computed: int = 0
-    failed: list[dict] = field(default_factory=list)
-    store_retries: int = 0
-
-
-class _Scheduler:
-    """Runs chunk tasks on a pool: a bounded window per worker, dead workers replaced, failures retried.
-
-    Only the in-flight window and chunks awaiting a retry are held, so the
-    driver's memory does not grow with the number of chunks.
-    """
-
-    def __init__(self, pool: _Pool, bar, max_attempts: int) -> None:
-        self.pool, self.bar, self.max_attempts = pool, bar, max_attempts
-        self.inflight: dict = {}  # ref -> (slot, actor, task)
-        self.load = [0] * len(pool.actors)
-        self.retry_queue: list[ChunkTask] = []
-        self.attempts: dict[tuple[str, int], int] = {}
-        self.outcome = _Outcome()
-
-    def run(self, tasks) -> _Outcome:
-        import ray
-
-        self._tasks = iter(tasks)
-        self._fill()
-        while self.inflight:
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=5.0)
-            for ref in ready:
-                self._settle(ref)
-            self._fill()
-        return self.outcome
-
-    def _fill(self) -> None:
-        """Give the least loaded worker a task until every worker's window is full or none is left."""
-        while True:
-            slot = min(range(len(self.load)), key=self.load.__getitem__)
-            if self.load[slot] >= _PER_WORKER_IN_FLIGHT:
-                return
-            task = self.retry_queue.pop() if self.retry_queue else next(self._tasks, None)
-            if task is None:
-                return
-            actor = self.pool.actors[slot]
-            self.inflight[actor.compute.remote(task)] = (slot, actor, task)
-            self.load[slot] += 1
-
-    def _settle(self, ref) -> None:
-        import ray
-        from ray.exceptions import RayActorError
-
-        slot, actor, task = self.inflight.pop(ref)
-        self.load[slot] -= 1
-        try:
-            record = ray.get(ref)
-        except RayActorError as exc:  # the worker process died: replace it, retry the chunk
-            self.pool.replace(slot, actor)
-            record = {"ok": False, "error": f"worker died: {type(exc).__name__}"}
-        self.outcome.store_retries += int(record.get("store_retries") or 0)
-        if record["ok"]:
-            self.outcome.computed += 1
-            self.attempts.pop((task.key, task.chunk), None)
-            self.bar.chunk_done(task.key, task.chunk, task.layout.n_rows(task.chunk), record.get("seconds"))
-        else:
-            self._retry_or_give_up(task, record["error"])
-
-    def _retry_or_give_up(self, task: ChunkTask, error: str) -> None:
-        tid = (task.key, task.chunk)
-        self.attempts[tid] = self.attempts.get(tid, 0) + 1
-        if self.attempts[tid] < self.max_attempts:
-            self.retry_queue.append(task)
-        else:
-            self.attempts.pop(tid)
-            self.outcome.failed.append({"key": task.key, "chunk": task.chunk, "error": error})
-
-
 def _pending(spec: SweepSpec, plans: Plan, masks, scheme: str) -> Iterator[ChunkTask]:
     """Chunk tasks of every chunk without done, generated lazily; codes from a file travel in their task."""
     for (gen, lay), mask in zip(plans, masks):
@@ -357,7 +278,7 @@ def _points(plans: Plan, masks) -> int:
     return sum(lay.n_rows(c) for (_, lay), m in zip(plans, masks) for c in range(lay.n_chunks) if not m[c])
 
 
-def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: _Outcome, timing: dict, pool: _Pool,
+def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: Outcome, timing: dict, pool: _Pool,
              lock: RunLock) -> dict:
     total = sum(lay.n_chunks for _, lay in plans)
     pending = sum(int((~m).sum()) for m in masks)
@@ -369,7 +290,7 @@ def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: _Outcom
 
 
 def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, progress: SweepProgress,
-             max_attempts: int) -> tuple[_Outcome, dict]:
+             max_attempts: int) -> tuple[Outcome, dict]:
     """Compute every pending chunk; the run's status, failures and this attempt go to its attributes.
 
     The attempt is appended to the run's history (:func:`cluster.run_state.attempt_attrs`) as
@@ -384,7 +305,7 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     scheme = code_scheme(rs.attrs(spec.name))
     with progress.computing(chunks=pending, codes=points, done_before=sum(int(m.sum()) for m in masks),
                             workers=len(pool.actors)) as bar:
-        outcome = _Scheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks, scheme))
+        outcome = ChunkScheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks, scheme))
     seconds = time.time() - t0
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}

@@ -212,6 +212,7 @@ def test_run_lock_refuses_live_and_takes_over_stale(tmp_path, s3_server):
         assert lock_info(url, "r1") is None  # released
         expired = RunLock(url, "r1", ttl=-1).acquire()  # already past its expiry
         expired._stop.set()  # no heartbeat: as if its driver hung
+        expired._thread.join(timeout=30)  # a beat still in flight would change the lock under the taker
         taker = RunLock(url, "r1").acquire()
         assert taker.took_over["owner"] == expired.owner
         taker.release()
