@@ -31,7 +31,7 @@ from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
 from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
 from .progress import SweepProgress
-from .ray_runtime import init_ray
+from .ray_runtime import check_cluster_address, init_ray
 from .scheduler import ChunkScheduler, Outcome
 from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
@@ -337,6 +337,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
 
     # Workers run in other directories: a relative local store means the driver's cwd.
     spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
+    check_cluster_address(address)  # a job server URL: one line, before the first progress line
     _precheck(spec, s3_endpoint)
     prog = SweepProgress(spec.name, enabled=progress)
     prog.starting(spec, address=address)  # before Ray and the workers: they take a while to start

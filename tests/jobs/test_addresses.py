@@ -21,6 +21,7 @@ def _files(root: Path) -> dict:
 
 @pytest.mark.parametrize("argv", [
     ["run", str(QUICKSTART), "--quiet"],
+    ["run", str(QUICKSTART)],  # refused before the first progress line
     ["resume", "quickstart", "--quiet"],
     ["reduce", "quickstart", "--quiet"],
 ])
