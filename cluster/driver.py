@@ -35,7 +35,7 @@ from .ray_runtime import check_cluster_address, init_ray
 from .scheduler import ChunkScheduler, Outcome
 from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
-from .storage import StoreError, check_store, parse_store_url, store_env
+from .storage import StoreError, check_store, parse_store_url, store_env, writable_problem
 from .store import RunStore, check_identity
 from .trust import gate_stored_spec
 from .worker import ChunkTask, SweepWorker, worker_options
@@ -215,21 +215,11 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
 
 
 def _check_writable(path: str) -> None:
-    """A local store (or, new, the directory it will be made in) must take files; a probe file is removed at once."""
-    import tempfile
-    from pathlib import Path
-
-    where = Path(path)
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    if not where.is_dir():
-        raise StoreError(f"store {path}: {where} is a file, not a directory; choose another --store")
-    try:
-        with tempfile.TemporaryFile(dir=where, prefix=".gangeo-probe-"):
-            pass
-    except OSError as exc:
-        raise StoreError(f"store {path}: cannot write in {where} ({exc.strerror or type(exc).__name__}); "
-                         "choose a writable --store") from None
+    """A local store (or, new, the directory it will be made in) must take files."""
+    problem = writable_problem(path)
+    if problem is not None:
+        suggestion = "choose another --store" if "not a directory" in problem else "choose a writable --store"
+        raise StoreError(f"store {path}: {problem}; {suggestion}")
 
 
 def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:

@@ -28,6 +28,7 @@ from geometry_core.errors import GangeoError, clip
 
 __all__ = [
     "subgroup",
+    "writable_problem",
     "DEFAULT_STORE",
     "StoreError",
     "StoreURL",
@@ -318,3 +319,25 @@ def subgroup(parent: zarr.Group, key: str) -> zarr.Group:
                                zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise KeyError(key) from None
+
+
+def writable_problem(path: str | os.PathLike) -> str | None:
+    """Why files cannot be written at local ``path`` (or in the folder it would be made in); None when they can.
+
+    Checked before any work, by trying: permissions alone do not say (root, read-only
+    mounts, /proc). The probe file is removed at once.
+    """
+    import tempfile
+    from pathlib import Path
+
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        return f"{where} is a file, not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".gangeo-probe-"):
+            pass
+    except OSError as exc:
+        return f"cannot write in {where} ({exc.strerror or type(exc).__name__})"
+    return None

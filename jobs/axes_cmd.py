@@ -111,11 +111,11 @@ def run_axes(args: argparse.Namespace) -> int:
     from geometry_core import eigen, load_distance, load_generator, metric_tensor
     from geometry_core.alignment import alignment, sefa_directions
     from geometry_core.axes import explore_axes
+    from jobs.cli import check_out_dir
 
     if args.topk < 1 or args.steps < 1 or not args.delta > 0:
         raise UsageError(f"need --topk >= 1, --steps >= 1, --delta > 0; got {args.topk}, {args.steps}, {args.delta}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} exists and is not a directory")
+    check_out_dir(args.out)  # before any computing: a refused folder costs nothing
     if args.metric is not None and not args.metric.startswith("run:"):
         raise UsageError(f"--metric: expected run:NAME[/group], got {args.metric!r}")
     G = load_generator(args.generator, space=args.space)

@@ -218,6 +218,19 @@ def check_out_file(out: str | None) -> None:
         raise UsageError(f"--out {clip(out, bare=True)}: no directory {clip(parent, bare=True)}; create it first")
 
 
+def check_out_dir(out: str | None) -> None:
+    """``--out DIR``: a folder that exists or can be made, and takes files (checked before any work)."""
+    from cluster.storage import writable_problem
+
+    if out is None:
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {clip(out, bare=True)} exists and is not a directory")
+    problem = writable_problem(out)
+    if problem is not None:
+        raise UsageError(f"--out {clip(out, bare=True)}: {problem}")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from cluster.layout import ARRAYS
     from cluster.view import refuse_damaged, require_reduced

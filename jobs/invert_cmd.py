@@ -136,12 +136,12 @@ def run_invert(args: argparse.Namespace) -> int:
     import torch
 
     from geometry_core.inversion import InversionOptions, invert
+    from jobs.cli import check_out_dir
 
     basis = args.basis or "global"
     if basis == "both":
         raise UsageError("--basis: invert takes global or none")
-    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} exists and is not a directory")
+    check_out_dir(args.out)  # before any computing: a refused folder costs nothing
     G, d = _load(args)
     with torch.no_grad():
         probe = G(G.sample(1, seed=args.target_seed, dtype=G.dtype).to(G.device))

@@ -147,7 +147,7 @@ def outside(world, s3_server, s3_run) -> dict[str, tuple[int, str, str]]:
 def test_a_real_command_says_one_line_and_nothing_else(outside):
     code, out, err = outside["axes_refused"]
     assert (code, out) == (EXIT_CODES["usage"], "")
-    assert err == "gangeo axes: cannot use /proc/gangeo-axes: No such file or directory\n", err
+    assert err == "gangeo axes: --out /proc/gangeo-axes: cannot write in /proc (No such file or directory)\n", err
 
 
 def test_ctrl_c_is_one_line_and_130(world, capsys, monkeypatch):
@@ -332,3 +332,22 @@ def test_a_sweep_reports_progress_from_its_start_on_a_pipe(tmp_path):
     reducing = [i for i, line in enumerate(lines) if line.startswith("sweep p: reducing: ")]
     reduced = [i for i, line in enumerate(lines) if re.match(r"sweep p: reduced 1 group in [\d.]+ s$", line)]
     assert len(reducing) == len(reduced) == 1 and chunks[-1] < reducing[0] < reduced[0], lines
+
+
+@pytest.mark.parametrize("command", [["axes"], ["invert", "--steps", "1"]])
+@pytest.mark.parametrize("out", ["/proc/gangeo-test-out", "FILE/sub"])
+def test_an_out_folder_that_takes_no_files_is_refused_before_any_work(command, out, tmp_path, capsys, monkeypatch):
+    """procfs takes no new files (even for root); a folder under a file cannot be made: one line, no generator loaded."""
+    import geometry_core
+
+    def no_work(*_args, **_kw):
+        raise AssertionError("a generator was loaded before --out was checked")
+
+    monkeypatch.setattr(geometry_core, "load_generator", no_work)
+    (tmp_path / "FILE").write_text("x")
+    out = out.replace("FILE", str(tmp_path / "FILE"))
+    code, _, err = _run_in_process([*command, "--out", out], capsys)
+    lines = err.strip().splitlines()
+    assert code == EXIT_CODES["usage"] and len(lines) == 1, err
+    assert lines[0].startswith(f"gangeo {command[0]}: --out ") and ("cannot write in" in lines[0]
+                                                                 or "is a file, not a directory" in lines[0]), err
