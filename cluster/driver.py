@@ -29,11 +29,11 @@ from .bounds import check_plan, check_resources
 from .codes import DEFAULT_SCHEME, file_rows
 from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
-from .lock import LOCK_GROUP, RunLock, RunLockedError, is_stale, lock_info
+from .lock import RunLock, RunLockedError
 from .progress import SweepProgress
 from .ray_runtime import check_cluster_address, init_ray
+from .run_state import attempt_attrs, live_driver
 from .scheduler import ChunkScheduler, Outcome
-from .run_state import attempt_attrs
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .storage import StoreError, check_store, parse_store_url, store_env, writable_problem
 from .store import RunStore, check_identity
@@ -208,8 +208,8 @@ def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
     if not rs.has_run(spec.name):
         return
     plan_growth(spec.name, rs.url, rs.attrs(spec.name), spec)  # raises RunExistsError unless same or grown
-    info = lock_info(spec.store, spec.name, s3_endpoint=s3_endpoint) if LOCK_GROUP in rs.root.group_keys() else None
-    if info is not None and not is_stale(info, time.time()):
+    info = live_driver(rs, spec.name)
+    if info is not None:
         raise RunLockedError(f"run {spec.name!r} is being written by another driver (host {info.get('host')}, "
                              f"pid {info.get('pid')}); wait for it to finish")
 

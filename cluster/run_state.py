@@ -26,12 +26,12 @@ import time
 from .lock import LOCK_GROUP, is_stale, lock_info
 from .view import reduce_state
 
-__all__ = ["attempt_attrs", "run_state", "timing_report"]
+__all__ = ["attempt_attrs", "live_driver", "run_state", "timing_report"]
 
 _LIVE = {"running": "computing", "reducing": "reducing"}
 
 
-def _driver(rs, run: str) -> dict | None:
+def live_driver(rs, run: str) -> dict | None:
     """The live driver's lock record, or None when none holds the run (read-only: nothing is created)."""
     if LOCK_GROUP not in set(rs.root.group_keys()):
         return None
@@ -60,7 +60,7 @@ def run_state(rs, run: str) -> dict:
     attrs = rs.attrs(run)
     stored = attrs.get("status")
     if stored in _LIVE:
-        info = _driver(rs, run)
+        info = live_driver(rs, run)
         if info is not None:
             return {"state": _LIVE[stored], "detail": f"driver on host {info.get('host')}, pid {info.get('pid')}"}
         if stored == "reducing" and not _unfinished_reduce(rs, run, attrs):

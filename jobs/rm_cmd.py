@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from geometry_core.errors import UsageError
 from jobs.output import print_json
@@ -33,16 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     store_args(p)
     p.add_argument("--yes", action="store_true", help="delete without asking (needed when stdin is not a terminal)")
     p.set_defaults(func=run_rm)
-
-
-def _live_driver(rs, run: str) -> dict | None:
-    """The lock record of a live driver writing ``run``, else None (reads only: creates nothing)."""
-    from cluster.lock import LOCK_GROUP, is_stale, lock_info
-
-    if LOCK_GROUP not in set(rs.root.group_keys()):
-        return None
-    info = lock_info(rs.url, run, s3_endpoint=rs.s3_endpoint)
-    return None if info is None or is_stale(info, time.time()) else info
 
 
 def _refuse_live(run: str, info: dict | None) -> None:
@@ -78,6 +67,7 @@ def delete_run(rs, run: str) -> None:
 
 def run_rm(args: argparse.Namespace) -> int:
     """Check (the run exists, no live driver), confirm, delete; print the JSON result."""
+    from cluster.run_state import live_driver
     from cluster.store import RunStore
     from cluster.storage import StoreError
 
@@ -85,7 +75,7 @@ def run_rm(args: argparse.Namespace) -> int:
     if not rs.has_run(args.run):
         names = [r["run"] for r in rs.ls()]
         raise StoreError(f"no run {args.run!r} in store {rs.url}; runs there: {names}")
-    _refuse_live(args.run, _live_driver(rs, args.run))
+    _refuse_live(args.run, live_driver(rs, args.run))
     _confirm(args.run, rs.url, args.yes)
     delete_run(rs, args.run)
     print_json({"run": args.run, "store": rs.url, "deleted": True}, indent=None)
