@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "safe_name"]
+__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "safe_name", "spec_generators"]
 
 # name -> dimension names; the trailing sizes are all D
 ARRAYS = {
@@ -46,6 +46,19 @@ def default_label(name: str, options: dict) -> str:
     """A generator's group name in the store: its name, marked when its weights are shuffled."""
     seed = options.get("shuffle_seed")
     return f"{name}-shuffled{seed}" if seed is not None else name
+
+
+def spec_generators(spec) -> dict[str, tuple[str, dict]]:
+    """Group label -> (generator name, options) of a stored spec's generators.
+
+    Plain data read back from a store: nothing is loaded or imported; malformed entries are left out.
+    """
+    out: dict[str, tuple[str, dict]] = {}
+    for e in (spec if isinstance(spec, dict) else {}).get("generators") or []:
+        if isinstance(e, dict) and isinstance(e.get("name"), str):
+            options = e.get("options") if isinstance(e.get("options"), dict) else {}
+            out.setdefault(str(e.get("label") or default_label(e["name"], options)), (e["name"], options))
+    return out
 
 
 def safe_name(target: str) -> str:

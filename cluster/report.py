@@ -37,7 +37,7 @@ from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
 from . import report_figures as figs
-from .layout import default_label
+from .layout import spec_generators
 from .report_html import Doc, esc, fmt, page, render_figures, slug, table
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
 from .run_state import timing_report
@@ -186,12 +186,9 @@ def _generator(ctx: ReportContext, model: str, space: str):
     if key not in ctx.generators:
         from geometry_core.generators import load_generator
 
-        spec = ctx.spec
         # Groups are named by the spec entry's label (e.g. a shuffled control), which defaults to its name.
-        entries = [e for e in spec.get("generators") or [] if isinstance(e, dict) and isinstance(e.get("name"), str)
-                   and (e.get("label") or default_label(e["name"], e.get("options") or {})) == model]
-        options = dict(entries[0].get("options") or {}) if entries else {}
-        name = entries[0].get("name", model) if entries else model
+        name, options = spec_generators(ctx.spec).get(model, (model, {}))
+        options = dict(options)
         if space:
             options["space"] = space
         try:

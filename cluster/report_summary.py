@@ -22,7 +22,7 @@ import numpy as np
 
 from geometry_core.spectrum import FRACTIONS
 
-from .layout import default_label
+from .layout import spec_generators
 from .report_html import Doc, esc, table
 from .view import GroupView, require_reduced
 
@@ -41,12 +41,9 @@ def natural_key(text: str) -> list:
 def _models(spec: dict) -> dict[str, tuple[str, int | None]]:
     """Group label -> (generator name, shuffle seed or None), from the spec's generators."""
     out = {}
-    for entry in (spec or {}).get("generators") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            opts = entry.get("options") if isinstance(entry.get("options"), dict) else {}
-            label = entry.get("label") or default_label(entry["name"], opts)
-            seed = opts.get("shuffle_seed")
-            out[str(label)] = (entry["name"], int(seed) if isinstance(seed, int) else None)
+    for label, (name, opts) in spec_generators(spec).items():
+        seed = opts.get("shuffle_seed")
+        out[label] = (name, int(seed) if isinstance(seed, int) else None)
     return out
 
 

@@ -29,7 +29,7 @@ import torch
 
 from geometry_core.errors import UsageError, clip
 
-from .layout import GroupLayout, default_label, safe_name
+from .layout import GroupLayout, safe_name, spec_generators
 from .storage import StoreError
 
 __all__ = ["PREFIX", "StoredMetric", "is_run_ref", "load_run_metric", "parse_run_ref"]
@@ -63,17 +63,6 @@ def parse_run_ref(text: str) -> tuple[str, str | None]:
     run, _, group = text[len(PREFIX):].partition("/")
     check_run_name(run, what=f"--metric {clip(text, bare=True)}: the run")
     return run, group or None
-
-
-def _entries(attrs: dict) -> dict[str, tuple[str, dict]]:
-    """{model label: (generator name, options)} from the run's stored spec (data only: nothing is imported)."""
-    spec = attrs.get("spec") if isinstance(attrs.get("spec"), dict) else {}
-    out = {}
-    for e in spec.get("generators") or []:
-        if isinstance(e, dict) and isinstance(e.get("name"), str):
-            options = e.get("options") if isinstance(e.get("options"), dict) else {}
-            out[str(e.get("label") or default_label(e["name"], options))] = (e["name"], options)
-    return out
 
 
 def _choose(ref: str, run: str, keys: list[str], group: str | None, generator: str, space: str,
@@ -142,7 +131,7 @@ def load_run_metric(ref: str, *, store=None, s3_endpoint: str | None = None, gen
     view = open_run(rs.root, run)
     attrs = view.attrs
     keys = list(attrs.get("groups") or [])
-    entries = _entries(attrs)
+    entries = spec_generators(attrs.get("spec"))
     key = _choose(ref, run, keys, group, generator, space, distance, entries)
     g = rs.group(run, key)
     lay = GroupLayout.of(g)
