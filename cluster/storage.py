@@ -27,8 +27,6 @@ import zarr
 from geometry_core.errors import GangeoError, clip
 
 __all__ = [
-    "subgroup",
-    "writable_problem",
     "DEFAULT_STORE",
     "StoreError",
     "StoreURL",
@@ -37,6 +35,9 @@ __all__ = [
     "resolve_endpoint",
     "check_store",
     "close_sessions",
+    "plain_group",
+    "subgroup",
+    "writable_problem",
     "store_env",
 ]
 
@@ -306,17 +307,21 @@ def open_root(
         raise StoreError(f"store {loc} is not writable") from None
 
 
-def subgroup(parent: zarr.Group, key: str) -> zarr.Group:
-    """``parent[key]`` read from its own metadata files, never from a consolidated copy.
+def plain_group(store: zarr.abc.store.Store, path: str) -> zarr.Group:
+    """The group at ``path`` read from its own metadata files, never from a consolidated copy.
 
     Consolidated metadata is written for outside readers (plain xarray, ARCHITECTURE.md, Store);
     gangeo's own reads and writes must see each array's current metadata, so a resized array
     or a damaged ``zarr.json`` is never hidden behind the copy.
     """
-    path = f"{parent.path}/{key}".strip("/")
+    return zarr.open_group(store, path=path, mode="r" if store.read_only else "r+", zarr_format=3,
+                           use_consolidated=False)
+
+
+def subgroup(parent: zarr.Group, key: str) -> zarr.Group:
+    """``parent[key]`` as :func:`plain_group` reads it; KeyError when absent."""
     try:
-        return zarr.open_group(parent.store, path=path, mode="r" if parent.store.read_only else "r+",
-                               zarr_format=3, use_consolidated=False)
+        return plain_group(parent.store, f"{parent.path}/{key}".strip("/"))
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise KeyError(key) from None
 

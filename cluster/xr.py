@@ -44,7 +44,7 @@ import zarr
 from geometry_core.spectrum import FRACTIONS
 
 from .layout import GroupLayout
-from .storage import StoreError
+from .storage import StoreError, plain_group
 
 __all__ = ["consolidate_group", "consolidate_run", "drop_consolidated", "open_run_xarray"]
 
@@ -54,7 +54,7 @@ __all__ = ["consolidate_group", "consolidate_run", "drop_consolidated", "open_ru
 
 def _reopen(group: zarr.Group) -> zarr.Group:
     """The same group read from its own zarr.json, ignoring any consolidated copy it carries."""
-    return zarr.open_group(group.store, path=group.path, mode="r+", zarr_format=3, use_consolidated=False)
+    return plain_group(group.store, group.path)
 
 
 def drop_consolidated(group: zarr.Group) -> zarr.Group:
@@ -182,10 +182,10 @@ def open_run_xarray(
     root = open_root(url, s3_endpoint=s3_endpoint, mode="r", create=False)
     if group_key is not None:
         return _open_one(root, run, group_key, reduced, chunks)
-    from .view import open_run
+    from .view import find_target_groups, open_run
 
     view = open_run(root, run)
-    keys = [g for g in _target_keys(view.group)
+    keys = [g for g in find_target_groups(view.group)
             if not reduced or "reduce" in set(view.group[g].group_keys())]
     if not keys:
         raise StoreError(f"run {run!r} has no {'reduced ' if reduced else ''}target group")
@@ -197,9 +197,3 @@ def open_run_xarray(
              else p for p in parts]
     return xr.concat(parts, dim="group", join="outer", coords="different", compat="equals",
                      fill_value=np.nan)
-
-
-def _target_keys(run_group: zarr.Group) -> list[str]:
-    from .view import find_target_groups
-
-    return find_target_groups(run_group)
