@@ -19,7 +19,7 @@ import zarr
 
 from jobs.cli import main
 from jobs.schedule import RayJobs, ScheduleBook, daemon
-from tests.support.job_client import FakeJobClient
+from tests.support.job_client import FakeJobClient, LineSink
 
 DAY = datetime(2026, 11, 26, 0, 0, tzinfo=timezone.utc)
 TINY = {"name": "tiny", "generators": [{"name": "dcgan-faces"}], "targets": ["mse"], "codes": {"n": 2, "seed": 0},
@@ -62,14 +62,10 @@ def test_three_fires_across_a_day_make_three_complete_runs(tmp_path, ray_local):
     book.add("day", "0 */8 * * *", _spec(), "http://127.0.0.1:8265", store=str(store),
              now=DAY - timedelta(minutes=30))
     clock = iter([DAY + timedelta(hours=h) for h in range(24)])  # 00:00 .. 23:00, one check an hour
-    lines: list = []
-
-    class Out:
-        write, flush = lines.append, staticmethod(lambda: None)
-
-    daemon(book, RayJobs(client), clock=lambda: next(clock), sleep=lambda s: None, iterations=24, out=Out())
+    out = LineSink()
+    daemon(book, RayJobs(client), clock=lambda: next(clock), sleep=lambda s: None, iterations=24, out=out)
     want = ["day-20261126T0000Z", "day-20261126T0800Z", "day-20261126T1600Z"]
-    assert [json.loads(x)["run"] for x in lines] == want
+    assert [json.loads(x)["run"] for x in out.lines] == want
     assert client.accepted == want
     # Each fire is a fresh complete run: every chunk computed, none skipped as already done.
     assert [(s["status"], s["computed"], s["skipped"]) for s in summaries] == [("complete", 1, 0)] * 3, summaries

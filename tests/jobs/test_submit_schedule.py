@@ -18,13 +18,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 import zarr
 
 from jobs.schedule import RayJobs, ScheduleBook, ScheduleError, daemon, submission_id
 from cluster.spec import SpecError, load_spec
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_job, submit_spec
-from tests.support.job_client import FakeJobClient
+from tests.support.job_client import FakeJobClient, LineSink
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
@@ -181,19 +180,11 @@ def test_daemon_loop_with_injected_clock(book):
     b, _ = book
     client = FakeJobClient()
     times = iter([T0 + timedelta(minutes=m) for m in range(0, 61, 1)])
-    lines = []
-
-    class Out:
-        def write(self, s):
-            lines.append(s)
-
-        def flush(self):
-            pass
-
-    daemon(b, RayJobs(client), clock=lambda: next(times), sleep=lambda s: None, iterations=61, out=Out())
+    out = LineSink()
+    daemon(b, RayJobs(client), clock=lambda: next(times), sleep=lambda s: None, iterations=61, out=out)
     # Minutes 0..60: fire times 10:15, 10:30, 10:45, 11:00, each exactly once.
     assert client.accepted == [submission_id("sweep", T0 + timedelta(minutes=m)) for m in (15, 30, 45, 60)]
-    assert len(lines) == 4
+    assert len(out.lines) == 4
 
 
 def test_schedule_rejects_bad_input(book):
@@ -338,17 +329,9 @@ def test_submit_end_to_end_on_a_head_without_the_venv_on_path(ray_head, tmp_path
     other.write_text(spec.read_text().replace("seed: 0", "seed: 1"))
     with pytest.raises(SubmitError, match="different spec"):
         submit_job(other, ray_head, store=str(store), submission_id="tiny-e2e")
-    lines = []
-
-    class Sink:
-        def write(self, s):
-            lines.append(s)
-
-        def flush(self):
-            pass
-
-    info = follow_job("tiny-e2e", ray_head, out=Sink())
-    assert info["status"] == "SUCCEEDED", "".join(lines)[-2000:]
+    logs = LineSink()
+    info = follow_job("tiny-e2e", ray_head, out=logs)
+    assert info["status"] == "SUCCEEDED", "".join(logs.lines)[-2000:]
     from jobs.cli import main
 
     capsys.readouterr()

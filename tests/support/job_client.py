@@ -7,7 +7,20 @@ from types import SimpleNamespace
 
 import yaml
 
-__all__ = ["FakeJobClient"]
+__all__ = ["FakeJobClient", "LineSink"]
+
+
+class LineSink:
+    """A text stream that keeps what is written, one ``write`` per entry of ``lines``."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, s: str) -> None:
+        self.lines.append(s)
+
+    def flush(self) -> None:
+        pass
 
 
 class FakeJobClient:
