@@ -30,8 +30,8 @@ import torch
 
 from geometry_core.errors import clip
 
-__all__ = ["DEFAULT_SCHEME", "LEGACY_SCHEME", "SCHEMES", "CodesFile", "code_seed", "codes_sha256", "file_rows", "file_sha256_prefix",
-           "read_codes_file", "seed_codes"]
+__all__ = ["DEFAULT_SCHEME", "LEGACY_SCHEME", "SCHEMES", "CodesFile", "code_seed", "codes_sha256", "file_rows",
+           "file_sha256_prefix", "read_codes_file", "seed_codes"]
 
 SCHEMES = ("per-code", "batch")
 DEFAULT_SCHEME = "per-code"   # new runs
@@ -69,6 +69,11 @@ def _open(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
+def _rows(arr: np.ndarray) -> np.ndarray:
+    """Codes as rows: one code (D,) reads as (1, D)."""
+    return arr.reshape(1, -1) if arr.ndim == 1 else arr
+
+
 def read_codes_file(value, where: str = "codes.file") -> tuple[CodesFile | None, list[str]]:
     """Validate a codes file; ``(CodesFile, [])`` or ``(None, [one problem line])``."""
     if not isinstance(value, str) or not value.strip():
@@ -92,7 +97,7 @@ def read_codes_file(value, where: str = "codes.file") -> tuple[CodesFile | None,
     problem = _shape_problem(arr)
     if problem:
         return None, [f"{where}: {clip(str(path), bare=True)} {problem}"]
-    arr = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    arr = _rows(arr)
     bad = _first_non_finite(arr)
     if bad is not None:
         return None, [f"{where}: {clip(str(path), bare=True)} has a non-finite value in code {bad}; "
@@ -127,12 +132,9 @@ def codes_sha256(arr: np.ndarray, n: int) -> str:
 
 def file_sha256_prefix(path: str, n: int) -> str:
     """:func:`codes_sha256` of the first ``n`` codes of the file at ``path``."""
-    arr = _open(Path(path))
-    return codes_sha256(arr.reshape(1, -1) if arr.ndim == 1 else arr, n)
+    return codes_sha256(_rows(_open(Path(path))), n)
 
 
 def file_rows(path: str, rows: slice) -> np.ndarray:
     """Codes ``rows`` of the file at ``path``, float32 (as the store keeps them)."""
-    arr = _open(Path(path))
-    arr = arr.reshape(1, -1) if arr.ndim == 1 else arr
-    return np.array(arr[rows], dtype=np.float32)
+    return np.array(_rows(_open(Path(path)))[rows], dtype=np.float32)

@@ -150,7 +150,8 @@ def compare_runs(url, run_a: str, run_b: str, *, group: str | None = None, s3_en
     out = {"runs": [run_a, run_b], "store": rs.url, "fractions": list(FRACTIONS), "groups": []}
     figures = []
     for ka, kb in pairs:
-        (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, subgroup(views[run].group, k)), figures=report_dir is not None)
+        (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, subgroup(views[run].group, k)),
+                                           figures=report_dir is not None)
                               for run, k in ((run_a, ka), (run_b, kb)))
         out["groups"].append({"a": sa, "b": sb})
         figures.append((ka, kb, xa, xb))

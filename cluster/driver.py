@@ -291,8 +291,9 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     t0, started = time.time(), _utc()
     attempt = {"started": started, "status": "running", "codes": spec.n_codes, "points": points,
                "chunks_skipped": sum(lay.n_chunks for _, lay in plans) - pending}
-    rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(rs.attrs(spec.name), attempt))
-    scheme = code_scheme(rs.attrs(spec.name))
+    attrs = rs.attrs(spec.name)
+    rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(attrs, attempt))
+    scheme = code_scheme(attrs)
     with progress.computing(chunks=pending, codes=points, done_before=sum(int(m.sum()) for m in masks),
                             workers=len(pool.actors)) as bar:
         outcome = ChunkScheduler(pool, bar, max_attempts).run(_pending(spec, plans, masks, scheme))

@@ -38,8 +38,7 @@ __all__ = ["EXIT_BROKEN_PIPE", "EXIT_CODES", "EXIT_INTERRUPTED", "build_parser",
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
-         "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd")
-HOOKS += ("jobs.rm_cmd", "jobs.compare_cmd")  # commands on stored runs
+         "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd", "jobs.rm_cmd", "jobs.compare_cmd")
 FORMATS = ("json", "table", "npy")
 _MAX_LINE = 2000  # characters of one error line on stderr
 # Exit status per error kind (GangeoError.kind); 1 is a result (a partial sweep, a failed job).
@@ -280,20 +279,16 @@ def _read_intact(rs, run: str, key: str, array: str, index, damaged: dict) -> np
     return out[0] if isinstance(rows, int) else out
 
 
-def _cluster_help() -> str:
+def _add_core(sub) -> None:
     from cluster.ray_runtime import CLUSTER_ADDRESS_HELP
 
-    return CLUSTER_ADDRESS_HELP
-
-
-def _add_core(sub) -> None:
     for name, what, help_, func in (
             ("run", "spec", "run a sweep spec (embedded Ray unless --address)", cmd_run),
             ("resume", "run", "finish a run: recompute only chunks without a done entry", cmd_resume)):
         p = sub.add_parser(name, help=help_)
         p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
         store_args(p)
-        p.add_argument("--address", default=None, metavar="CLUSTER", help=_cluster_help())
+        p.add_argument("--address", default=None, metavar="CLUSTER", help=CLUSTER_ADDRESS_HELP)
         p.add_argument("--quiet", action="store_true", help="no progress lines or bar on stderr")
         if name == "resume":
             allow_import_arg(p)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 from jobs.output import print_json
 
 __all__ = ["add_parser", "run_reduce"]

@@ -39,7 +39,6 @@ submitted once, the older ones are counted in ``missed`` and not run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -53,7 +52,7 @@ import yaml
 import zarr
 
 from geometry_core.errors import GangeoError, clip
-from jobs.output import print_json
+from jobs.output import dumps_json, print_json
 
 __all__ = [
     "OVERLAP",
@@ -285,7 +284,7 @@ def daemon(book: ScheduleBook, jobs, *, interval: float = 60.0,
     k = 0
     while iterations is None or k < iterations:
         for rec in book.run_due(clock(), jobs):
-            out.write(json.dumps(rec) + "\n")
+            out.write(dumps_json(rec, indent=None) + "\n")
             out.flush()
         k += 1
         if iterations is None or k < iterations:
