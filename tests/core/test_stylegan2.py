@@ -16,12 +16,10 @@ from geometry_core.generators import load_generator
 from geometry_core.generators.stylegan2 import build_stylegan2
 from geometry_core.layers import layers_map
 
+from tests.support.references import assert_matches_float32_reference
 from tests.support.stylegan2_helpers import DATA, load_ref, save_variant
 
 CKPT = DATA / "rosinality_tiny.pt"
-# float32 forward of the same maths in a different order of operations (modulating the
-# activations, not the weights): measured differences ~1.3e-6 on outputs of magnitude ~2.
-ATOL = 1e-5
 
 
 def _load(space="z", **kw):
@@ -39,11 +37,13 @@ def _load(space="z", **kw):
 )
 def test_matches_rosinality_reference(space, truncation, code, image):
     ref = load_ref()
+    # rosinality's float32 images, stored on another machine, in another order of operations
+    # (modulating the weights, not the activations): within this network's float32 rounding
+    # measured here (tests/support/references.py).
     G = _load(space, truncation=truncation)
+    assert_matches_float32_reference(G, ref[code].reshape(3, -1), ref[image])
     with torch.no_grad():
-        x = G(ref[code].reshape(3, -1))
-    torch.testing.assert_close(x, ref[image], atol=ATOL, rtol=0)
-    assert x.std() > 0.1  # a real image, not a constant
+        assert G(ref[code].reshape(3, -1)).std() > 0.1  # a real image, not a constant
 
 
 def test_shapes_read_from_state_dict_and_checked():
@@ -88,7 +88,9 @@ def test_layer_names_resolve_in_forward_order():
         outs = layers_map(Gz, Gz.layer_names)(ref["z"])
         assert all(o.shape[0] == 3 for o in outs)
         # mapping.1 is the first linear layer of the mapping, as in rosinality's style[:2]
-        torch.testing.assert_close(outs[0].reshape(3, -1), ref["mapping_1"], atol=ATOL, rtol=0)
+        # One float32 linear layer of 32 inputs: within 64 units of float32 roundoff of the largest output.
+        atol = 64 * 2.0 ** -24 * float(ref["mapping_1"].abs().max())
+        torch.testing.assert_close(outs[0].reshape(3, -1), ref["mapping_1"], atol=atol, rtol=0)
         layers_map(Gw, Gw.layer_names)(ref["w"])
 
 
