@@ -34,6 +34,16 @@ later one replaces it and the replaced one counts in ``missed``.
 
 Missed fire times (the daemon was down across several): the latest one is
 submitted once, the older ones are counted in ``missed`` and not run.
+
+**Who decides what a fire runs.** The ``_schedules`` attributes live in a store
+that others may write (a shared bucket), so nothing read from there decides what
+code runs or where (ARCHITECTURE.md, "Trust"). The person who fires (``run-due``,
+``daemon``) names the job server, the head's interpreter and the S3 endpoint
+(:class:`Firer`); a schedule whose stored values differ is refused, not
+redirected. Its stored spec passes the same gate as ``resume`` and ``report``
+(:func:`cluster.trust.gate_stored_spec`: an import path runs only with the
+firer's ``--allow-import``) and is validated again. A refused schedule is
+reported in one line on stderr and in its record; the others fire.
 """
 
 from __future__ import annotations
@@ -41,9 +51,11 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -55,6 +67,7 @@ from geometry_core.errors import GangeoError, clip
 from jobs.output import dumps_json, print_json
 
 __all__ = [
+    "Firer",
     "OVERLAP",
     "RayJobs",
     "ScheduleBook",
@@ -67,6 +80,7 @@ __all__ = [
     "next_fire",
     "submission_id",
     "submit_entry",
+    "trusted_entry",
 ]
 
 STATE_GROUP = "_schedules"
@@ -74,6 +88,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_MISSED_COUNT = 10_000
 OVERLAP = ("skip", "queue")
 _ACTIVE = ("PENDING", "RUNNING")  # a Ray job in these states is still the previous fire
+# Daemon checks: at least once a second (0 would spin), at most once a day.
+INTERVAL_RANGE = (1.0, 86_400.0)
+# --now: far enough from datetime's limits that croniter's steps and the fire's name never overflow.
+NOW_RANGE = (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9000, 1, 1, tzinfo=timezone.utc))
 log = logging.getLogger("gangeo.schedule")
 
 
@@ -102,6 +120,50 @@ def submission_id(name: str, fire: datetime) -> str:
     return fire_run_name(name, fire)
 
 
+@dataclass(frozen=True)
+class Firer:
+    """What the person who fires decides, never the store: job server, head interpreter, S3 endpoint, imports."""
+
+    address: str
+    python: str | None = None
+    s3_endpoint: str | None = None
+    allow_import: bool = False
+
+
+def _same_server(a: object, b: object) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and a.rstrip("/") == b.rstrip("/")
+
+
+def trusted_entry(entry: dict, firer: Firer, *, run: str) -> dict:
+    """The entry a fire submits: job server, interpreter and endpoint the firer's; the spec gated and validated.
+
+    Raises :class:`ScheduleError` (one line) when the stored entry names another job
+    server, interpreter or S3 endpoint than the firer, names code to import without
+    the firer's ``allow_import``, or holds a spec that no longer validates.
+    """
+    from cluster.spec import SpecError, parse_spec
+    from cluster.trust import ImportNotAllowedError, gate_stored_spec
+
+    what = f"schedule fire {run!r}"
+    if not _same_server(entry.get("address"), firer.address):
+        raise ScheduleError(f"{what}: recorded for job server {clip(entry.get('address'))}, not {clip(firer.address)} "
+                            "that this command submits to; not fired")
+    for field, mine in (("python", firer.python), ("s3_endpoint", firer.s3_endpoint)):
+        if entry.get(field) != mine:
+            flag = "--" + field.replace("_", "-")
+            raise ScheduleError(f"{what}: recorded with {field} {clip(entry.get(field))}, this command has "
+                                f"{clip(mine)} ({flag}); not fired")
+    try:
+        spec = gate_stored_spec(entry.get("spec"), run=run, allow_import=firer.allow_import)
+        parse_spec(spec)
+    except ImportNotAllowedError as exc:
+        raise ScheduleError(f"{exc}; not fired") from None
+    except SpecError as exc:
+        raise ScheduleError(f"{what}: its stored spec is not valid: {str(exc).splitlines()[0]}; not fired") from None
+    return {**entry, "spec": spec, "address": firer.address, "python": firer.python,
+            "s3_endpoint": firer.s3_endpoint}
+
+
 def fire_entry(entry: dict, name: str, fire: datetime) -> dict:
     """The schedule entry of one fire: its spec renamed to the fire's run."""
     run = fire_run_name(name, fire)
@@ -109,10 +171,14 @@ def fire_entry(entry: dict, name: str, fire: datetime) -> dict:
 
 
 def next_fire(entry: dict, now: datetime) -> datetime:
-    """The schedule's first fire time after ``now``."""
+    """The schedule's first fire time after ``now``; :class:`ScheduleError` when it has none."""
     from croniter import croniter
 
-    return _utc(croniter(entry["cron"], _utc(now)).get_next(datetime))
+    try:
+        return _utc(croniter(entry["cron"], _utc(now)).get_next(datetime))
+    except Exception as exc:  # croniter's errors for dates that never occur, overflows, bad strings
+        raise ScheduleError(f"cron {clip(entry.get('cron'))} has no fire time after {_iso(now)}: "
+                            f"{clip(str(exc), bare=True)}") from None
 
 
 class ScheduleBook:
@@ -157,8 +223,16 @@ class ScheduleBook:
         """All schedules by name; given ``now``, each with its ``next_fire`` time after it."""
         entries = self._read()
         if now is not None:
-            entries = {k: {**e, "next_fire": _iso(next_fire(e, now))} for k, e in entries.items()}
+            entries = {k: {**e, **self._next(e, now)} for k, e in entries.items()}
         return entries
+
+    @staticmethod
+    def _next(entry: dict, now: datetime) -> dict:
+        """``next_fire``, or ``null`` and the error of a schedule that can never fire (the others still list)."""
+        try:
+            return {"next_fire": _iso(next_fire(entry, now))}
+        except ScheduleError as exc:
+            return {"next_fire": None, "error": str(exc)}
 
     @staticmethod
     def due(entry: dict, now: datetime) -> tuple[datetime | None, int]:
@@ -187,7 +261,11 @@ class ScheduleBook:
         """
         fired = []
         for name, entry in sorted(self._read().items()):
-            fire, missed = self.due(entry, now)
+            try:
+                fire, missed = self.due(entry, now)
+            except Exception as exc:  # a stored entry that can never fire: reported, the others go on
+                fired.append({"name": name, "fire": None, "error": f"schedule {name!r}: {clip(str(exc), bare=True)}"})
+                continue
             if fire is None and not entry.get("queued"):
                 continue
             try:
@@ -195,7 +273,7 @@ class ScheduleBook:
             except Exception as exc:  # keep the other schedules going; this one retries later
                 when = fire or datetime.fromisoformat(entry["queued"])
                 rec = {"name": name, "fire": _iso(when), "submission_id": submission_id(name, when),
-                       "error": str(exc)}
+                       "error": str(exc) or repr(exc)}
             if rec is not None:
                 fired.append(rec)
         return fired
@@ -242,20 +320,26 @@ class ScheduleBook:
 
 
 class RayJobs:
-    """A schedule's fires as Ray jobs at the entry's job server (``client``: a stand-in for tests)."""
+    """A schedule's fires as Ray jobs at the firer's job server (``client``: a stand-in for tests).
 
-    def __init__(self, client=None) -> None:
-        self.client = client
+    Every entry passes :func:`trusted_entry` before it is submitted: the store names
+    neither the server, nor the interpreter, nor code to import.
+    """
+
+    def __init__(self, firer: Firer, client=None) -> None:
+        if not isinstance(firer, Firer):
+            raise TypeError("RayJobs needs a Firer: the job server comes from the person who fires")
+        self.firer, self.client = firer, client
 
     def submit(self, entry: dict, sid: str) -> str:
-        return submit_entry(entry, sid, client=self.client)
+        return submit_entry(trusted_entry(entry, self.firer, run=sid), sid, client=self.client)
 
     def running(self, entry: dict, job_id: str) -> bool:
         """True while the job is pending or running; a job the server does not know is not running."""
         from jobs.submit import job_status
 
         try:
-            return job_status(job_id, entry["address"], client=self.client)["status"] in _ACTIVE
+            return job_status(job_id, self.firer.address, client=self.client)["status"] in _ACTIVE
         except GangeoError as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return False
@@ -281,11 +365,13 @@ def daemon(book: ScheduleBook, jobs, *, interval: float = 60.0,
            sleep: Callable[[float], None] = time.sleep, iterations: int | None = None,
            out=sys.stdout) -> None:
     """Call ``run_due`` every ``interval`` seconds (forever, or ``iterations`` times), one JSON line per fire."""
+    check_interval(interval)
     k = 0
     while iterations is None or k < iterations:
         for rec in book.run_due(clock(), jobs):
             out.write(dumps_json(rec, indent=None) + "\n")
             out.flush()
+            say_error(rec)
         k += 1
         if iterations is None or k < iterations:
             sleep(interval)
@@ -297,6 +383,21 @@ _CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 
                                   "dec")),
                 ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
 _CRON_ITEM = re.compile(r"^(?:\*|([^-/]+)(?:-([^-/]+))?)(?:/(.*))?$")
+
+
+def say_error(rec: dict) -> None:
+    """One line on stderr for a fire that was refused or failed (its record also says so)."""
+    if "error" in rec:
+        text = " ".join(str(rec["error"]).split())
+        print(f"gangeo schedule: {rec['name']}: {clip(text, 400, bare=True)}", file=sys.stderr, flush=True)
+
+
+def check_interval(interval: float) -> float:
+    """The daemon's interval in seconds, within :data:`INTERVAL_RANGE` (finite: 0 would spin, inf never wake)."""
+    low, high = INTERVAL_RANGE
+    if not isinstance(interval, (int, float)) or not math.isfinite(interval) or not low <= interval <= high:
+        raise ScheduleError(f"--interval: expected seconds from {low:g} to {high:g}, got {clip(interval)}")
+    return float(interval)
 
 
 def check_schedule_args(name: str, cron: str) -> None:
@@ -320,6 +421,8 @@ def check_schedule_args(name: str, cron: str) -> None:
                                 f"(in {clip(cron)})")
     if not croniter.is_valid(cron):
         raise ScheduleError(f"--cron: expected a 5-field cron expression, got {clip(cron)}")
+    # Valid fields can still name a date that never occurs (30 February): a schedule must be able to fire.
+    next_fire({"cron": cron}, datetime(2001, 1, 1, tzinfo=timezone.utc))
 
 
 def _field_problem(field: str, low: int, high: int, names: tuple) -> str | None:
@@ -348,10 +451,19 @@ def _book(args: argparse.Namespace) -> ScheduleBook:
 def _now(args: argparse.Namespace) -> datetime:
     if getattr(args, "now", None):
         try:
-            return _utc(datetime.fromisoformat(args.now))
-        except ValueError:
-            raise ScheduleError(f"--now: expected an ISO time like 2026-01-01T02:00, got {args.now!r}") from None
+            now = _utc(datetime.fromisoformat(args.now))
+        except (ValueError, OverflowError):
+            raise ScheduleError(f"--now: expected an ISO time like 2026-01-01T02:00, got {clip(args.now)}") from None
+        low, high = NOW_RANGE
+        if not low <= now < high:
+            raise ScheduleError(f"--now: expected a time from {low.year} to before {high.year}, got {clip(args.now)}")
+        return now
     return datetime.now(timezone.utc)
+
+
+def _firer(args: argparse.Namespace) -> Firer:
+    return Firer(address=args.address, python=args.python, s3_endpoint=args.s3_endpoint,
+                 allow_import=bool(args.allow_import))
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -370,9 +482,14 @@ def _cmd(args: argparse.Namespace) -> int:
         _book(args).remove(args.name)
         out = {"removed": args.name}
     elif args.action == "run-due":
-        out = _book(args).run_due(_now(args), RayJobs())
+        out = _book(args).run_due(_now(args), RayJobs(_firer(args)))
+        for rec in out:
+            say_error(rec)
+        print_json(out)
+        return 1 if any("error" in rec for rec in out) else 0  # some schedule did not fire: a partial result
     else:
-        daemon(_book(args), RayJobs(), interval=args.interval)
+        check_interval(args.interval)
+        daemon(_book(args), RayJobs(_firer(args)), interval=args.interval)
         return 0
     print_json(out)
     return 0
@@ -415,9 +532,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r = acts.add_parser("remove", help="delete a schedule")
     r.add_argument("name")
     common(r)
-    d = acts.add_parser("run-due", help="submit every due schedule once")
+    def firing(sp: argparse.ArgumentParser) -> None:
+        # The store never decides where a fire goes or what it runs (module docstring).
+        sp.add_argument("--address", required=True, metavar="JOB_SERVER",
+                        help="job server to submit to; a schedule recorded for another one is refused")
+        sp.add_argument("--python", default=None, metavar="PATH",
+                        help="interpreter on the head, as given to `schedule add --python` (default: none given, "
+                             "the firing interpreter)")
+        sp.add_argument("--allow-import", action="store_true",
+                        help="let stored specs that name code to import (arch=) run it")
+
+    d = acts.add_parser("run-due", help="submit every due schedule once (exit 1 if one was refused or failed)")
     d.add_argument("--now", default=None, help="ISO time to use as now (UTC)")
+    firing(d)
     common(d)
     m = acts.add_parser("daemon", help="run-due every --interval seconds, forever")
-    m.add_argument("--interval", type=float, default=60.0)
+    m.add_argument("--interval", type=float, default=60.0,
+                   help=f"seconds between checks, {INTERVAL_RANGE[0]:g} to {INTERVAL_RANGE[1]:g} (default 60)")
+    firing(m)
     common(m)

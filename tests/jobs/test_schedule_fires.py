@@ -18,7 +18,7 @@ import yaml
 import zarr
 
 from jobs.cli import main
-from jobs.schedule import RayJobs, ScheduleBook, daemon
+from jobs.schedule import Firer, RayJobs, ScheduleBook, daemon
 from tests.support.job_client import FakeJobClient, LineSink
 
 DAY = datetime(2026, 11, 26, 0, 0, tzinfo=timezone.utc)
@@ -63,7 +63,7 @@ def test_three_fires_across_a_day_make_three_complete_runs(tmp_path, ray_local):
              now=DAY - timedelta(minutes=30))
     clock = iter([DAY + timedelta(hours=h) for h in range(24)])  # 00:00 .. 23:00, one check an hour
     out = LineSink()
-    daemon(book, RayJobs(client), clock=lambda: next(clock), sleep=lambda s: None, iterations=24, out=out)
+    daemon(book, RayJobs(Firer("http://127.0.0.1:8265"), client), clock=lambda: next(clock), sleep=lambda s: None, iterations=24, out=out)
     want = ["day-20261126T0000Z", "day-20261126T0800Z", "day-20261126T1600Z"]
     assert [json.loads(x)["run"] for x in out.lines] == want
     assert client.accepted == want
@@ -87,7 +87,7 @@ def test_overlapping_fire_is_skipped_with_a_logged_line(tmp_path, caplog):
     client = FakeJobClient(initial_status="RUNNING")
     book = _book(tmp_path)
     book.add("hourly", "0 * * * *", _spec(), "http://127.0.0.1:8265", store=None, now=DAY)
-    jobs = RayJobs(client)
+    jobs = RayJobs(Firer("http://127.0.0.1:8265"), client)
     assert [r["run"] for r in book.run_due(DAY + timedelta(hours=1), jobs)] == ["hourly-20261126T0100Z"]
     with caplog.at_level(logging.WARNING, logger="gangeo.schedule"):
         (rec,) = book.run_due(DAY + timedelta(hours=2), jobs)
@@ -106,7 +106,7 @@ def test_overlapping_fire_is_queued_until_the_previous_ends(tmp_path, caplog):
     client = FakeJobClient(initial_status="RUNNING")
     book = _book(tmp_path)
     book.add("hourly", "0 * * * *", _spec(), "http://127.0.0.1:8265", store=None, now=DAY, overlap="queue")
-    jobs = RayJobs(client)
+    jobs = RayJobs(Firer("http://127.0.0.1:8265"), client)
     book.run_due(DAY + timedelta(hours=1), jobs)
     with caplog.at_level(logging.WARNING, logger="gangeo.schedule"):
         (rec,) = book.run_due(DAY + timedelta(hours=2), jobs)

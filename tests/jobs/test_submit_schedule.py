@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from jobs.schedule import RayJobs, ScheduleBook, ScheduleError, daemon, submission_id
+from jobs.schedule import Firer, RayJobs, ScheduleBook, ScheduleError, daemon, submission_id
 from cluster.spec import SpecError, load_spec
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_job, submit_spec
 from tests.support.job_client import FakeJobClient, LineSink
@@ -112,7 +112,7 @@ class CrashingJobs(RayJobs):
     """RayJobs that dies once, after Ray accepted the given submission ids, before the fire is recorded."""
 
     def __init__(self, client, crash_after_accept=()) -> None:
-        super().__init__(client)
+        super().__init__(HEAD, client)
         self.crash = set(crash_after_accept)
 
     def submit(self, entry, sid):
@@ -124,6 +124,7 @@ class CrashingJobs(RayJobs):
 
 
 QS_SPEC = load_spec(QUICKSTART).to_dict()
+HEAD = Firer("http://head:8265")  # the job server the schedules below were added for
 
 
 @pytest.fixture
@@ -170,9 +171,9 @@ def test_failed_submission_is_retried(book):
                 raise ConnectionError("head unreachable")
             return super().submit(entry, sid)
 
-    out = b.run_due(T0 + timedelta(minutes=15), Flaky(client))
+    out = b.run_due(T0 + timedelta(minutes=15), Flaky(HEAD, client))
     assert "error" in out[0] and b.list()["sweep"]["last_fire"] is None
-    out = b.run_due(T0 + timedelta(minutes=17), Flaky(client))
+    out = b.run_due(T0 + timedelta(minutes=17), Flaky(HEAD, client))
     assert out[0]["job_id"] == "sweep-20260101T1015Z" and calls == ["sweep-20260101T1015Z"] * 2
 
 
@@ -181,7 +182,7 @@ def test_daemon_loop_with_injected_clock(book):
     client = FakeJobClient()
     times = iter([T0 + timedelta(minutes=m) for m in range(0, 61, 1)])
     out = LineSink()
-    daemon(b, RayJobs(client), clock=lambda: next(times), sleep=lambda s: None, iterations=61, out=out)
+    daemon(b, RayJobs(HEAD, client), clock=lambda: next(times), sleep=lambda s: None, iterations=61, out=out)
     # Minutes 0..60: fire times 10:15, 10:30, 10:45, 11:00, each exactly once.
     assert client.accepted == [submission_id("sweep", T0 + timedelta(minutes=m)) for m in (15, 30, 45, 60)]
     assert len(out.lines) == 4
@@ -205,7 +206,7 @@ def test_long_outage_fires_latest_once_quickly(book):
     client = FakeJobClient()
     b.add("often", "* * * * *", QS_SPEC, "http://head:8265", store=None, now=T0)
     out = {r["name"]: r for r in b.run_due(datetime(2099, 1, 1, 0, 0, 30, tzinfo=timezone.utc),
-                                            RayJobs(client))}
+                                            RayJobs(HEAD, client))}
     assert out["often"]["submission_id"] == "often-20990101T0000Z"
     assert out["often"]["missed"] == 10_000
     assert out["sweep"]["submission_id"] == "sweep-20990101T0000Z"
@@ -367,3 +368,32 @@ def test_schedule_add_keeps_the_specs_store_and_passes_the_endpoint(tmp_path, mo
     assert submit_entry(entry, "nightly-1") == "job"
     assert calls == [{"store": None, "s3_endpoint": "http://127.0.0.1:9000", "submission_id": "nightly-1",
                       "python": None, "client": None}]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_planted_schedule_runs_no_code_on_a_real_head(ray_head, tmp_path, capsys):
+    """Issue 21: a store writer plants an import in a schedule; the fire through a real head runs nothing of it."""
+    import yaml
+    from ray.job_submission import JobSubmissionClient
+
+    from jobs.cli import main
+    from jobs.submit import follow_job
+    from tests.support.schedule_tamper import TINY, payload, tamper
+
+    spec, store, marker = tmp_path / "tiny.yaml", tmp_path / "store", tmp_path / "marker"
+    spec.write_text(yaml.safe_dump(TINY))
+    for name in ("good", "bad"):
+        assert main(["schedule", "add", name, "--cron", "*/15 * * * *", "--spec", str(spec), "--address", ray_head,
+                     "--store", str(store), "--now", "2026-01-01T10:00"]) == 0
+    capsys.readouterr()
+    tamper(store, "bad", spec=payload(marker))
+    rc = main(["schedule", "run-due", "--store", str(store), "--address", ray_head, "--now", "2026-01-01T10:15"])
+    out = capsys.readouterr()
+    lines = [x for x in out.err.splitlines() if x.startswith("gangeo")]  # Ray's SDK logs its uploads too
+    assert rc == 1 and len(lines) == 1 and "names code to import" in lines[0], out.err
+    # The other schedule fired through the same head and finished; the planted one was never submitted.
+    info = follow_job("good-20260101T1015Z", ray_head, out=LineSink())
+    assert info["status"] == "SUCCEEDED"
+    assert [j.submission_id for j in JobSubmissionClient(ray_head).list_jobs()] == ["good-20260101T1015Z"]
+    assert not marker.exists()
