@@ -9,16 +9,24 @@ Example::
 The lock is the Zarr group ``_locks/<run>`` (so the store stays a valid Zarr
 hierarchy) whose ``zarr.json`` is created atomically: ``O_CREAT | O_EXCL`` on a
 local directory, a conditional ``PUT`` with ``If-None-Match: *`` on S3. It holds
-an owner id, host, pid, a heartbeat time and an expiry. A lock is stale when it
-has expired, or when its host is this host and its pid is no longer alive (a
-killed driver); a stale lock is taken over (S3: ``If-Match`` on the stale ETag;
-locally: a re-read after an atomic replace, which leaves a window of a few
-milliseconds in which two simultaneous takers could both proceed).
+an owner id, host, pid (with the process's start time), a heartbeat time and an
+expiry. A lock is stale when it has expired, when its host is this host and its
+pid is no longer the driver that wrote it (gone, or another process since), or
+when its fields do not parse; a stale lock is taken over (S3: ``If-Match`` on the
+stale ETag; locally: a re-read after an atomic replace, which leaves a window of
+a few milliseconds in which two simultaneous takers could both proceed). Nobody
+holds a lock longer than :data:`MAX_LEASE` past its last heartbeat, whatever
+expiry it names, and a heartbeat further ahead than that (skew) is stale.
+
+Locally every step goes through directory descriptors opened with
+``O_NOFOLLOW``: a symbolic link at ``_locks``, ``_locks/<run>`` or the lock file
+is refused in one line, so nothing outside the store is ever written or deleted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -26,12 +34,19 @@ import time
 import uuid
 from pathlib import Path
 
+from geometry_core.errors import clip
+
 from .storage import StoreError, StoreURL, parse_store_url, resolve_endpoint
 
-__all__ = ["LOCK_GROUP", "RunLock", "RunLockedError", "is_stale", "lock_info", "pid_alive"]
+__all__ = ["LOCK_GROUP", "MAX_LEASE", "RunLock", "RunLockedError", "expires_at", "is_stale", "lock_info", "pid_alive",
+           "pid_started"]
 
 LOCK_GROUP = "_locks"
 TTL_SECONDS = 60.0
+# The longest a lock holds past its last heartbeat, whatever expiry it names (a forged
+# or clock-skewed record from another host cannot lock a run for a year).
+MAX_LEASE = 10 * TTL_SECONDS
+_PID_MAX = 2**22  # Linux's largest pid_max
 
 
 class RunLockedError(StoreError):
@@ -49,57 +64,148 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def pid_started(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _encode(info: dict) -> bytes:
     return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"lock": info}}).encode()
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _valid(info: object) -> bool:
+    """A lock record whose fields have the types and ranges gangeo writes."""
+    return (isinstance(info, dict) and isinstance(info.get("owner"), str) and isinstance(info.get("host"), str)
+            and isinstance(info.get("pid"), int) and not isinstance(info.get("pid"), bool)
+            and 0 < info["pid"] <= _PID_MAX and _finite(info.get("heartbeat")) and _finite(info.get("expires"))
+            and (info.get("pid_start") is None or isinstance(info.get("pid_start"), int)))
 
 
 def _decode(raw: bytes | None) -> dict | None:
     if raw is None:
         return None
     try:
-        return json.loads(raw)["attributes"]["lock"]
-    except (ValueError, KeyError, TypeError):
+        info = json.loads(raw)["attributes"]["lock"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         return {}  # unreadable: treated as stale
+    return info if _valid(info) else {}  # malformed fields: treated as stale, never a traceback
 
 
 class _Local:
+    """The lock file under ``<store>/_locks/<run>/``, reached through ``O_NOFOLLOW`` directory descriptors."""
+
     def __init__(self, loc: StoreURL, run: str) -> None:
-        self.dir = Path(loc.path) / LOCK_GROUP / run
-        self.path = self.dir / "zarr.json"
-        parent = Path(loc.path) / LOCK_GROUP / "zarr.json"
-        if not parent.exists():
-            parent.parent.mkdir(parents=True, exist_ok=True)
-            parent.write_bytes(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
-
-    def read(self) -> tuple[bytes | None, str | None]:
+        self.root, self.run = Path(loc.path), run
+        self.where = f"{self.root / LOCK_GROUP / run}"
+        locks = self._locks_fd(create=True)
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None, None
-        return raw, raw.decode(errors="replace")
+            self._create_file(locks, json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
+        finally:
+            os.close(locks)
 
-    def create(self, body: bytes) -> bool:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def _refuse(self, what: str) -> StoreError:
+        return StoreError(f"run lock {self.where}: {what} is a symbolic link or not a directory; gangeo never "
+                          "follows links inside a store: remove it")
+
+    def _open_dir(self, name: str, parent: int | None, *, create: bool) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        if create:
+            try:
+                os.mkdir(name, 0o777, dir_fd=parent)
+            except FileExistsError:
+                pass
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            return os.open(name, flags, dir_fd=parent)
+        except (NotADirectoryError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise self._refuse(name) from None
+
+    def _locks_fd(self, *, create: bool) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self._open_dir(str(self.root / LOCK_GROUP), None, create=create)
+
+    def _run_fd(self, *, create: bool) -> int:
+        locks = self._locks_fd(create=create)
+        try:
+            return self._open_dir(self.run, locks, create=create)
+        finally:
+            os.close(locks)
+
+    def _create_file(self, dir_fd: int, body: bytes, name: str = "zarr.json") -> bool:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as f:
             f.write(body)
         return True
 
+    def read(self) -> tuple[bytes | None, str | None]:
+        try:
+            d = self._run_fd(create=False)
+        except FileNotFoundError:
+            return None, None
+        try:
+            fd = os.open("zarr.json", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=d)
+        except FileNotFoundError:
+            return None, None
+        except OSError:
+            raise self._refuse("zarr.json") from None
+        finally:
+            os.close(d)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(1 << 20)  # a lock record is a few hundred bytes
+        return raw, raw.decode(errors="replace")
+
+    def create(self, body: bytes) -> bool:
+        d = self._run_fd(create=True)
+        try:
+            return self._create_file(d, body)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                return False
+            raise self._refuse("zarr.json") from None
+        finally:
+            os.close(d)
+
     def replace(self, body: bytes, tag: str | None) -> bool:
-        tmp = self.dir / f".zarr.json.{uuid.uuid4().hex}"
-        tmp.write_bytes(body)
-        os.replace(tmp, self.path)
+        d = self._run_fd(create=True)
+        try:
+            tmp = f".zarr.json.{uuid.uuid4().hex}"
+            self._create_file(d, body, tmp)
+            os.replace(tmp, "zarr.json", src_dir_fd=d, dst_dir_fd=d)  # replaces a link itself, never its target
+        finally:
+            os.close(d)
         return self.read()[0] == body
 
     def delete(self) -> None:
-        self.path.unlink(missing_ok=True)
         try:
-            self.dir.rmdir()
+            d = self._run_fd(create=False)
+        except FileNotFoundError:
+            return
+        try:
+            try:
+                os.unlink("zarr.json", dir_fd=d)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(d)
+        locks = self._locks_fd(create=False)
+        try:
+            os.rmdir(self.run, dir_fd=locks)
         except OSError:
             pass
+        finally:
+            os.close(locks)
 
 
 class _S3:
@@ -157,13 +263,28 @@ def _backend(url, run: str, s3_endpoint: str | None):
     return _S3(loc, run, resolve_endpoint(s3_endpoint))
 
 
+def expires_at(info: dict, now: float) -> float:
+    """When a valid lock record stops holding: its expiry, but at most :data:`MAX_LEASE` after its last
+    heartbeat; a heartbeat more than that ahead of this clock is no heartbeat (already expired)."""
+    beat = float(info["heartbeat"])
+    if beat > now + MAX_LEASE:
+        return -math.inf
+    return min(float(info["expires"]), beat + MAX_LEASE)
+
+
 def is_stale(info: dict | None, now: float) -> bool:
-    """True when a lock record may be taken over: absent, expired, or its driver gone from this host."""
-    if not info:
+    """True when a lock record may be taken over: absent, malformed, expired (bounded lease), or written by
+    a driver of this host that is gone (its pid dead, or reused by a process started at another time)."""
+    if not info or not _valid(info):
         return True
-    if float(info.get("expires", 0)) < now:
+    if expires_at(info, now) < now:
         return True
-    return info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1)))
+    if info["host"] != socket.gethostname():
+        return False
+    if not pid_alive(info["pid"]):
+        return True
+    started = info.get("pid_start")
+    return started is not None and pid_started(info["pid"]) not in (None, started)
 
 
 def lock_info(url, run: str, *, s3_endpoint: str | None = None) -> dict | None:
@@ -185,7 +306,7 @@ class RunLock:
     def _record(self) -> bytes:
         now = time.time()
         return _encode({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                        "heartbeat": now, "expires": now + self.ttl})
+                        "pid_start": pid_started(os.getpid()), "heartbeat": now, "expires": now + self.ttl})
 
     def acquire(self) -> "RunLock":
         """Take the lock, or a stale one over; raise :class:`RunLockedError` (one line) when held."""
@@ -195,11 +316,11 @@ class RunLock:
         info = _decode(raw)
         now = time.time()
         if raw is not None and not is_stale(info, now):
-            age = now - float(info.get("heartbeat", now))
+            age = max(0.0, now - float(info["heartbeat"]))
             raise RunLockedError(
-                f"run {self.run!r} is being written by another driver (host {info.get('host')}, "
-                f"pid {info.get('pid')}, heartbeat {age:.0f} s ago); wait for it to finish, or retry after "
-                f"its lock expires in {max(0.0, float(info.get('expires', now)) - now):.0f} s")
+                f"run {self.run!r} is being written by another driver (host {clip(info['host'], 80, bare=True)}, "
+                f"pid {info['pid']}, heartbeat {age:.0f} s ago); wait for it to finish, or retry after "
+                f"its lock expires in {max(0.0, expires_at(info, now) - now):.0f} s")
         won = self._backend.replace(self._record(), tag) if raw is not None else self._backend.create(self._record())
         if not won:
             raise RunLockedError(f"run {self.run!r}: another driver took its stale lock first; not starting")
