@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 
 from .lock import LOCK_GROUP, is_stale, lock_info
-from .view import reduce_state
+from .integrity import reduce_state
 
 __all__ = ["attempt_attrs", "live_driver", "run_state", "timing_report"]
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-import zlib
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from .integrity import chunk_checksum
 from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
 from .storage import StoreError, open_root, parse_store_url, subgroup
@@ -225,7 +225,7 @@ class RunStore:
         g = self._retry(lambda: self.group(run, key), f"{key} group")
         arrs = self._retry(lambda: {name: g[name] for name in g.array_keys()}, f"{key} arrays")
         rows = GroupLayout.of(g).rows(chunk)
-        crc = 0
+        written = {}
         for name in sorted(arrays):
             if name not in arrs or name not in ARRAYS:
                 continue  # an array the spec does not keep
@@ -234,7 +234,8 @@ class RunStore:
             if data.shape != expected:
                 raise StoreError(f"{key}/{name} chunk {chunk}: expected shape {expected}, got {data.shape}")
             self._retry(lambda a=arrs[name], d=data: a.__setitem__(rows, d), f"{key}/{name} chunk {chunk}")
-            crc = zlib.crc32(data.astype(np.float32).tobytes(), crc)
+            written[name] = data
+        crc = chunk_checksum(written)
         stamp = time.time()
         for name, value in (("checksum", crc), ("seconds", seconds), ("computed_at", stamp)):
             self._retry(lambda a=arrs[name], v=value: a.__setitem__(chunk, v), f"{key}/{name} {chunk}")

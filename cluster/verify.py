@@ -17,8 +17,6 @@ A chunk with data but no done entry is "unfinished"; one with neither "missing".
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 import torch
@@ -26,19 +24,15 @@ import torch
 from geometry_core.errors import UsageError
 from geometry_core.spectrum import from_eigen
 
-from .layout import ARRAYS, GroupLayout
+from .integrity import done_chunk_problems, read_chunk, reduce_state, stored_arrays
+from .layout import GroupLayout
 from .store import RunStore
 
-__all__ = ["DEFAULT_RTOL", "chunk_problems", "verify_run"]
+__all__ = ["DEFAULT_RTOL", "verify_run"]
 
 # float32 results of D <= ~1000: eigh and J^T J round-off is ~D * 1.2e-7 of the largest
 # entry, so 1e-4 of the chunk's scale separates round-off from real damage.
 DEFAULT_RTOL = 1e-4
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def _check_values(data: dict[str, np.ndarray], rtol: float) -> list[str]:
@@ -78,53 +72,16 @@ def _check_values(data: dict[str, np.ndarray], rtol: float) -> list[str]:
     return out
 
 
-def _read_chunk(g, names: list[str], rows: slice) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The chunk's arrays as float32 (as its checksum was computed) and the arrays that failed to decode."""
-    data, problems = {}, []
-    for name in names:
-        try:
-            data[name] = np.ascontiguousarray(g[name][rows], dtype=np.float32)
-        except Exception as exc:  # a damaged chunk file fails its crc32c or its decompression
-            problems.append(f"{name}: unreadable ({_one_line(exc)})")
-    return data, problems
-
-
-def _integrity(data: dict[str, np.ndarray], names: list[str], checksum: int | None) -> list[str]:
-    """Problems of a done chunk's decoded arrays: an array never written, or data that fails its checksum."""
-    absent = [name for name in names if name in data and not np.any(data[name] != 0)]
-    if absent:
-        return [f"marked done but {', '.join(absent)} not written"]
-    if checksum is None:  # a group written without checksum records: presence is all that can be checked
-        return []
-    crc = 0
-    for name in names:
-        crc = zlib.crc32(data[name].tobytes(), crc)
-    if crc != checksum:
-        return [f"{', '.join(names)}: checksum mismatch: recorded {checksum:#010x}, data gives {crc:#010x}"]
-    return []
-
-
-def chunk_problems(g, lay: GroupLayout, i: int, checksum: int | None) -> list[str]:
-    """Why done chunk ``i`` of group ``g`` must not count ([] when its data and checksum agree).
-
-    Each problem starts with the array(s) it concerns. The one integrity check of
-    the project: views, resume and ``verify`` all call it (ARCHITECTURE.md, "Store").
-    """
-    names = sorted(name for name in ARRAYS if name in set(g.array_keys()))
-    data, problems = _read_chunk(g, names, lay.rows(i))
-    return problems or _integrity(data, names, checksum)
-
-
 def _check_chunk(g, lay: GroupLayout, names: list[str], i: int, done: bool, checksum: int,
                  rtol: float) -> tuple[str, list[str]]:
     """(state, problems) of chunk ``i``: state is "done", "unfinished" or "missing"."""
-    data, problems = _read_chunk(g, names, lay.rows(i))
+    data, problems = read_chunk(g, names, lay.rows(i))
     present = {name: bool(np.any(a != 0)) for name, a in data.items()}
     if not done:
         if problems:
             return "unfinished", problems
         return ("unfinished" if any(present.values()) else "missing"), []
-    problems = problems or _integrity(data, names, checksum)
+    problems = problems or done_chunk_problems(data, names, checksum)
     if not problems:
         problems += _check_values(data, rtol)
     return "done", problems
@@ -135,8 +92,7 @@ def _verify_group(rs: RunStore, run: str, key: str, rtol: float, errors: list) -
     a = g.attrs
     lay = GroupLayout(a["model"], a["space"], a["target"], int(a["n"]), int(a["dim"]), int(a["chunk"]))
     n_chunks = lay.n_chunks
-    stored = set(g.array_keys())
-    names = sorted(name for name in ARRAYS if name in stored)
+    names = stored_arrays(g)
     for name in names:
         want = lay.shape(name)
         if g[name].shape != want:
@@ -177,8 +133,6 @@ def verify_run(url, run: str, *, s3_endpoint: str | None = None, rtol: float = D
         keys = list(groups)
     errors: list[dict] = []
     per_group = {key: _verify_group(rs, run, key, float(rtol), errors) for key in keys}
-    from .view import reduce_state
-
     errors += [{"group": key, "chunk": None, "problem": "reduce/: unfinished (interrupted or still running)"}
                for key in keys if reduce_state(rs.group(run, key)) == "unfinished"]
     complete = all(v["done"] == v["chunks"] for v in per_group.values())

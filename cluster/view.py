@@ -10,7 +10,9 @@ Example::
 
 Reducers, the report and the xarray access read a run through this module, so
 "which codes are done" and "a metric from its eigen-decomposition" are decided
-once (ARRAYS and chunk rows belong to :mod:`cluster.layout`).
+once (ARRAYS and chunk rows belong to :mod:`cluster.layout`; whether a chunk or a
+``reduce/`` counts to :mod:`cluster.integrity`, whose names this module re-exports
+for its readers).
 """
 
 from __future__ import annotations
@@ -24,60 +26,12 @@ import zarr
 
 from geometry_core.spectrum import from_eigen
 
+from .integrity import DamagedChunkError, damaged_chunks, reduce_state, refuse_damaged, require_reduced
 from .layout import GroupLayout
 from .storage import StoreError, subgroup
 
 __all__ = ["DamagedChunkError", "GroupView", "RunView", "damaged_chunks", "find_target_groups", "open_run",
-           "reduce_state", "require_reduced"]
-
-
-def reduce_state(group: zarr.Group) -> str | None:
-    """``complete``, ``unfinished`` (a reduce started and never wrote its record) or None (never reduced).
-
-    Runs reduced before the record existed carry ``reduced_at``, written last, and read as complete.
-    """
-    if "reduce" not in set(group.group_keys()):
-        return None
-    a = dict(group["reduce"].attrs)
-    if a.get("state", "complete" if a.get("reduced_at") or a.get("note") else None) == "complete":
-        return "complete"
-    return "unfinished"
-
-
-def require_reduced(key: str, group: zarr.Group) -> None:
-    """Raise :class:`StoreError` when the group's reduce started and never finished."""
-    if reduce_state(group) == "unfinished":
-        raise StoreError(f"group {key}: reduce/ is unfinished (interrupted or still running); "
-                         "run `gangeo resume` or `gangeo reduce` to redo it")
-
-
-class DamagedChunkError(StoreError):
-    """A chunk marked done whose data or checksum disagree (ARCHITECTURE.md, "Store")."""
-
-
-def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
-                   chunks: range | None = None) -> dict[int, str]:
-    """{chunk: problem} of the done chunks (of ``chunks``, default all) that must not count."""
-    from .verify import chunk_problems
-
-    checksums = np.asarray(group["checksum"][:]) if "checksum" in set(group.array_keys()) else None
-    out = {}
-    for i in chunks if chunks is not None else range(lay.n_chunks):
-        if not done[i]:
-            continue
-        problems = chunk_problems(group, lay, i, None if checksums is None else int(checksums[i]))
-        if problems:
-            out[i] = problems[0]
-    return out
-
-
-def refuse_damaged(key: str, damaged: dict[int, str]) -> None:
-    """Raise :class:`DamagedChunkError` naming group, array(s) and chunk of the first damaged chunk."""
-    if damaged:
-        i = min(damaged)
-        more = f" (and {len(damaged) - 1} more damaged chunks)" if len(damaged) > 1 else ""
-        raise DamagedChunkError(f"group {key} chunk {i}: {damaged[i]}{more}; "
-                                "run `gangeo resume` to recompute, or pass --skip-damaged")
+           "reduce_state", "refuse_damaged", "require_reduced"]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ __all__ = [
     "load_generator",
     "metric_tensor",
     "null_space",
+    "register_distance",
     "register_generator",
 ]
 
@@ -61,6 +62,7 @@ _WHERE = {
     "load_generator": "generators",
     "metric_tensor": "metric",
     "null_space": "spectrum",
+    "register_distance": "distances",
     "register_generator": "generators",
 }
 

@@ -2,57 +2,113 @@
 
 Example::
 
-    from geometry_core.distances import load_distance
+    from geometry_core.distances import load_distance, register_distance
     d = load_distance("lpips-alex", resize=224)
     d_layer = load_distance("layer:main.6", generator=G)
+    register_distance("my-dist", "mypkg.dist:load_my_dist", options=("scale",))
 
 Every distance is either ``d(x0, x) = c * ||phi(x) - phi(x0)||^2`` or a scalar
 image distance ``d(x0, x)`` (``ScalarDistance``: SSIM); see ``base``.
-Implementations are imported on first use, so listing names is cheap.
+A registry by name: each family registers its factory (``"module:attr"``,
+imported on first use, so listing names is cheap) and the options it accepts.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import import_module
 
 from .base import Distance
 from .base import ScalarDistance
 from ..errors import GeometryError
 
-__all__ = ["Distance", "LAYER_PREFIX", "ScalarDistance", "list_distances", "load_distance"]
+__all__ = ["Distance", "LAYER_PREFIX", "ScalarDistance", "list_distances", "load_distance", "register_distance"]
 
 LAYER_PREFIX = "layer:"
+_COMMON = frozenset({"device", "generator"})  # accepted by every distance
 
-_ALIASES = {"lpips": "lpips-alex"}
-# name -> options it accepts besides `generator` and `device` (accepted by all).
-_OPTIONS: dict[str, frozenset[str]] = {
-    "mse": frozenset(),
-    "ssim": frozenset({"window", "sigma"}),
-    "lpips-alex": frozenset({"resize", "pretrained_backbone"}),
-    "lpips-vgg": frozenset({"resize", "pretrained_backbone"}),
-    "lpips-squeeze": frozenset({"resize", "pretrained_backbone"}),
-}
+
+@dataclass
+class _Entry:
+    factory: Callable[..., Distance] | str  # a callable, or "module:attr" imported on first use
+    options: frozenset[str]
+    argument: str | None  # a family ("layer:"): what follows the prefix, shown as "layer:<layer name>"
+    members: Callable[[object], Iterable[str]] | None  # a family: the arguments a generator offers
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_distance(
+    name: str,
+    factory: Callable[..., Distance] | str,
+    *,
+    options: Iterable[str] = (),
+    aliases: Iterable[str] = (),
+    argument: str | None = None,
+    members: Callable[[object], Iterable[str]] | None = None,
+) -> None:
+    """Register ``factory(name, *, generator, device, **options) -> Distance`` under ``name``.
+
+    ``options``: the keyword options it accepts besides ``generator`` and
+    ``device`` (which every factory receives; image distances ignore
+    ``generator``); any other is refused before the factory is imported.
+    ``factory`` gets the canonical name, so one function may serve several
+    names. A ``name`` ending in ``":"`` registers a family: every
+    ``name + <argument>`` is one of its distances (``"layer:"``, ``argument="layer
+    name"``), and ``members(generator)`` lists the arguments a generator offers.
+    Re-registering a name replaces it.
+    """
+    if not isinstance(name, str) or not name:
+        raise GeometryError(f"distance name must be a non-empty str, got {name!r}")
+    if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
+        raise GeometryError(f"distance {name!r}: factory must be callable or 'module:attr', got {factory!r}")
+    options, aliases = frozenset(options), tuple(aliases)
+    if not all(isinstance(o, str) and o for o in options) or options & _COMMON:
+        raise GeometryError(f"distance {name!r}: options must be names other than {sorted(_COMMON)}, "
+                            f"got {sorted(map(str, options))}")
+    family = name.endswith(":")
+    if family != (argument is not None) or (members is not None and not family):
+        raise GeometryError(f"distance {name!r}: a family's name ends in ':' and it gives argument=; "
+                            "other distances give neither argument= nor members=")
+    if family and aliases:
+        raise GeometryError(f"distance {name!r}: a family has no aliases")
+    _REGISTRY[name] = _Entry(factory, options, argument, members)
+    _ALIASES.update(dict.fromkeys(aliases, name))
+
+
+def _names() -> list[str]:
+    return sorted({n for n, e in _REGISTRY.items() if e.argument is None} | set(_ALIASES))
+
+
+def _patterns() -> list[str]:
+    return [f"{n}<{e.argument}>" for n, e in sorted(_REGISTRY.items()) if e.argument is not None]
 
 
 def list_distances(generator=None) -> list[str]:
     """Known distance names (aliases included); with ``generator``, its ``layer:<name>`` too.
 
-    Without a generator the layer form is listed as the pattern ``"layer:<layer name>"``.
+    Without a generator each family is listed as its pattern, e.g. ``"layer:<layer name>"``.
     """
-    names = sorted(set(_OPTIONS) | set(_ALIASES))
     if generator is None:
-        return names + [f"{LAYER_PREFIX}<layer name>"]
-    return names + [f"{LAYER_PREFIX}{n}" for n in getattr(generator, "layer_names", [])]
+        return _names() + _patterns()
+    offered = [f"{n}{m}" for n, e in sorted(_REGISTRY.items()) if e.members is not None for m in e.members(generator)]
+    return _names() + offered
 
 
-def _unknown(name: object) -> GeometryError:
-    known = ", ".join(sorted(set(_OPTIONS) | set(_ALIASES)))
-    return GeometryError(f"unknown distance {name!r}; expected one of {known}, or 'layer:<layer name>'")
-
-
-def _check_options(name: str, allowed: frozenset[str], options: dict) -> None:
-    extra = sorted(set(options) - allowed)
-    if extra:
-        expected = sorted(allowed | {"device", "generator"})
-        raise GeometryError(f"distance {name!r}: unknown option(s) {extra}; accepted: {expected}")
+def _find(name: object) -> tuple[str, _Entry]:
+    """(canonical name, entry) of a requested name; one line listing the known ones otherwise."""
+    if isinstance(name, str):
+        key = _ALIASES.get(name, name)
+        if key in _REGISTRY and _REGISTRY[key].argument is None:
+            return key, _REGISTRY[key]
+        for prefix, entry in _REGISTRY.items():
+            if entry.argument is not None and name.startswith(prefix):
+                return name, entry
+    families = "".join(f", or {p!r}" for p in _patterns())
+    raise GeometryError(f"unknown distance {name!r}; expected one of {', '.join(_names())}{families}")
 
 
 def load_distance(name: str, *, generator=None, device=None, **options) -> Distance:
@@ -66,32 +122,23 @@ def load_distance(name: str, *, generator=None, device=None, **options) -> Dista
     default 11), ``sigma`` (default 1.5). ``device``: where to put it
     (a layer distance runs wherever its generator is).
     """
-    if not isinstance(name, str):
-        raise _unknown(name)
-    if name.startswith(LAYER_PREFIX):
-        layer_name = name[len(LAYER_PREFIX):]
-        _check_options(name, frozenset(), options)
-        if generator is None:
-            raise GeometryError(f"distance {name!r} needs generator=<the Generator whose layer it reads>")
-        if not layer_name:
-            raise GeometryError(f"distance {name!r}: expected 'layer:<layer name>', the layer name is empty")
-        from .layer import LayerDistance
+    key, entry = _find(name)
+    extra = sorted(set(options) - entry.options)
+    if extra:
+        raise GeometryError(f"distance {name!r}: unknown option(s) {extra}; "
+                            f"accepted: {sorted(entry.options | _COMMON)}")
+    if isinstance(entry.factory, str):
+        module_name, _, attr = entry.factory.partition(":")
+        entry.factory = getattr(import_module(module_name), attr)
+    return entry.factory(key, generator=generator, device=device, **options)
 
-        return LayerDistance(generator, layer_name)
-    key = _ALIASES.get(name, name)
-    if key not in _OPTIONS:
-        raise _unknown(name)
-    _check_options(name, _OPTIONS[key], options)
-    if key == "mse":
-        from .mse import MSEDistance
 
-        dist = MSEDistance()
-        return dist.to(device) if device is not None else dist
-    if key == "ssim":
-        from .ssim import SSIMDistance
+_LPIPS_OPTIONS = ("resize", "pretrained_backbone")
 
-        dist = SSIMDistance(**options)
-        return dist.to(device) if device is not None else dist
-    from .lpips_distance import LPIPSDistance
-
-    return LPIPSDistance(key.split("-", 1)[1], device=device, **options)
+register_distance("mse", "geometry_core.distances.mse:load_mse")
+register_distance("ssim", "geometry_core.distances.ssim:load_ssim", options=("window", "sigma"))
+for _net in ("alex", "vgg", "squeeze"):
+    register_distance(f"lpips-{_net}", "geometry_core.distances.lpips_distance:load_lpips", options=_LPIPS_OPTIONS,
+                      aliases=("lpips",) if _net == "alex" else ())
+register_distance(LAYER_PREFIX, "geometry_core.distances.layer:load_layer", argument="layer name",
+                  members=lambda generator: getattr(generator, "layer_names", []))

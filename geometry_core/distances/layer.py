@@ -27,7 +27,7 @@ from ..capture import capture_outputs
 from ..errors import GeometryError
 from .base import Distance
 
-__all__ = ["LayerDistance"]
+__all__ = ["LayerDistance", "load_layer"]
 
 
 class LayerDistance(Distance):
@@ -79,3 +79,13 @@ class LayerDistance(Distance):
         flat = act.flatten(1)
         flat = flat / math.sqrt(flat.shape[1])
         return flat[0] if z.ndim == 1 else flat
+
+
+def load_layer(name: str, *, generator=None, device=None) -> LayerDistance:
+    """Registry factory of ``"layer:<layer name>"``; it runs wherever ``generator`` is (``device`` is ignored)."""
+    layer_name = name.partition(":")[2]
+    if generator is None:
+        raise GeometryError(f"distance {name!r} needs generator=<the Generator whose layer it reads>")
+    if not layer_name:
+        raise GeometryError(f"distance {name!r}: expected 'layer:<layer name>', the layer name is empty")
+    return LayerDistance(generator, layer_name)

@@ -54,6 +54,7 @@ __all__ = [
     "backbone_cache_path",
     "fetch_backbone",
     "is_offline",
+    "load_lpips",
     "safe_normalize",
 ]
 
@@ -238,3 +239,11 @@ class LPIPSDistance(Distance):
 
     def extra_repr(self) -> str:
         return f"net={self.net!r}, resize={self.resize}, pretrained_backbone={self.pretrained_backbone}"
+
+
+def load_lpips(name: str = "lpips-alex", *, generator=None, device=None, **options) -> LPIPSDistance:
+    """Registry factory of ``"lpips-<net>"``: ``options`` (``resize``, ``pretrained_backbone``) go to ``LPIPSDistance``.
+
+    ``generator`` is ignored: an image distance.
+    """
+    return LPIPSDistance(name.partition("-")[2], device=device, **options)

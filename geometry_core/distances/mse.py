@@ -9,7 +9,7 @@ import torch
 from ..errors import GeometryError
 from .base import Distance
 
-__all__ = ["MSEDistance"]
+__all__ = ["MSEDistance", "load_mse"]
 
 
 class MSEDistance(Distance):
@@ -33,3 +33,9 @@ class MSEDistance(Distance):
             raise GeometryError(f"mse: expected images of shape (B, C, H, W), got {shape}")
         flat = x.flatten(1)
         return flat / math.sqrt(flat.shape[1])
+
+
+def load_mse(name: str = "mse", *, generator=None, device=None) -> MSEDistance:
+    """Registry factory of ``"mse"`` (``generator`` is ignored: an image distance)."""
+    dist = MSEDistance()
+    return dist.to(device) if device is not None else dist

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..errors import GeometryError
 from .base import ScalarDistance
 
-__all__ = ["SSIMDistance"]
+__all__ = ["SSIMDistance", "load_ssim"]
 
 # Stabilising constants of Wang et al. 2004 (K1 = 0.01, K2 = 0.03) for data range L = 2.
 DATA_RANGE = 2.0
@@ -103,3 +103,12 @@ class SSIMDistance(ScalarDistance):
     def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``1 - SSIM(x0, x)`` per image, shape (B,)."""
         return 1.0 - self.ssim(x0, x)
+
+
+def load_ssim(name: str = "ssim", *, generator=None, device=None, **options) -> SSIMDistance:
+    """Registry factory of ``"ssim"``: ``options`` (``window``, ``sigma``) go to ``SSIMDistance``.
+
+    ``generator`` is ignored: an image distance.
+    """
+    dist = SSIMDistance(**options)
+    return dist.to(device) if device is not None else dist

@@ -14,6 +14,11 @@ Example::
 Each factory takes ``space=`` plus its own keyword options; an option a
 factory does not accept is an error, never silently dropped.
 
+Each registration declares the options whose values are files it loads
+(``weight_options``, default ``("weights",)``) and, if any, the files it loads
+when such an option is absent (``default_weights``); ``weight_files`` lists
+them, so a run's identity hashes exactly what its generators load.
+
 Published weights (``catalog.CATALOG``) are registered under their catalogue
 names, so a name such as ``"pggan-celebahq-256"`` works wherever a generator
 name does (sweep specs included); ``weights=<catalogue name>`` given to an
@@ -28,12 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from importlib import import_module
+from pathlib import Path
 
 import torch
 
 from ..errors import GeometryError
 from .base import Generator, check_latents
-from .catalog import CATALOG, is_catalog_name, load_catalog_generator, with_catalog_weights
+from .catalog import CATALOG, cached_paths, is_catalog_name, load_catalog_generator, with_catalog_weights
 
 __all__ = [
     "Generator",
@@ -41,6 +47,7 @@ __all__ = [
     "list_generators",
     "load_generator",
     "register_generator",
+    "weight_files",
 ]
 
 
@@ -49,6 +56,8 @@ class _Entry:
     factory: Callable[..., Generator] | str  # a callable, or "module:attr" imported on first use
     spaces: tuple[str, ...]
     description: str
+    weight_options: tuple[str, ...]  # options whose value is a file (or a directory of files) it loads
+    default_weights: Callable[[], dict[str, Path]] | None  # option -> file loaded when that option is absent
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -60,12 +69,19 @@ def register_generator(
     *,
     spaces: tuple[str, ...] = ("z",),
     description: str = "",
+    weight_options: tuple[str, ...] = ("weights",),
+    default_weights: Callable[[], dict[str, Path]] | None = None,
 ) -> None:
     """Register ``factory(*, space, **options) -> Generator`` under ``name``.
 
     ``factory`` may be a ``"package.module:function"`` string, imported on first
     load so that heavy adapters cost nothing until used. The first of
-    ``spaces`` is the default latent space. Re-registering a name replaces it.
+    ``spaces`` is the default latent space. ``weight_options`` names the options
+    whose values are weights files or directories the factory reads, e.g.
+    ``("ckpt_path",)``; ``default_weights()`` returns ``{option: path}`` of the
+    files it reads when such an option is not given (``weight_files``). A run
+    resumed with other contents in any of them is refused, so declare every one.
+    Re-registering a name replaces it.
     """
     if not isinstance(name, str) or not name:
         raise GeometryError(f"generator name must be a non-empty str, got {name!r}")
@@ -74,12 +90,50 @@ def register_generator(
     spaces = tuple(spaces)
     if not spaces or not all(isinstance(s, str) and s for s in spaces):
         raise GeometryError(f"{name}: spaces must be a non-empty tuple of str, got {spaces!r}")
-    _REGISTRY[name] = _Entry(factory, spaces, description)
+    weight_options = tuple(weight_options)
+    if not all(isinstance(o, str) and o for o in weight_options):
+        raise GeometryError(f"{name}: weight_options must be a tuple of option names, got {weight_options!r}")
+    if default_weights is not None and not callable(default_weights):
+        raise GeometryError(f"{name}: default_weights must be callable, got {default_weights!r}")
+    _REGISTRY[name] = _Entry(factory, spaces, description, weight_options, default_weights)
 
 
 def list_generators() -> dict[str, tuple[tuple[str, ...], str]]:
     """Registered names -> (latent spaces, first is the default; description)."""
     return {name: (e.spaces, e.description) for name, e in sorted(_REGISTRY.items())}
+
+
+def weight_files(name: str, options: dict) -> dict[str, Path]:
+    """Every weights file generator ``name`` built with ``options`` reads: option (or option/file) -> path.
+
+    Example::
+
+        weight_files("biggan-deep", {"weights_dir": "~/biggan-deep-256"})
+        # {"weights_dir/config.json": Path(...), "weights_dir/pytorch_model.bin": Path(...)}
+
+    From the registration's ``weight_options`` (a directory stands for every file
+    in it; ``weights=<catalogue name>`` for that entry's cached files) and its
+    ``default_weights`` for those not given. Nothing is loaded or downloaded;
+    files that do not exist (yet) are left out.
+    """
+    if name not in _REGISTRY:
+        raise GeometryError(f"unknown generator {name!r}; known generators: {sorted(_REGISTRY)}")
+    entry = _REGISTRY[name]
+    defaults = entry.default_weights() if entry.default_weights is not None else {}
+    out = {opt: Path(p) for opt, p in defaults.items() if opt not in options}
+    for opt in entry.weight_options:
+        value = options.get(opt)
+        if not isinstance(value, (str, Path)):
+            continue  # absent, or not a path (BigGAN's config may be a dict)
+        if opt == "weights" and is_catalog_name(value):  # as load_generator resolves it
+            out.update(cached_paths(str(value)))
+            continue
+        path = Path(value).expanduser()
+        if path.is_dir():
+            out.update({f"{opt}/{p.relative_to(path)}": p for p in sorted(path.rglob("*")) if p.is_file()})
+        else:
+            out[opt] = path
+    return {k: p for k, p in out.items() if p.is_file()}
 
 
 def _resolve(name: str, entry: _Entry) -> Callable[..., Generator]:
@@ -148,17 +202,29 @@ def _dcgan_faces(*, space: str, weights: str | None = None) -> Generator:
     return load_dcgan_faces(weights=weights)
 
 
+def _dcgan_faces_shipped() -> dict[str, Path]:
+    """The file ``dcgan-faces`` reads without ``weights``: the one its package ships ({} when not installed)."""
+    from .dcgan_faces import default_weights
+
+    try:
+        return {"weights": default_weights()}
+    except GeometryError:  # package absent: loading the generator reports it
+        return {}
+
+
 register_generator(
     "dcgan-faces",
     _dcgan_faces,
     spaces=("z",),
     description="DCGAN, 100-d latent, 64x64 faces; weights ship in gan-face-generate",
+    default_weights=_dcgan_faces_shipped,
 )
 register_generator(
     "biggan-deep",
     "geometry_core.generators.biggan:load_biggan_deep",
     spaces=("joint", "noise", "class"),
     description="BigGAN-deep (pytorch-pretrained-biggan) from a local config.json + pytorch_model.bin",
+    weight_options=("weights_dir", "config", "weights"),
 )
 register_generator(
     "stylegan2",
@@ -190,4 +256,6 @@ for _item in CATALOG.values():
         partial(load_catalog_generator, _item.name),
         spaces=tuple(_item.spaces),
         description=f"{_item.description}; published weights, fetched on first use (`gangeo models`)",
+        weight_options=_REGISTRY[_item.arch].weight_options,  # its architecture's options pass through
+        default_weights=partial(cached_paths, _item.name),
     )

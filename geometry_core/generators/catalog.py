@@ -38,6 +38,7 @@ __all__ = [
     "CatalogEntry",
     "CatalogFile",
     "MIRROR_ENV",
+    "cached_paths",
     "entry_status",
     "fetch_entry",
     "file_url",
@@ -141,6 +142,12 @@ def get_entry(name: str) -> CatalogEntry:
 def local_path(entry: CatalogEntry, file: CatalogFile) -> Path:
     """Where ``file`` of ``entry`` lives in the cache: ``<cache>/<entry>/<filename>``."""
     return cache_home() / entry.name / file.filename
+
+
+def cached_paths(name: str) -> dict[str, Path]:
+    """Where each file of entry ``name`` lives in the cache, by loader keyword (nothing is fetched)."""
+    entry = get_entry(name)
+    return {f.option: local_path(entry, f) for f in entry.files}
 
 
 def file_url(entry: CatalogEntry, file: CatalogFile) -> str:

@@ -45,10 +45,11 @@ def test_dcgan_faces_shipped_file_and_weights_dir_are_hashed(tmp_path):
     (tmp_path / "dir").mkdir()
     for f in ("config.json", "pytorch_model.bin"):
         (tmp_path / "dir" / f).write_bytes(f.encode())
-    raw = tanh_spec("b")
-    raw["generators"][0]["options"]["weights_dir"] = str(tmp_path / "dir")
-    assert sorted(weights_digests(parse_spec(raw))) == ["module/weights_dir/config.json",
-                                                         "module/weights_dir/pytorch_model.bin"]
+    raw = {"name": "b", "targets": ["mse"], "codes": {"n": 2}, "chunk_size": 2,
+           "generators": [{"name": "biggan-deep", "spaces": ["noise"],
+                           "options": {"weights_dir": str(tmp_path / "dir")}}]}
+    assert sorted(weights_digests(parse_spec(raw))) == ["biggan-deep/weights_dir/config.json",
+                                                         "biggan-deep/weights_dir/pytorch_model.bin"]
 
 
 def test_changed_file_refused_naming_it_old_run_accepted_with_warning(tmp_path, capsys):
@@ -80,3 +81,46 @@ def test_resume_with_replaced_weights_is_refused(ray_local, tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert out == "" and len(lines) == 1 and str(path.resolve()) in lines[0], err
     assert rs.done_mask("w", lay.key).sum() == 0  # nothing computed
+
+
+@pytest.fixture
+def ckpt_family(monkeypatch):
+    """A family whose weights option is named ``ckpt_path``, registered for this test only."""
+    import geometry_core.generators as generators
+    from geometry_core.generators.module import load_module
+
+    def factory(*, space, ckpt_path=None):
+        return load_module(space=space, arch="torch.nn:Tanh", latent_dim=D, input_shape=[3, 2, 2],
+                           allow_import=True, weights=ckpt_path)
+
+    monkeypatch.setattr(generators, "_REGISTRY", dict(generators._REGISTRY))  # restored after the test
+    generators.register_generator("tanh-ckpt", factory, weight_options=("ckpt_path",))
+    return "tanh-ckpt"
+
+
+def test_a_family_hashes_the_weights_option_it_declares(tmp_path, ckpt_family):
+    """Issue 19: the identity hashes what a family declares, whatever the option's name."""
+    path = tmp_path / "tanh.ckpt"
+    torch.save({}, path)
+    raw = {"name": "c", "targets": ["mse"], "codes": {"n": N, "seed": 3}, "chunk_size": C,
+           "generators": [{"name": ckpt_family, "options": {"ckpt_path": str(path)}}]}
+    spec = parse_spec(raw)
+    want = {"tanh-ckpt/ckpt_path": {"path": str(path.resolve()), "sha256": file_sha256(path)}}
+    assert weights_digests(spec) == want
+    rs = RunStore(str(tmp_path / "s"))
+    lay = GroupLayout(ckpt_family, "z", "mse", n=N, dim=D, chunk_size=C)
+    assert rs.create("c", spec, [lay], weights=weights_digests(spec))
+    path.write_bytes(path.read_bytes() + b"\0")  # replaced at the same path: resuming must be refused
+    with pytest.raises(RunExistsError, match=f"weights file {path.resolve()}"):
+        rs.create("c", spec, [lay], weights=weights_digests(spec))
+
+
+def test_weight_files_follow_the_registration(tmp_path, ckpt_family):
+    from geometry_core.generators import weight_files
+
+    (tmp_path / "w.pt").write_bytes(b"w")
+    assert weight_files(ckpt_family, {"ckpt_path": str(tmp_path / "w.pt")}) == {"ckpt_path": tmp_path / "w.pt"}
+    assert weight_files(ckpt_family, {"ckpt_path": str(tmp_path / "absent.pt")}) == {}  # nothing to hash yet
+    # an option the family does not declare is not a weights file of it
+    assert weight_files("biggan-deep", {"checkpoint": str(tmp_path / "w.pt")}) == {}
+    assert weight_files("biggan-deep", {"config": str(tmp_path / "w.pt")}) == {"config": tmp_path / "w.pt"}

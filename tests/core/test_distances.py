@@ -326,6 +326,63 @@ def test_registry_errors(name, kwargs, pattern):
         load_distance(name, **kwargs)
 
 
+@pytest.fixture
+def own_registry(monkeypatch):
+    """The distance registry restored after the test (registrations are global)."""
+    import geometry_core.distances as distances
+
+    monkeypatch.setattr(distances, "_REGISTRY", dict(distances._REGISTRY))
+    monkeypatch.setattr(distances, "_ALIASES", dict(distances._ALIASES))
+
+
+class _HalfMSE(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+
+def _half_mse(name, *, generator=None, device=None, scale=0.5):
+    return _HalfMSE(scale)
+
+
+def test_a_registered_distance_is_listed_loaded_and_checked(own_registry):
+    """Issue 19: a new distance needs only its factory and one registration."""
+    from geometry_core.distances import register_distance
+
+    register_distance("half-mse", _half_mse, options=("scale",), aliases=("half",))
+    assert {"half-mse", "half"} <= set(list_distances()) and "layer:<layer name>" in list_distances()
+    assert load_distance("half", scale=0.25).scale == 0.25
+    with pytest.raises(GeometryError, match=r"'half-mse': unknown option\(s\) \['resize'\]; accepted: "
+                                            r"\['device', 'generator', 'scale'\]$"):
+        load_distance("half-mse", resize=2)
+    with pytest.raises(GeometryError, match=r"unknown distance 'halfmse'; expected one of half, half-mse, "
+                                            r"lpips, .*ssim, or 'layer:<layer name>'$"):
+        load_distance("halfmse")
+    # a family: every "shift:<n>" is one distance, its factory gets the whole name
+    register_distance("shift:", lambda name, **kw: _HalfMSE(int(name.partition(":")[2])), argument="steps",
+                      members=lambda g: ["1", "2"])
+    assert load_distance("shift:7").scale == 7
+    assert list_distances()[-2:] == ["layer:<layer name>", "shift:<steps>"]
+    assert list_distances(_small_generator())[-2:] == ["shift:1", "shift:2"]
+    with pytest.raises(GeometryError, match=r"or 'layer:<layer name>', or 'shift:<steps>'$"):
+        load_distance("shif")
+
+
+@pytest.mark.parametrize("name, factory, kwargs, pattern", [
+    ("", "m:f", {}, "non-empty str"),
+    ("x", "no-colon", {}, "module:attr"),
+    ("x", "m:f", {"options": ("device",)}, "options must be names other than"),
+    ("x", "m:f", {"argument": "n"}, "a family's name ends in ':'"),
+    ("x:", "m:f", {}, "a family's name ends in ':'"),
+    ("x:", "m:f", {"argument": "n", "aliases": ("y",)}, "a family has no aliases"),
+])
+def test_bad_registrations_are_refused(own_registry, name, factory, kwargs, pattern):
+    from geometry_core.distances import register_distance
+
+    with pytest.raises(GeometryError, match=pattern):
+        register_distance(name, factory, **kwargs)
+
+
 def test_bad_lpips_arguments():
     with pytest.raises(GeometryError, match="net must be one of"):
         LPIPSDistance("resnet")
