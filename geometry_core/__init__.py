@@ -33,6 +33,7 @@ __all__ = [
     "load_distance",
     "load_generator",
     "metric_tensor",
+    "metric_tensors",
     "null_space",
     "register_generator",
 ]
@@ -60,6 +61,7 @@ _WHERE = {
     "load_distance": "distances",
     "load_generator": "generators",
     "metric_tensor": "metric",
+    "metric_tensors": "metric",
     "null_space": "spectrum",
     "register_generator": "generators",
 }
