@@ -19,7 +19,7 @@ from geometry_core.errors import clip
 
 from .spec import LIMITS, SpecError, SweepSpec
 
-__all__ = ["check_plan", "check_resources", "chunk_bytes", "stored_bytes"]
+__all__ = ["check_plan", "check_resources", "chunk_bytes", "stored_bytes", "targets_per_task"]
 
 _F32, _F64 = 4, 8
 
@@ -32,6 +32,15 @@ def chunk_bytes(spec: SweepSpec, dim: int) -> int:
     the seed and keeps its rows, so every chunk's codes are the same on any worker.
     """
     return spec.chunk_size * dim * dim * _F32 * 4 + spec.n_codes * dim * _F64
+
+
+def targets_per_task(spec: SweepSpec, dim: int) -> int:
+    """How many targets one chunk task may carry within the chunk memory limit (at least one).
+
+    Targets sharing a task share its codes but each holds its own four D x D arrays per code.
+    """
+    per_target = spec.chunk_size * dim * dim * _F32 * 4
+    return max(1, (LIMITS["chunk_bytes"] - spec.n_codes * dim * _F64) // per_target)
 
 
 def stored_bytes(spec: SweepSpec, dim: int) -> int:

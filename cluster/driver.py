@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from geometry_core.errors import GeometryError, WeightsError
 
-from .bounds import check_plan, check_resources
+from .bounds import check_plan, check_resources, targets_per_task
 from .codes import DEFAULT_SCHEME, file_rows
 from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
@@ -185,13 +185,26 @@ def _check_nodes(spec: SweepSpec, *, embedded: bool) -> float | None:
 
 
 def _pending(spec: SweepSpec, plans: Plan, masks, scheme: str) -> Iterator[ChunkTask]:
-    """Chunk tasks of every chunk without done, generated lazily; codes from a file travel in their task."""
+    """Chunk tasks of every chunk without done, generated lazily; codes from a file travel in their task.
+
+    With ``method: exact`` one task carries every target of a (generator, space) whose
+    chunk is not done (up to :func:`cluster.bounds.targets_per_task`), so they share one
+    pass of the generator; other methods get one task per group chunk.
+    """
+    sets: dict[tuple, list] = {}  # (label, space, n, dim, chunk size) -> [(gen, layout, mask)], in plan order
     for (gen, lay), mask in zip(plans, masks):
-        for chunk in range(lay.n_chunks):
-            if not mask[chunk]:
-                codes = file_rows(spec.codes_file, lay.rows(chunk)) if spec.codes_file else None
-                yield ChunkTask(spec.name, lay, chunk, gen.name, dict(gen.options), spec.seed, spec.method,
-                                spec.topk, scheme=scheme, codes=codes)
+        sets.setdefault((gen.label, lay.space, lay.n, lay.dim, lay.chunk_size), []).append((gen, lay, mask))
+    for members in sets.values():
+        gen, first, _ = members[0]
+        per_task = targets_per_task(spec, first.dim) if spec.method == "exact" else 1
+        for chunk in range(first.n_chunks):
+            todo = [lay for _, lay, mask in members if not mask[chunk]]
+            if not todo:
+                continue
+            codes = file_rows(spec.codes_file, first.rows(chunk)) if spec.codes_file else None
+            for i in range(0, len(todo), per_task):
+                yield ChunkTask(spec.name, tuple(todo[i : i + per_task]), chunk, gen.name, dict(gen.options),
+                                spec.seed, spec.method, spec.topk, scheme=scheme, codes=codes)
 
 
 def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:

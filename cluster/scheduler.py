@@ -32,6 +32,10 @@ class Outcome:
 class ChunkScheduler:
     """Runs chunk tasks on a pool: a bounded window per worker, dead workers replaced, failures retried.
 
+    A task may carry several groups of one chunk (:class:`~cluster.worker.ChunkTask`);
+    attempts, ``computed`` and ``failed`` count group chunks, and a retry carries only
+    the groups whose chunk failed.
+
     Only the in-flight window and chunks awaiting a retry are held, so the
     driver's memory does not grow with the number of chunks.
     """
@@ -70,6 +74,7 @@ class ChunkScheduler:
             self.load[slot] += 1
 
     def _settle(self, ref) -> None:
+        """Count the task's done groups; retry (or give up on) the ones that failed."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -81,18 +86,27 @@ class ChunkScheduler:
             self.pool.replace(slot, actor)
             record = {"ok": False, "error": f"worker died: {type(exc).__name__}"}
         self.outcome.store_retries += int(record.get("store_retries") or 0)
-        if record["ok"]:
-            self.outcome.computed += 1
-            self.attempts.pop((task.key, task.chunk), None)
-            self.bar.chunk_done(task.key, task.chunk, task.layout.n_rows(task.chunk), record.get("seconds"))
-        else:
-            self._retry_or_give_up(task, record["error"])
+        failed = record.get("failed") or ({} if record["ok"] else dict.fromkeys(task.keys, record["error"]))
+        share = record.get("seconds")
+        share = share / len(task.layouts) if share is not None else None
+        for lay in task.layouts:
+            if lay.key not in failed:
+                self.outcome.computed += 1
+                self.attempts.pop((lay.key, task.chunk), None)
+                self.bar.chunk_done(lay.key, task.chunk, lay.n_rows(task.chunk), share)
+        if failed:
+            self._retry_or_give_up(task.only(lay for lay in task.layouts if lay.key in failed), failed)
 
-    def _retry_or_give_up(self, task: ChunkTask, error: str) -> None:
-        tid = (task.key, task.chunk)
-        self.attempts[tid] = self.attempts.get(tid, 0) + 1
-        if self.attempts[tid] < self.max_attempts:
-            self.retry_queue.append(task)
-        else:
-            self.attempts.pop(tid)
-            self.outcome.failed.append({"key": task.key, "chunk": task.chunk, "error": error})
+    def _retry_or_give_up(self, task: ChunkTask, errors: dict[str, str]) -> None:
+        """Retry the task's groups that have attempts left, in one task; report the others as failed."""
+        again = []
+        for lay in task.layouts:
+            tid = (lay.key, task.chunk)
+            self.attempts[tid] = self.attempts.get(tid, 0) + 1
+            if self.attempts[tid] < self.max_attempts:
+                again.append(lay)
+            else:
+                self.attempts.pop(tid)
+                self.outcome.failed.append({"key": lay.key, "chunk": task.chunk, "error": errors[lay.key]})
+        if again:
+            self.retry_queue.append(task.only(again))

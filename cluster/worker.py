@@ -6,11 +6,14 @@ Example (the driver does this)::
     from cluster.worker import SweepWorker, worker_options
     Actor = ray.remote(SweepWorker).options(**worker_options(gpus=0, cpus=1))
     w = Actor.remote("./gangeo-results", threads=1)
-    status = ray.get(w.compute.remote(task))   # a ChunkTask in; {"key", "chunk", "ok", "seconds", "error"} out
+    status = ray.get(w.compute.remote(task))   # a ChunkTask in; {"keys", "chunk", "ok", "failed", "seconds", ...} out
 
 The worker computes ``metric_tensor`` and ``eigen`` for a chunk's codes, writes
 the chunk to the store itself and its ``done`` entry last, and returns only a
-small status record. A chunk draws only its own codes from the spec's seed
+small status record. A task may carry several targets of one (generator, space)
+for the same chunk: with ``method: exact`` they share one forward-mode pass of the
+generator (``geometry_core.metric.metric_tensors``), and each target's group chunk
+is written and marked done on its own. A chunk draws only its own codes from the spec's seed
 (:func:`cluster.codes.seed_codes`), or gets them in its task when they come from a
 file, so a recomputed chunk is identical to a lost one.
 """
@@ -21,7 +24,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,8 @@ from .lock import pid_alive
 from .retry import retry_call
 from .store import RunStore
 
-__all__ = ["ERROR_CHARS", "ChunkTask", "SweepWorker", "compute_chunk", "whole_sentences", "worker_options"]
+__all__ = ["ERROR_CHARS", "ChunkTask", "SweepWorker", "chunk_codes", "compute_chunk", "compute_chunks",
+           "whole_sentences", "worker_options"]
 
 
 def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -> dict:
@@ -48,14 +52,17 @@ def worker_options(*, gpus: float = 0, cpus: float = 1, max_restarts: int = 2) -
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk of one group, as the driver hands it to a worker (small: pickled per task).
+    """One chunk of one or more groups, as the driver hands it to a worker (small: pickled per task).
 
-    ``generator`` is the registry name (``layout.model`` is the group's label);
-    ``driver`` is the (host, pid) of the driver, so a worker never writes for a dead one.
+    ``layouts``: the groups (targets) of one (generator, space) whose chunk ``chunk``
+    this task computes; they share ``n``, ``dim`` and ``chunk_size``, hence the codes.
+    A single :class:`GroupLayout` is taken as a one-group task. ``generator`` is the
+    registry name (``layout.model`` is the group's label); ``driver`` is the
+    (host, pid) of the driver, so a worker never writes for a dead one.
     """
 
     run: str
-    layout: GroupLayout
+    layouts: tuple[GroupLayout, ...]
     chunk: int
     generator: str
     options: dict
@@ -66,29 +73,70 @@ class ChunkTask:
     scheme: str = DEFAULT_SCHEME         # how codes are drawn from the seed (cluster.codes)
     codes: np.ndarray | None = None      # the chunk's codes, when they come from a file
 
+    def __post_init__(self) -> None:
+        if isinstance(self.layouts, GroupLayout):
+            object.__setattr__(self, "layouts", (self.layouts,))
+        sizes = {(lay.n, lay.dim, lay.chunk_size) for lay in self.layouts}
+        if len(sizes) != 1:
+            raise ValueError(f"a chunk task's groups must share n, dim and chunk size, got {sorted(sizes)}")
+
+    @property
+    def layout(self) -> GroupLayout:
+        """The first group's layout (every group's codes are the same)."""
+        return self.layouts[0]
+
     @property
     def key(self) -> str:
         return self.layout.key
 
     @property
+    def keys(self) -> list[str]:
+        return [lay.key for lay in self.layouts]
+
+    @property
     def rows(self) -> slice:
         return self.layout.rows(self.chunk)
+
+    def only(self, layouts) -> "ChunkTask":
+        """The same chunk for ``layouts`` (a subset of this task's groups) only."""
+        return replace(self, layouts=tuple(layouts))
+
+
+def chunk_codes(G, task: ChunkTask) -> torch.Tensor:
+    """The chunk's codes (CPU float32): from the task when they come from a file, else drawn from the seed."""
+    if task.codes is not None:
+        return torch.from_numpy(np.asarray(task.codes, dtype=np.float32))
+    return seed_codes(G, task.seed, task.rows, n=task.layout.n, scheme=task.scheme)
+
+
+def compute_chunks(G, distances: dict, task: ChunkTask) -> dict[str, dict[str, torch.Tensor]]:
+    """Per group key of ``distances`` ({key: Distance}): the chunk's arrays as :func:`compute_chunk` gives them.
+
+    With ``method: exact`` and several targets, one forward-mode pass of ``G``
+    serves them all (``metric_tensors``); other methods compute target by target.
+    """
+    from geometry_core.metric import metric_tensor, metric_tensors
+    from geometry_core.spectrum import eigen
+
+    z = chunk_codes(G, task)
+    zd = z.to(G.device)
+    if task.method == "exact" and len(distances) > 1:
+        Hs = metric_tensors(G, distances, zd)
+    else:
+        Hs = {key: metric_tensor(G, d, zd, method=task.method, topk=task.topk) for key, d in distances.items()}
+    out = {}
+    for key, H in Hs.items():
+        eigvals, eigvecs = eigen(H)
+        arrays = {name: t.detach().to("cpu", torch.float32) for name, t in (("z", z), ("eigvecs", eigvecs),
+                                                                             ("hessian", H))}
+        arrays["eigvals"] = eigvals.detach().to("cpu", torch.float64)
+        out[key] = arrays
+    return out
 
 
 def compute_chunk(G, distance, task: ChunkTask) -> dict[str, torch.Tensor]:
     """z, eigvecs and hessian (CPU float32) and eigvals (float64, as decomposed) of one chunk's codes."""
-    from geometry_core.metric import metric_tensor
-    from geometry_core.spectrum import eigen
-
-    if task.codes is not None:
-        z = torch.from_numpy(np.asarray(task.codes, dtype=np.float32))
-    else:
-        z = seed_codes(G, task.seed, task.rows, n=task.layout.n, scheme=task.scheme)
-    H = metric_tensor(G, distance, z.to(G.device), method=task.method, topk=task.topk)
-    eigvals, eigvecs = eigen(H)
-    out = {name: t.detach().to("cpu", torch.float32) for name, t in (("z", z), ("eigvecs", eigvecs), ("hessian", H))}
-    out["eigvals"] = eigvals.detach().to("cpu", torch.float64)
-    return out
+    return compute_chunks(G, {task.key: distance}, task)[task.key]
 
 
 class SweepWorker:
@@ -154,35 +202,53 @@ class SweepWorker:
             self._load(model, space, options, name)
 
     def write(self, task: ChunkTask, arrays: dict[str, torch.Tensor], seconds: float) -> None:
-        """Write the chunk's arrays and records (whole Zarr chunks)."""
+        """Write one group's chunk (``task`` has one group): its arrays and records (whole Zarr chunks)."""
         self.store.write_chunk(task.run, task.key, task.chunk, {k: v.numpy() for k, v in arrays.items()},
                                seconds=seconds)
 
     def mark_done(self, task: ChunkTask) -> None:
-        """Write the chunk's done entry, last: from now on it counts."""
+        """Write one group's done entry (``task`` has one group), last: from now on it counts."""
         self.store.mark_done(task.run, task.key, task.chunk)
 
     def compute(self, task: ChunkTask) -> dict:
-        """Compute, write and mark one chunk; never raises (errors come back in the record)."""
+        """Compute, write and mark the chunk of each of the task's groups; never raises.
+
+        The record: ``ok`` when every group's chunk is done; ``failed``, {group key:
+        error} of those that are not (a group whose write fails leaves the others
+        written); ``seconds`` for the whole task. Each group's stored ``seconds`` is
+        its share of the shared computation.
+        """
         t0 = time.perf_counter()
-        record = {"key": task.key, "chunk": task.chunk, "pid": os.getpid()}
+        record = {"key": task.key, "keys": task.keys, "chunk": task.chunk, "pid": os.getpid()}
         retries0 = self._retries()
+        failed: dict[str, str] = {}
         try:
-            G, distance = self._load(task.generator, task.layout.space, task.options, task.layout.target)
-            arrays = compute_chunk(G, distance, task)
-            seconds = time.perf_counter() - t0
+            G, _ = self._load(task.generator, task.layout.space, task.options, None)
+            distances = {lay.key: self._load(task.generator, lay.space, task.options, lay.target)[1]
+                         for lay in task.layouts}
+            results = compute_chunks(G, distances, task)
+            seconds = (time.perf_counter() - t0) / len(task.layouts)
             _check_driver(task)
-            self.write(task, arrays, seconds)
-            self.mark_done(task)
-            return {**record, "ok": True, "seconds": time.perf_counter() - t0, "error": None,
-                    "store_retries": self._retries() - retries0}
-        except Exception as exc:  # reported per chunk; the driver retries or gives up
-            last = traceback.extract_tb(exc.__traceback__)[-1:]
-            where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
-            msg = whole_sentences(" ".join(str(exc).split()), ERROR_CHARS)
-            return {**record, "ok": False, "seconds": time.perf_counter() - t0,
-                    "error": f"{type(exc).__name__}: {msg}{where}",
-                    "store_retries": self._retries() - retries0}
+        except Exception as exc:  # reported per group; the driver retries or gives up
+            failed = dict.fromkeys(task.keys, _error(exc))
+        else:
+            for lay in task.layouts:
+                one = task.only([lay])
+                try:
+                    self.write(one, results[lay.key], seconds)
+                    self.mark_done(one)
+                except Exception as exc:
+                    failed[lay.key] = _error(exc)
+        return {**record, "ok": not failed, "failed": failed, "seconds": time.perf_counter() - t0,
+                "error": next(iter(failed.values()), None), "store_retries": self._retries() - retries0}
+
+
+def _error(exc: Exception) -> str:
+    """One line for a failed chunk: the exception's type, its message in whole sentences, where it was raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1:]
+    where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    msg = whole_sentences(" ".join(str(exc).split()), ERROR_CHARS)
+    return f"{type(exc).__name__}: {msg}{where}"
 
 
 # A failed chunk's message is kept in the run's attributes: bounded, but cut only between sentences.

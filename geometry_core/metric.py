@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from .errors import GeometryError
 from .generators.base import check_latents
 from .spectrum import fix_signs, from_eigen
 
-__all__ = ["METHODS", "default_eps", "forward_jacobian", "hvp", "metric_eigs", "metric_tensor"]
+__all__ = ["METHODS", "default_eps", "forward_jacobian", "hvp", "metric_eigs", "metric_tensor", "metric_tensors"]
 
 METHODS = ("exact", "bp", "lanczos-backward", "lanczos-forward")
 _LANCZOS = {"lanczos-backward": "backward", "lanczos-forward": "forward"}
@@ -100,6 +100,45 @@ def metric_tensor(
             H = from_eigen(vals, vecs)
     H = 0.5 * (H + H.transpose(-1, -2))
     return H[0] if single else H
+
+
+def metric_tensors(
+    G: nn.Module,
+    distances: Mapping[str, nn.Module],
+    z: torch.Tensor,
+    *,
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """The ``exact`` metric of several distances from one forward-mode pass of ``G``: ``{name: H}``.
+
+    Example::
+
+        d = {t: load_distance(t, generator=G) for t in ("mse", "lpips-alex", "ssim", "layer:main.3")}
+        H = metric_tensors(G, d, G.sample(4))   # {"mse": (4, D, D), ...}
+        # H[t] equals metric_tensor(G, d[t], z) up to float rounding
+
+    The generator's tangents are pushed forward once, in tangent chunks bounded
+    as for ``metric_tensor`` (every target's outputs counted together): each
+    image distance's ``phi`` runs on the image inside that pass (``H = 2c JᵀJ``),
+    a scalar distance (SSIM) gets ``J_Gᵀ A J_G`` from the pass's image Jacobian,
+    and a ``layer:`` distance of ``G`` reads its layer's output captured in the
+    same pass. A distance with a representation of its own (other than a layer
+    of ``G``) is computed by itself. ``chunk_size`` and ``dtype`` as for
+    ``metric_tensor``; ``z`` of shape ``(D,)`` gives ``(D, D)`` matrices.
+    """
+    if not isinstance(distances, Mapping) or not distances:
+        raise GeometryError(f"metric_tensors: distances must be a non-empty {{name: Distance}} mapping, "
+                            f"got {type(distances).__name__}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise GeometryError(f"metric_tensors: chunk_size must be a positive int, got {chunk_size!r}")
+    z, single, dtype = _parse(G, z, "exact", dtype, "metric_tensors")
+    shared = {name: d for name, d in distances.items() if _shares_pass(d)}
+    with _cast((G, *distances.values()), dtype):
+        out = _exact_shared(G, shared, z, chunk_size) if shared else {}
+        out.update({name: _exact(G, d, z, chunk_size) for name, d in distances.items() if name not in shared})
+    out = {name: 0.5 * (out[name] + out[name].transpose(-1, -2)) for name in distances}
+    return {name: H[0] for name, H in out.items()} if single else out
 
 
 def metric_eigs(
@@ -240,10 +279,18 @@ def _exact_scalar(G, distance, z, chunk_size):
     B, D = z.shape
     with torch.no_grad():
         x0 = G(z)
-    shape, x0_flat = x0.shape[1:], x0.flatten(1)
     if chunk_size is None:
         _, widest = _widths(lambda x: G(x).flatten(1), z, (G, distance))
-        chunk_size = _default_chunk(B, D, x0_flat.shape[1], z, widest)
+        chunk_size = _default_chunk(B, D, x0[0].numel(), z, widest)
+    with torch.no_grad():  # forward mode, and reverse mode inside torch.func.grad only
+        J = forward_jacobian(lambda x: G(x).flatten(1), z, chunk_size=chunk_size, caller="metric_tensor")  # (D, B, N)
+        return _scalar_from_jacobian(distance, x0, J, chunk_size)
+
+
+def _scalar_from_jacobian(distance, x0, J, chunk_size):
+    """``H_b = J_b^T A_b J_b`` from images ``x0`` (B, ...) and their Jacobian ``J`` (D, B, N)."""
+    D, B = J.shape[:2]
+    shape, x0_flat = x0.shape[1:], x0.flatten(1)
 
     def grad_d(x_flat):
         # Gradient over x of sum_b d(x0_b, x_b); a batch of k repeats (the no-vmap
@@ -251,13 +298,60 @@ def _exact_scalar(G, distance, z, chunk_size):
         ref = x0.repeat(x_flat.shape[0] // B, 1, 1, 1)
         return torch.func.grad(lambda x: distance(ref, x.reshape(-1, *shape)).sum())(x_flat)
 
-    with torch.no_grad():  # forward mode, and reverse mode inside torch.func.grad only
-        J = forward_jacobian(lambda x: G(x).flatten(1), z, chunk_size=chunk_size, caller="metric_tensor")  # (D, B, N)
-        H = z.new_empty(B, D, D)
-        for start in range(0, D, chunk_size):
-            AJ = _jvp_chunk(grad_d, x0_flat, J[start : start + chunk_size], "metric_tensor")  # (k, B, N): A J_G
-            H[:, :, start : start + AJ.shape[0]] = torch.einsum("ibn,jbn->bij", J, AJ)
+    H = x0.new_empty(B, D, D)
+    for start in range(0, D, chunk_size):
+        AJ = _jvp_chunk(grad_d, x0_flat, J[start : start + chunk_size], "metric_tensor")  # (k, B, N): A J_G
+        H[:, :, start : start + AJ.shape[0]] = torch.einsum("ibn,jbn->bij", J, AJ)
     return H
+
+
+def _shares_pass(distance) -> bool:
+    """Whether ``distance``'s metric can come from the generator's shared pass (see metric_tensors)."""
+    from .distances.base import Distance
+    from .distances.layer import LayerDistance
+
+    if isinstance(distance, LayerDistance) or not distance.has_phi:
+        return True
+    return type(distance).represent is Distance.represent  # phi(G(z)): phi applies to the image
+
+
+def _exact_shared(G, distances, z, chunk_size):
+    """``{name: H}`` (B, D, D) of image, scalar and layer distances from one forward-mode pass of ``G``."""
+    from .capture import capture_outputs
+    from .distances.layer import LayerDistance
+
+    layers = [n for n, d in distances.items() if isinstance(d, LayerDistance)]
+    images = [n for n in distances if n not in layers]
+    scalar = [n for n in images if not distances[n].has_phi]
+    phi = [n for n in images if distances[n].has_phi]
+    modules = [G.layer(distances[n].layer_name) for n in layers]
+
+    def f(x):  # (image if a scalar distance needs it, phi of each image distance, each layer)
+        if images:  # clone: a later in-place op must not rewrite a captured output
+            image, acts = capture_outputs(G, modules, x, clone=True, stop=False)
+        else:
+            image, acts = None, capture_outputs(G, modules, x, clone=True)
+        outs = [image.flatten(1)] if scalar else []
+        outs += [distances[n].phi(image) for n in phi]
+        for n, act in zip(layers, acts):
+            if not isinstance(act, torch.Tensor):
+                raise GeometryError(f"{n}: the layer did not output a tensor during G(z)")
+            flat = act.flatten(1)
+            outs.append(flat / math.sqrt(flat.shape[1]))  # LayerDistance.represent's scaling
+        return tuple(outs)
+
+    B, D = z.shape
+    if chunk_size is None:
+        M, widest = _widths(f, z, (G, *distances.values()))
+        chunk_size = _default_chunk(B, D, M, z, widest)
+    with torch.no_grad():  # forward mode, and reverse mode inside torch.func.grad only
+        Js = list(forward_jacobian(f, z, chunk_size=chunk_size, caller="metric_tensors"))
+        J_image = Js.pop(0) if scalar else None
+        out = {n: 2.0 * distances[n].c * torch.einsum("ibm,jbm->bij", J, J) for n, J in zip(phi + layers, Js)}
+        if scalar:
+            x0 = G(z)
+            out.update({n: _scalar_from_jacobian(distances[n], x0, J_image, chunk_size) for n in scalar})
+    return out
 
 
 def _widths(f, z, modules) -> tuple[int, int]:
@@ -273,7 +367,8 @@ def _widths(f, z, modules) -> tuple[int, int]:
     handles = [m.register_forward_hook(hook) for module in modules for m in module.modules()]
     try:
         with torch.no_grad():
-            M = f(z[:1]).shape[-1]
+            out = f(z[:1])
+            M = sum(o.shape[-1] for o in out) if isinstance(out, tuple) else out.shape[-1]
     finally:
         for h in handles:
             h.remove()
@@ -342,8 +437,8 @@ def _jvp_chunk(f, z, tangents, caller):
 def _raise_if_no_forward_ad(err: RuntimeError, caller: str) -> None:
     if any(word in str(err) for word in _NO_FORWARD_AD):
         first = str(err).splitlines()[0][:200]
-        hint = "use method='bp'" if caller == "metric_tensor" else "this map cannot be differentiated forward"
-        what = "method 'exact'" if caller == "metric_tensor" else "forward-mode Jacobians"
+        hint = "use method='bp'" if caller.startswith("metric_tensor") else "this map cannot be differentiated forward"
+        what = "method 'exact'" if caller.startswith("metric_tensor") else "forward-mode Jacobians"
         raise GeometryError(f"{caller}: {what} needs forward-mode AD, which this model lacks ({first}); {hint}") from None
 
 
