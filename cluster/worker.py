@@ -105,6 +105,7 @@ class SweepWorker:
         self._G = None
         self._distances: dict[str, torch.nn.Module] = {}
         self.model_loads = 0  # generators loaded over this worker's life: one per switch of model
+        self.chunks = 0  # chunks computed and marked done by this worker
 
     @property
     def store(self) -> RunStore:
@@ -134,10 +135,14 @@ class SweepWorker:
         return self._G, self._distances.get(target)
 
     def info(self) -> dict:
-        """Where this worker runs and how many generators it has loaded (for the run summary)."""
+        """Where this worker runs (Ray node id and address too), how many generators it has loaded and
+        how many chunks it computed (for the run summary)."""
+        import ray
+
         name = torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else "cpu"
-        return {"pid": os.getpid(), "host": socket.gethostname(), "device": self.device, "device_name": name,
-                "model_loads": self.model_loads}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
+                "node_ip": ray.util.get_node_ip_address(), "device": self.device, "device_name": name,
+                "model_loads": self.model_loads, "chunks": self.chunks}
 
     def describe(self, model: str, space: str, options: dict, layers: tuple[str, ...] = ()) -> dict:
         """Latent size and layer names of a generator (for planning a sweep); ``missing``: which of
@@ -174,6 +179,7 @@ class SweepWorker:
             _check_driver(task)
             self.write(task, arrays, seconds)
             self.mark_done(task)
+            self.chunks += 1
             return {**record, "ok": True, "seconds": time.perf_counter() - t0, "error": None,
                     "store_retries": self._retries() - retries0}
         except Exception as exc:  # reported per chunk; the driver retries or gives up
