@@ -6,7 +6,8 @@ Example::
     gangeo reduce nightly --store s3://bucket/runs --address ray://head:10001
 
 Prints one JSON object (per target group: codes used, top global eigenvalues,
-anisotropy counts, homogeneity mean and std) on stdout.
+anisotropy counts, homogeneity mean and std; with Ray, ``reduce_nodes``: tasks per
+Ray node) on stdout.
 """
 
 from __future__ import annotations
