@@ -123,7 +123,7 @@ class LoopbackCluster:
             time.sleep(0.2)
         raise RuntimeError(f"Ray node {node.name} did not start: " + node.log.read_text(errors="replace")[-3000:])
 
-    def start(self, timeout: float = 120.0) -> "LoopbackCluster":
+    def start(self, timeout: float = 300.0) -> "LoopbackCluster":
         """Start the head, then the worker nodes; return once every node is alive in the GCS."""
         self.logs.mkdir(parents=True, exist_ok=True)
         gcs = free_port()
@@ -154,13 +154,14 @@ class LoopbackCluster:
         A subprocess keeps this test process free of a second Ray connection.
         """
         code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
-                "print(json.dumps([{k: n[k] for k in ('NodeID', 'NodeManagerAddress', 'Resources')} "
+                "print('NODES=' + json.dumps([{k: n[k] for k in ('NodeID', 'NodeManagerAddress', 'Resources')} "
                 "for n in ray.nodes() if n['Alive']]))" % self.address)
         out = subprocess.run([sys.executable, "-c", code], env=self.env(), capture_output=True, text=True,
                              timeout=120, cwd=str(REPO))
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        (line,) = [x for x in out.stdout.splitlines() if x.startswith("NODES=")]  # Ray may print more
+        return json.loads(line[len("NODES="):])
 
     def wait_nodes(self, n: int, timeout: float) -> list[str]:
         """Wait until the GCS has ``n`` live nodes; the names of nodes whose process ended meanwhile, if any."""
@@ -210,7 +211,7 @@ class LoopbackCluster:
         stop_tree(self.nodes[name].proc.pid, kill=True)
         self.killed.append(self.nodes[name])
 
-    def revive(self, timeout: float = 120.0) -> None:
+    def revive(self, timeout: float = 300.0) -> None:
         """Start a fresh worker node in place of each one killed; return once all are alive."""
         dead = [name for name, node in self.nodes.items() if node.proc.poll() is not None]
         if "head" in dead:
