@@ -87,14 +87,23 @@ class _Pool:
             self.actors[slot] = self._new()
             self.replaced += 1
 
-    def info(self) -> list[dict]:
-        """Each live worker's device and model-load count (SweepWorker.info)."""
+    def info(self, skip=(), timeout: float = 30.0) -> list[dict]:
+        """Each worker's node, device, model loads and chunks (SweepWorker.info), asked all at once.
+
+        Workers in ``skip`` (slots the scheduler saw not running: one waiting for a node
+        with room since its own was lost), one that has not answered within ``timeout``
+        s in all, or one that died are each one ``error`` entry.
+        """
         import ray
 
+        refs = {slot: a.info.remote() for slot, a in enumerate(self.actors) if slot not in skip}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout) if refs else ([], [])
         out = []
-        for a in self.actors:
+        for slot in range(len(self.actors)):
+            ref = refs.get(slot)
             try:
-                out.append(ray.get(a.info.remote(), timeout=30))
+                out.append(ray.get(ref) if ref is not None and ref in ready else
+                           {"error": "not running: no node has room for it"})
             except Exception as exc:  # a worker lost at the very end costs the summary one entry
                 out.append({"error": f"{type(exc).__name__}"})
         return out
@@ -322,6 +331,12 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     return outcome, timing
 
 
+def _record_attempt(rs: RunStore, run: str, *, status: str | None = None, **facts) -> None:
+    """Add ``facts`` to the run's latest attempt (and set its ``status``, if given), in one write."""
+    extra = {"status": status} if status is not None else {}
+    rs.update_attrs(run, **extra, **attempt_attrs(rs.attrs(run), facts, replace_last=True))
+
+
 def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -358,12 +373,14 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         masks = _open_groups(rs, spec, plans)
         outcome, timing = _execute(spec, rs, pool, plans, masks, progress=prog, max_attempts=max_attempts)
         summary = _summary(spec, rs, plans, masks, outcome, timing, pool, lock)
-        summary["worker_info"] = pool.info()
+        summary["worker_info"] = pool.info(skip=outcome.idle_slots)
+        _record_attempt(rs, spec.name, workers=summary["worker_info"])  # which node computed how many chunks
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
-        summary["reduce"] = _reduce(rs, spec, prog) if summary["status"] == "complete" else None
-        if summary["status"] == "complete":
-            rs.update_attrs(spec.name, status="complete")  # every reduce wrote its record
+        summary["reduce_nodes"] = nodes = {}  # Ray node id -> reducer tasks that ran there
+        summary["reduce"] = _reduce(rs, spec, prog, nodes) if summary["status"] == "complete" else None
+        if summary["status"] == "complete":  # every reduce wrote its record
+            _record_attempt(rs, spec.name, status="complete", reduce_nodes=nodes)
         from .xr import consolidate_run  # end of the run: plain xarray opens each group in one read
 
         consolidate_run(rs.root, spec.name)
@@ -377,19 +394,27 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
             ray.shutdown()
 
 
-def _reduce(rs: RunStore, spec: SweepSpec, progress: SweepProgress | None = None) -> dict | None:
-    """The spec's reducers over the finished run (on the Ray instance already running)."""
+def _reduce(rs: RunStore, spec: SweepSpec, progress: SweepProgress | None = None,
+            nodes: dict | None = None) -> dict | None:
+    """The spec's reducers over the finished run (on the Ray instance already running).
+
+    ``nodes``, if given, receives Ray node id -> reducer tasks run there.
+    """
     chosen = tuple(k for k, on in spec.reducers.items() if on)
     if not chosen:
         return None
+    from .executor import RayExecutor
     from .reduce import reduce_run
 
     say = progress.say if progress is not None else (lambda _: None)
     t0 = time.perf_counter()
     say(f"reducing: {', '.join(chosen)}")  # off a terminal the tiles' bar is silent: one line each way
-    out = reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True,
+    ex = RayExecutor()
+    out = reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True, ex=ex,
                      progress=progress is not None and progress.enabled and progress.tty)
     say(f"reduced {len(out)} group{'s' * (len(out) != 1)} in {time.perf_counter() - t0:.1f} s")
+    if nodes is not None:
+        nodes.update(ex.placement)
     return out
 
 

@@ -31,7 +31,13 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 class Executor:
-    """map, put and tree-reduce; subclasses decide where the work runs."""
+    """map, put and tree-reduce; subclasses decide where the work runs.
+
+    ``placement``: Ray node id -> tasks run there (empty in this process).
+    """
+
+    def __init__(self) -> None:
+        self.placement: dict[str, int] = {}
 
     def put(self, obj: Any) -> Any:
         """A handle to ``obj`` that tasks receive in its place."""
@@ -70,11 +76,49 @@ class InProcess(Executor):
         return _pairwise([leaf(*a) for a in args], combine)
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _placed(fn: Callable) -> Callable:
+    """``fn`` that also says on which Ray node it ran: ``(node id, fn(*a))``."""
+    def run(*a):
+        return _node_id(), fn(*a)
+
+    return run
+
+
+def _placed_leaf(fn: Callable) -> Callable:
+    """A tree leaf that carries the nodes of every task below it: ``([node id], fn(*a))``."""
+    def run(*a):
+        return [_node_id()], fn(*a)
+
+    return run
+
+
+def _placed_combine(fn: Callable) -> Callable:
+    def run(left, right):
+        return [*left[0], *right[0], _node_id()], fn(left[1], right[1])
+
+    return run
+
+
 class RayExecutor(Executor):
-    """Ray tasks on the instance already initialised (see :mod:`cluster.ray_runtime`)."""
+    """Ray tasks on the instance already initialised (see :mod:`cluster.ray_runtime`).
+
+    Each task also returns its node's id: ``placement`` counts the tasks per node
+    over this executor's life (where a run's reducer tasks went, for its summary).
+    """
 
     def __init__(self, *, num_cpus: float = 1, max_retries: int = 2) -> None:
+        super().__init__()
         self._options = {"num_cpus": num_cpus, "max_retries": max_retries}
+
+    def _count(self, nodes) -> None:
+        for node in nodes:
+            self.placement[node] = self.placement.get(node, 0) + 1
 
     def _remote(self, fn):
         import ray
@@ -89,7 +133,7 @@ class RayExecutor(Executor):
     def map(self, fn, args, *, desc="reduce", progress=False) -> list:
         import ray
 
-        remote = self._remote(fn)
+        remote = self._remote(_placed(fn))
         refs: list = []
         pending: list = []
         with _bar(len(args), desc, progress) as bar:
@@ -102,13 +146,17 @@ class RayExecutor(Executor):
             while pending:
                 _, pending = ray.wait(pending, num_returns=1, fetch_local=False)
                 bar.update(1)
-        return ray.get(refs)
+        out = ray.get(refs)
+        self._count(node for node, _ in out)
+        return [value for _, value in out]
 
     def tree_reduce(self, leaf, args, combine):
         import ray
 
-        remote_leaf, remote_combine = self._remote(leaf), self._remote(combine)
-        return ray.get(_pairwise([remote_leaf.remote(*a) for a in args], remote_combine.remote))
+        remote_leaf, remote_combine = self._remote(_placed_leaf(leaf)), self._remote(_placed_combine(combine))
+        nodes, value = ray.get(_pairwise([remote_leaf.remote(*a) for a in args], remote_combine.remote))
+        self._count(nodes)
+        return value
 
 
 def executor(use_ray: bool) -> Executor:

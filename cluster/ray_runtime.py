@@ -74,6 +74,22 @@ def _embedded_environment():
                 os.environ.pop(k, None)
 
 
+def _cluster_messages_to_stderr() -> None:
+    """Ray prints the cluster's messages to a driver (a node marked dead, say) on its stdout, even
+    with ``log_to_driver=False``; gangeo's stdout holds its result alone, so they go to stderr."""
+    from ray._private import worker as ray_worker
+
+    show = ray_worker.print_to_stdstream
+    if getattr(show, "gangeo_to_stderr", False):
+        return
+
+    def to_stderr(data, ignore_prefix):
+        return show({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.gangeo_to_stderr = True
+    ray_worker.print_to_stdstream = to_stderr
+
+
 def init_ray(address: str | None, env: dict, *, num_cpus: int | None = None) -> bool:
     """Connect to Ray (embedded on loopback unless ``address``); True if this call started it.
 
@@ -87,6 +103,7 @@ def init_ray(address: str | None, env: dict, *, num_cpus: int | None = None) -> 
 
     if ray.is_initialized():
         return False
+    _cluster_messages_to_stderr()
     kwargs = {"log_to_driver": False, "logging_level": "ERROR", "include_dashboard": False}
     if env and not os.environ.get("RAY_JOB_ID"):
         kwargs["runtime_env"] = {"env_vars": env}

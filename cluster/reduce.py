@@ -287,6 +287,7 @@ def reduce_run(
     use_ray: bool = True,
     progress: bool = False,
     skip_damaged: bool = False,
+    ex: Executor | None = None,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -295,7 +296,8 @@ def reduce_run(
     ``use_ray``: use Ray if it is already initialised, else start one (embedded,
     or ``address``) and shut it down afterwards; ``use_ray=False`` computes the
     same values in this process. A damaged done chunk (data and checksum disagree)
-    raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``.
+    raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``. ``ex``: the
+    executor to use (its ``placement`` then says where the tasks ran).
     """
     from .storage import store_env
 
@@ -308,7 +310,7 @@ def reduce_run(
 
         started = init_ray(address, store_env(s3_endpoint))
     try:
-        ex = executor(use_ray)
+        ex = ex or executor(use_ray)
         return {g.key: reduce_group(g, reducers=chosen, tile=tile, ex=ex, progress=progress) for g in targets}
     finally:
         if started:

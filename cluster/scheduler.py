@@ -5,19 +5,29 @@ Example::
     outcome = ChunkScheduler(pool, progress, max_attempts=3).run(tasks)
     outcome.computed, outcome.failed
 
-``pool`` has ``actors`` and ``replace(slot, dead)``; ``progress`` has
-``chunk_done(key, chunk, codes, seconds)`` (:class:`cluster.progress.SweepProgress`).
+``pool`` has ``actors`` (each answers ``pid()``) and ``replace(slot, dead)``;
+``progress`` has ``chunk_done(key, chunk, codes, seconds)``
+(:class:`cluster.progress.SweepProgress`).
+
+A worker is given chunks only once it has answered ``pid()``: a worker that no
+node can hold (its node was lost and no other has room) never holds chunks, and
+the others finish the sweep without it. Only when no worker runs at all does the
+scheduler wait for one, at most ``start_wait_s``; then the chunks left fail and
+the run ends partial (``gangeo resume`` finishes it).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from .worker import ChunkTask
 
-__all__ = ["PER_WORKER_IN_FLIGHT", "ChunkScheduler", "Outcome"]
+__all__ = ["PER_WORKER_IN_FLIGHT", "START_WAIT_S", "ChunkScheduler", "Outcome"]
 
 PER_WORKER_IN_FLIGHT = 2  # one computing, one queued: no idle gap between chunks
+START_WAIT_S = 600.0  # with no worker running, how long to wait for one to start (an autoscaler may add a node)
+_POLL_S = 5.0
 
 
 @dataclass
@@ -27,10 +37,11 @@ class Outcome:
     computed: int = 0
     failed: list[dict] = field(default_factory=list)
     store_retries: int = 0
+    idle_slots: list[int] = field(default_factory=list)  # workers not running at the end (lost, or never started)
 
 
 class ChunkScheduler:
-    """Runs chunk tasks on a pool: a bounded window per worker, dead workers replaced, failures retried.
+    """Runs chunk tasks on a pool: a bounded window per running worker, dead workers replaced, failures retried.
 
     A task may carry several groups of one chunk (:class:`~cluster.worker.ChunkTask`);
     attempts, ``computed`` and ``failed`` count group chunks, and a retry carries only
@@ -40,38 +51,113 @@ class ChunkScheduler:
     driver's memory does not grow with the number of chunks.
     """
 
-    def __init__(self, pool, bar, max_attempts: int) -> None:
-        self.pool, self.bar, self.max_attempts = pool, bar, max_attempts
+    def __init__(self, pool, bar, max_attempts: int, *, start_wait_s: float = START_WAIT_S) -> None:
+        self.pool, self.bar, self.max_attempts, self.start_wait_s = pool, bar, max_attempts, start_wait_s
         self.inflight: dict = {}  # ref -> (slot, actor, task)
         self.load = [0] * len(pool.actors)
+        self.starting: dict = {}  # pid() ref -> (slot, actor): a worker given chunks once it answers
+        self.running: set[int] = set()
+        self.failed_starts = [0] * len(pool.actors)  # in a row, per slot: a slot that never starts is retired
         self.retry_queue: list[ChunkTask] = []
         self.attempts: dict[tuple[str, int], int] = {}
         self.outcome = Outcome()
+        self._next: ChunkTask | None = None
+        self._idle_since: float | None = None
 
     def run(self, tasks) -> Outcome:
         import ray
 
         self._tasks = iter(tasks)
-        self._fill()
-        while self.inflight:
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=5.0)
-            for ref in ready:
-                self._settle(ref)
+        for slot, actor in enumerate(self.pool.actors):
+            self._probe(slot, actor)
+        while self._more() or self.inflight:
             self._fill()
+            if not self._waiting_allowed():
+                break
+            ready, _ = ray.wait([*self.inflight, *self.starting], num_returns=1, timeout=_POLL_S)
+            for ref in ready:
+                if ref in self.starting:
+                    self._started(ref)
+                else:
+                    self._settle(ref)
+        self.outcome.idle_slots = sorted(set(range(len(self.pool.actors))) - self.running)
         return self.outcome
 
+    # ---- tasks ----
+
+    def _more(self) -> bool:
+        if self._next is None and not self.retry_queue:
+            self._next = next(self._tasks, None)
+        return self._next is not None or bool(self.retry_queue)
+
+    def _take(self) -> ChunkTask | None:
+        if self.retry_queue:
+            return self.retry_queue.pop()
+        if self._more():
+            task, self._next = self._next, None
+            return task
+        return None
+
     def _fill(self) -> None:
-        """Give the least loaded worker a task until every worker's window is full or none is left."""
-        while True:
-            slot = min(range(len(self.load)), key=self.load.__getitem__)
+        """Give the least loaded running worker a task until every window is full or none is left."""
+        while self.running:
+            slot = min(self.running, key=self.load.__getitem__)
             if self.load[slot] >= PER_WORKER_IN_FLIGHT:
                 return
-            task = self.retry_queue.pop() if self.retry_queue else next(self._tasks, None)
+            task = self._take()
             if task is None:
                 return
             actor = self.pool.actors[slot]
             self.inflight[actor.compute.remote(task)] = (slot, actor, task)
             self.load[slot] += 1
+
+    # ---- workers ----
+
+    def _probe(self, slot: int, actor) -> None:
+        """Give ``actor`` chunks once it answers: until then it may be waiting for a node."""
+        self.running.discard(slot)
+        self.starting[actor.pid.remote()] = (slot, actor)
+
+    def _started(self, ref) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        slot, actor = self.starting.pop(ref)
+        if self.pool.actors[slot] is not actor:
+            return
+        try:
+            ray.get(ref)
+        except RayActorError:  # died while starting (its node lost too, or its constructor failed)
+            self.failed_starts[slot] += 1
+            if self.failed_starts[slot] < self.max_attempts:
+                self._replace(slot, actor)
+            return
+        self.failed_starts[slot] = 0
+        self.running.add(slot)
+
+    def _replace(self, slot: int, dead) -> None:
+        if self.pool.actors[slot] is not dead:  # another of its chunks already had it replaced
+            return
+        self.pool.replace(slot, dead)
+        self._probe(slot, self.pool.actors[slot])
+
+    def _waiting_allowed(self) -> bool:
+        """False when no worker runs and none started within ``start_wait_s``: the chunks left then fail."""
+        if self.inflight or self.running or not self._more():
+            self._idle_since = None
+            return True
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        if self.starting and now - self._idle_since < self.start_wait_s:
+            return True
+        why = (f"no worker running: none started within {self.start_wait_s:.0f} s; does any node still have "
+               "the CPUs/GPUs resources asks for? (gangeo resume finishes the run)")
+        while (task := self._take()) is not None:
+            self.outcome.failed.append({"key": task.key, "chunk": task.chunk, "error": why})
+        return False
+
+    # ---- results ----
 
     def _settle(self, ref) -> None:
         """Count the task's done groups; retry (or give up on) the ones that failed."""
@@ -82,8 +168,8 @@ class ChunkScheduler:
         self.load[slot] -= 1
         try:
             record = ray.get(ref)
-        except RayActorError as exc:  # the worker process died: replace it, retry the chunk
-            self.pool.replace(slot, actor)
+        except RayActorError as exc:  # the worker process (or its node) died: replace it, retry the chunk
+            self._replace(slot, actor)
             record = {"ok": False, "error": f"worker died: {type(exc).__name__}"}
         self.outcome.store_retries += int(record.get("store_retries") or 0)
         failed = record.get("failed") or ({} if record["ok"] else dict.fromkeys(task.keys, record["error"]))

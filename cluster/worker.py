@@ -153,6 +153,7 @@ class SweepWorker:
         self._G = None
         self._distances: dict[str, torch.nn.Module] = {}
         self.model_loads = 0  # generators loaded over this worker's life: one per switch of model
+        self.chunks = 0  # chunks computed and marked done by this worker
 
     @property
     def store(self) -> RunStore:
@@ -182,10 +183,14 @@ class SweepWorker:
         return self._G, self._distances.get(target)
 
     def info(self) -> dict:
-        """Where this worker runs and how many generators it has loaded (for the run summary)."""
+        """Where this worker runs (Ray node id and address too), how many generators it has loaded and
+        how many chunks it computed (for the run summary)."""
+        import ray
+
         name = torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else "cpu"
-        return {"pid": os.getpid(), "host": socket.gethostname(), "device": self.device, "device_name": name,
-                "model_loads": self.model_loads}
+        return {"pid": os.getpid(), "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id(),
+                "node_ip": ray.util.get_node_ip_address(), "device": self.device, "device_name": name,
+                "model_loads": self.model_loads, "chunks": self.chunks}
 
     def describe(self, model: str, space: str, options: dict, layers: tuple[str, ...] = ()) -> dict:
         """Latent size and layer names of a generator (for planning a sweep); ``missing``: which of
@@ -237,6 +242,7 @@ class SweepWorker:
                 try:
                     self.write(one, results[lay.key], seconds)
                     self.mark_done(one)
+                    self.chunks += 1
                 except Exception as exc:
                     failed[lay.key] = _error(exc)
         return {**record, "ok": not failed, "failed": failed, "seconds": time.perf_counter() - t0,

@@ -6,7 +6,8 @@ Example::
     gangeo reduce nightly --store s3://bucket/runs --address ray://head:10001
 
 Prints one JSON object (per target group: codes used, top global eigenvalues,
-anisotropy counts, homogeneity mean and std) on stdout.
+anisotropy counts, homogeneity mean and std; with Ray, ``reduce_nodes``: tasks per
+Ray node) on stdout.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_reduce(args: argparse.Namespace) -> int:
     """Reduce the run and print its summary as JSON."""
+    from cluster.executor import executor
     from cluster.lock import RunLock
     from cluster.ray_runtime import check_cluster_address
     from cluster.reduce import reduce_run
@@ -50,12 +52,16 @@ def run_reduce(args: argparse.Namespace) -> int:
     check_cluster_address(args.address if not args.no_ray else None)  # a job server URL: one line, exit 9
     open_run(args.store, args.run, s3_endpoint=args.s3_endpoint)  # an absent run: refused before any lock is written
     # The run's lock, as a driver holds it: no reduce while chunks are written, no `rm` while it reduces.
+    ex = executor(not args.no_ray)
     with RunLock(args.store, args.run, s3_endpoint=args.s3_endpoint):
         summary = reduce_run(args.store, args.run, s3_endpoint=args.s3_endpoint, address=args.address,
-                             tile=args.tile, use_ray=not args.no_ray,
+                             tile=args.tile, use_ray=not args.no_ray, ex=ex,
                              progress=not args.quiet and sys.stderr.isatty(), skip_damaged=args.skip_damaged)
     skipped = sum(len(g.get("damaged_skipped", [])) for g in summary.values())
     if skipped:
         print(f"gangeo reduce: skipped {skipped} damaged chunks", file=sys.stderr)
-    print_json({"run": args.run, "store": str(args.store), "groups": summary})
+    out = {"run": args.run, "store": str(args.store), "groups": summary}
+    if ex.placement:
+        out["reduce_nodes"] = ex.placement  # Ray node id -> tasks that ran there
+    print_json(out)
     return 0

@@ -1,5 +1,6 @@
 """Fixtures every suite may name: small float64 generators, the face DCGAN, MSE, and
-the session's S3 server and embedded Ray (from ``tests/support``).
+the session's S3 server and embedded Ray, and a multi-node Ray cluster on loopback
+(from ``tests/support``).
 
 Suites keep fixtures only they use in their own files; nothing is imported from
 another test module (shared helpers live in ``tests/support``).
@@ -17,11 +18,12 @@ from geometry_core.distances.mse import MSEDistance
 from geometry_core.generators.base import Generator
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
 
+from tests.support.ray_cluster import ray_cluster
 from tests.support.ray_fixture import ray_local
 from tests.support.s3_server import DUMMY_ENV, s3_server
 
-__all__ = ["dcgan", "linear_generator", "make_linear_generator", "mse", "nonlinear_generator", "ray_local",
-           "s3_server"]
+__all__ = ["dcgan", "linear_generator", "make_linear_generator", "mse", "nonlinear_generator", "ray_cluster",
+           "ray_local", "s3_server"]
 
 # Tests never reach the network: a backbone missing from the cache is an error, not a download.
 os.environ.setdefault("GANGEO_OFFLINE", "1")

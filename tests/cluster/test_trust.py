@@ -6,7 +6,6 @@ passes --allow-import on that command; an embedded Ray listens on loopback only.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import zarr
 from cluster.trust import ImportNotAllowedError, gate_stored_spec
 from jobs.cli import EXIT_CODES, main
 from cluster.spec import parse_spec
+from tests.support.processes import is_loopback, listening
 from tests.support.runs import tanh_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,26 +87,6 @@ def test_gate_ignores_the_stores_own_flag():
     assert gate_stored_spec(plain, run="p", allow_import=False) is plain  # nothing there imports code
 
 
-def _listening(pids: set[int]) -> list[tuple[str, int, str]]:
-    """(address, port, process name) of every listening TCP/UDP socket of ``pids``."""
-    found = []
-    for c in psutil.net_connections(kind="inet"):
-        listening = c.status == psutil.CONN_LISTEN or (c.type == 2 and not c.raddr)  # SOCK_DGRAM bound
-        if c.pid in pids and listening and c.laddr:
-            try:
-                name = psutil.Process(c.pid).name()
-            except psutil.Error:
-                name = "?"
-            found.append((c.laddr.ip, c.laddr.port, name))
-    return found
-
-
-def _is_loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip)
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return (mapped or addr).is_loopback
-
-
 def test_embedded_sweep_listens_on_loopback_only(tmp_path):
     spec = tmp_path / "l.yaml"
     spec.write_text(yaml.safe_dump(tanh_spec("l", n=32, resources={"workers": 2})))
@@ -118,12 +98,12 @@ def test_embedded_sweep_listens_on_loopback_only(tmp_path):
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         new = set(psutil.pids()) - before  # the driver and every Ray process it started
-        seen.update({(ip, port): name for ip, port, name in _listening(new)})
+        seen.update({(ip, port): name for ip, port, name in listening(new)})
         time.sleep(0.2)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     names = set(seen.values())
     # Ray's core servers were caught listening: the check below covered them.
     assert any("gcs_server" in n for n in names) and any("raylet" in n for n in names), names
-    exposed = sorted(f"{name} on {ip}:{port}" for (ip, port), name in seen.items() if not _is_loopback(ip))
+    exposed = sorted(f"{name} on {ip}:{port}" for (ip, port), name in seen.items() if not is_loopback(ip))
     assert exposed == []

@@ -351,3 +351,14 @@ def test_an_out_folder_that_takes_no_files_is_refused_before_any_work(command, o
     assert code == EXIT_CODES["usage"] and len(lines) == 1, err
     assert lines[0].startswith(f"gangeo {command[0]}: --out ") and ("cannot write in" in lines[0]
                                                                  or "is a file, not a directory" in lines[0]), err
+
+
+def test_ray_cluster_messages_go_to_stderr_not_the_result(ray_local, capsys):
+    """Ray prints cluster events to a driver ("node ... marked dead") on stdout; a gangeo driver's stdout is
+    its JSON result alone (issue 17: a lost node broke `gangeo run --address ... | jq`)."""
+    from ray._private import worker as ray_worker
+
+    ray_worker.print_to_stdstream({"lines": ["node 42 has been marked dead"], "pid": "raylet", "is_err": False},
+                                  ignore_prefix=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "node 42 has been marked dead" in captured.err

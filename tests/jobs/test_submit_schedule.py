@@ -24,6 +24,7 @@ from jobs.schedule import Firer, RayJobs, ScheduleBook, ScheduleError, daemon, s
 from cluster.spec import SpecError, load_spec
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_job, submit_spec
 from tests.support.job_client import FakeJobClient, LineSink
+from tests.support.processes import free_port, stop_tree
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
@@ -212,14 +213,6 @@ def test_long_outage_fires_latest_once_quickly(book):
     assert out["sweep"]["submission_id"] == "sweep-20990101T0000Z"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _bare_python_dir(tmp_path: Path) -> Path:
     """A directory whose ``python`` is the system interpreter, which lacks the project's dependencies."""
     import shutil
@@ -232,28 +225,6 @@ def _bare_python_dir(tmp_path: Path) -> Path:
     bare.mkdir()
     (bare / "python").symlink_to(system)
     return bare
-
-
-def _stop_tree(proc) -> None:
-    """Stop the head: every process it started (listed before any is signalled), by pid."""
-    import psutil
-
-    try:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
 
 
 @pytest.fixture
@@ -285,7 +256,7 @@ def ray_head(tmp_path, monkeypatch):
            "--dashboard-host=127.0.0.1", "--dashboard-port=0", f"--temp-dir={temp}",
            # The tests' embedded Ray already holds the default agent port (52365): without a
            # port of its own this head's job agent never starts ("No available agent").
-           f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}"]
+           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     address, deadline = None, time.monotonic() + 90
@@ -297,7 +268,7 @@ def ray_head(tmp_path, monkeypatch):
             pytest.fail("the Ray head did not report its job server address within 90 s")
         yield address
     finally:
-        _stop_tree(proc)
+        stop_tree(proc.pid)
         proc.stdout.close()
         stray = [p.pid for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
         shutil.rmtree(temp, ignore_errors=True)
