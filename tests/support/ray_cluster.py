@@ -41,9 +41,7 @@ MARKER = "GANGEO_TEST_CLUSTER"  # every process of a cluster inherits it: how st
 # plus its initial delay); shorter here so a killed node costs the test seconds, not half a minute.
 # The driver's handling of node loss does not depend on how long detection takes.
 _HEALTH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-           "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3",
-           # On a loaded 2-core machine a node's agents can take longer than Ray's start-up waits.
-           "RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
+           "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
 @dataclass
