@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
@@ -39,7 +40,7 @@ import zarr
 from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
-from .executor import Executor, executor
+from .executor import DEVICES, Executor, executor
 from .view import GroupView, open_run
 from .xr import consolidate_group, drop_consolidated
 
@@ -103,37 +104,58 @@ def _combine(left: tuple[np.ndarray, int], right: tuple[np.ndarray, int]) -> tup
     return left[0] + right[0], left[1] + right[1]
 
 
-def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype) -> TileStats:
-    """One homogeneity tile: compute, write its zarr chunk, return its statistics."""
-    from geometry_core.homogeneity import homogeneity_tile
+def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype, device: str = "cpu") -> TileStats:
+    """Homogeneity tile (rows, cols) and its mirror (cols, rows): write both chunks, return their statistics.
+
+    One product ``U_iᵀ U_j`` per unordered pair of codes gives both ordered entries
+    (:func:`geometry_core.homogeneity.homogeneity_pairs`); no metric is rebuilt.
+    """
+    from geometry_core.homogeneity import homogeneity_pairs
 
     (r0, r1), (c0, c1) = rows, cols
-    shape = (r1 - r0, c1 - c0)
-    out_log = np.full(shape, np.nan)
-    out_lin = np.full(shape, np.nan)
-    out_masked = np.full(shape, -1, dtype=np.int32)
+    same = rows == cols
+    # (row range, column range) -> (log, lin, masked) of that chunk; unused codes stay NaN / -1.
+    out = {(rows, cols): _empty_tile(r1 - r0, c1 - c0)}
+    if not same:
+        out[(cols, rows)] = _empty_tile(c1 - c0, r1 - r0)
     ri = np.flatnonzero(view.used[r0:r1])
     cj = np.flatnonzero(view.used[c0:c1])
     if ri.size and cj.size:
-        vecs = view.eigvecs(r0, r1, dtype)
-        hess = view.hessians(c0, c1, dtype)
-        vals = view.eigvals(c0, c1, dtype)
-        t_log, t_lin, t_masked = homogeneity_tile(vecs, hess, vals)
-        sel = np.ix_(ri, cj)
-        out_log[sel] = t_log.double().cpu().numpy()
-        out_lin[sel] = t_lin.double().cpu().numpy()
-        out_masked[sel] = t_masked.cpu().numpy().astype(np.int32)
-    # i == j is not a pair: NaN like geometry_core.homogeneity, and no masked count.
-    gi, gj = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
-    diag = gi == gj
-    out_log[diag] = np.nan
-    out_lin[diag] = np.nan
-    out_masked[diag] = -1
+        def side(a: int, b: int) -> dict:
+            vals, vecs = view.spectra(a, b)
+            return {"vals": vals.to(device), "vecs": vecs.to(device),
+                    "corr": view.eigvals(a, b, torch.float64).to(device)}
+
+        r = side(r0, r1)
+        c = r if same else side(c0, c1)
+        ab, ba = homogeneity_pairs(r["vecs"], r["vals"], c["vecs"], c["vals"], corr_vals_a=r["corr"],
+                                   corr_vals_b=c["corr"], same=same, dtype=dtype)
+        if same:  # a < b from ab, a > b from ba (homogeneity_pairs computed each pair once)
+            upper = torch.ones(ri.size, ri.size, dtype=torch.bool, device=ab[0].device).triu(1)
+            ab = tuple(torch.where(upper, x, y) for x, y in zip(ab, ba))
+        _place(out[(rows, cols)], ab, np.ix_(ri, cj))
+        if not same:
+            _place(out[(cols, rows)], ba, np.ix_(cj, ri))
+    if same:  # i == j is not a pair: NaN like geometry_core.homogeneity, and no masked count.
+        for t, fill in zip(out[(rows, cols)], (np.nan, np.nan, -1)):
+            np.fill_diagonal(t, fill)
     red = view.group["reduce"]
-    red["homogeneity_log"][r0:r1, c0:c1] = out_log
-    red["homogeneity_lin"][r0:r1, c0:c1] = out_lin
-    red["homogeneity_masked"][r0:r1, c0:c1] = out_masked
-    return TileStats.of(out_log, out_lin, out_masked)
+    stats = TileStats()
+    for ((a0, a1), (b0, b1)), (log, lin, masked) in out.items():
+        red["homogeneity_log"][a0:a1, b0:b1] = log
+        red["homogeneity_lin"][a0:a1, b0:b1] = lin
+        red["homogeneity_masked"][a0:a1, b0:b1] = masked
+        stats = stats + TileStats.of(log, lin, masked)
+    return stats
+
+
+def _place(dst: tuple, got: tuple, sel) -> None:
+    for d, t in zip(dst, got):
+        d[sel] = t.cpu().numpy()
+
+
+def _empty_tile(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.full((n, m), np.nan), np.full((n, m), np.nan), np.full((n, m), -1, dtype=np.int32)
 
 
 def _leaf_ranges(view: GroupView) -> list[tuple[int, int]]:
@@ -178,9 +200,12 @@ def _reduce_homogeneity(view: GroupView, red, tile: int, ex: Executor, dtype, pr
         _new_array(red, name, (n, n), (tile, tile), dt, fill, ("code_i", "code_j"))
     blocks = [(a, min(a + tile, n)) for a in range(0, n, tile)]
     ref = ex.put(view)
-    args = [(ref, r, c, dtype) for r in blocks for c in blocks]
-    stats = sum(ex.map(_tile, args, desc="homogeneity tiles", progress=progress), TileStats())
-    return {"tiles": len(args), **stats.summary()}
+    # One task per unordered pair of blocks, generated lazily: the driver holds no list that grows with N².
+    args = ((ref, r, c, dtype) for k, r in enumerate(blocks) for c in blocks[k:])
+    total = len(blocks) * (len(blocks) + 1) // 2
+    stats = ex.fold(_tile, args, operator.add, TileStats(), total=total, desc="homogeneity tiles",
+                    progress=progress, accelerated=True)
+    return {"tiles": len(blocks) ** 2, **stats.summary()}
 
 
 def _reduce_anisotropy(view: GroupView, red, global_vals) -> dict:
@@ -217,24 +242,29 @@ def reduce_group(
     dtype: torch.dtype = torch.float64,
     progress: bool = False,
     ex: Executor | None = None,
+    device: str = "auto",
 ) -> dict:
     """Reduce one ``<model>/<space>/<target>`` group; write ``reduce/`` and return a summary dict.
 
     ``reducers``: any of "global", "homogeneity", "anisotropy". ``tile``: rows and
     columns per homogeneity tile (and zarr chunk). ``ex``: where the tasks run
     (default: Ray tasks on the instance already initialised when ``use_ray``,
-    else this process). ``dtype``: precision of the homogeneity products
-    (float64: log10 of small eigenvalues is meaningless in float32 products).
+    else this process). ``device``: "auto" runs the homogeneity tiles on GPUs where
+    the executor has them, "cpu" never (the values are the same). ``dtype``: precision
+    of the homogeneity products (float64: log10 of small eigenvalues is meaningless in
+    float32 products).
     """
     bad = [r for r in reducers if r not in REDUCERS]
     if bad:
         raise GeometryError(f"reducers must be among {list(REDUCERS)}, got {bad}")
+    if device not in DEVICES:
+        raise GeometryError(f"device must be one of {list(DEVICES)}, got {device!r}")
     if not isinstance(tile, int) or tile < 1:
         raise GeometryError(f"tile must be a positive integer, got {tile!r}")
     view = group if isinstance(group, GroupView) else GroupView.of(group.path, group)
     # reduce/ is rewritten below: no consolidated copy of its metadata may outlive it (cluster/xr.py).
     view = dataclasses.replace(view, group=drop_consolidated(view.group))
-    ex = ex or executor(use_ray)
+    ex = ex or executor(use_ray, device=device)
     lay = view.layout
     red = view.group.require_group("reduce")
     # The completion record is written last: until then reduce/ reads as unfinished (ARCHITECTURE.md, "Store").
@@ -267,6 +297,13 @@ def reduce_group(
     return summary
 
 
+def _spec_device(attrs: dict) -> str:
+    """Where the run's spec lets reducer tasks run (``resources.reduce_device``; "auto" when it says nothing)."""
+    spec = attrs.get("spec") if isinstance(attrs.get("spec"), dict) else {}
+    res = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
+    return res.get("reduce_device") if res.get("reduce_device") in DEVICES else "auto"
+
+
 def _spec_reducers(attrs: dict) -> tuple[str, ...]:
     """The reducers the run's spec enables (all when the spec says nothing)."""
     spec = attrs.get("spec") or {}
@@ -287,6 +324,7 @@ def reduce_run(
     use_ray: bool = True,
     progress: bool = False,
     skip_damaged: bool = False,
+    device: str | None = None,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -294,7 +332,8 @@ def reduce_run(
     ``s3://bucket/prefix``). ``reducers``: default those the run's spec enables.
     ``use_ray``: use Ray if it is already initialised, else start one (embedded,
     or ``address``) and shut it down afterwards; ``use_ray=False`` computes the
-    same values in this process. A damaged done chunk (data and checksum disagree)
+    same values in this process. ``device``: "auto" or "cpu" (:func:`reduce_group`);
+    default the spec's ``resources.reduce_device``. A damaged done chunk (data and checksum disagree)
     raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``.
     """
     from .storage import store_env
@@ -302,13 +341,16 @@ def reduce_run(
     view = open_run(root_or_url, run, s3_endpoint=s3_endpoint, mode="a")
     targets = view.targets(skip_damaged=skip_damaged)
     chosen = tuple(reducers) if reducers is not None else _spec_reducers(view.attrs)
+    device = device if device is not None else _spec_device(view.attrs)
+    if device not in DEVICES:
+        raise GeometryError(f"device must be one of {list(DEVICES)}, got {device!r}")
     started = False
     if use_ray:
         from .ray_runtime import init_ray
 
         started = init_ray(address, store_env(s3_endpoint))
     try:
-        ex = executor(use_ray)
+        ex = executor(use_ray, device=device)
         return {g.key: reduce_group(g, reducers=chosen, tile=tile, ex=ex, progress=progress) for g in targets}
     finally:
         if started:

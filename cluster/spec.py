@@ -21,6 +21,7 @@ from typing import Any
 
 from geometry_core.errors import GeometryError, UsageError, clip
 
+from .executor import DEVICES as REDUCE_DEVICES
 from .storage import DEFAULT_STORE
 from .layout import default_label
 from .spec_yaml import read_spec_yaml
@@ -50,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "keep": {"hessian": False, "eigvecs": True},
     "chunk_size": 16,
     "reducers": {"global": True, "homogeneity": True, "anisotropy": True},
-    "resources": {"workers": None, "gpus_per_worker": 0, "cpus_per_worker": 1},
+    # reduce_device: "auto" (homogeneity tiles on GPUs where the cluster has them) or "cpu".
+    "resources": {"workers": None, "gpus_per_worker": 0, "cpus_per_worker": 1, "reduce_device": "auto"},
 }
 # What a run may ask for (ARCHITECTURE.md, "Limits"); checked before anything is written.
 LIMITS: dict[str, int] = {
@@ -289,6 +291,9 @@ def _check_scalars(raw: dict, codes: dict, keep: dict, red: dict, res: dict, pro
     if res["workers"] is not None:
         _check_int(problems, "resources.workers", res["workers"], 1, LIMITS["workers"],
                    "a number of workers (or null: auto)")
+    if res["reduce_device"] not in REDUCE_DEVICES:
+        problems.append(f"resources.reduce_device: expected one of {list(REDUCE_DEVICES)}, "
+                        f"got {clip(res['reduce_device'])}")
     top = LIMITS["resources_per_worker"]
     for k in ("gpus_per_worker", "cpus_per_worker"):
         v = res[k]
