@@ -123,8 +123,8 @@ def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype, 
     if ri.size and cj.size:
         def side(a: int, b: int) -> dict:
             vals, vecs = view.spectra(a, b)
-            return {"vals": vals.to(device), "vecs": vecs.to(device),
-                    "corr": view.eigvals(a, b, torch.float64).to(device)}
+            corr = vals if view.has_eigvecs else view.eigvals(a, b, torch.float64)  # the stored ones either way
+            return {"vals": vals.to(device), "vecs": vecs.to(device), "corr": corr.to(device)}
 
         r = side(r0, r1)
         c = r if same else side(c0, c1)
@@ -140,12 +140,12 @@ def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype, 
         for t, fill in zip(out[(rows, cols)], (np.nan, np.nan, -1)):
             np.fill_diagonal(t, fill)
     red = view.group["reduce"]
+    arrays = [red[name] for name in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")]
     stats = TileStats()
-    for ((a0, a1), (b0, b1)), (log, lin, masked) in out.items():
-        red["homogeneity_log"][a0:a1, b0:b1] = log
-        red["homogeneity_lin"][a0:a1, b0:b1] = lin
-        red["homogeneity_masked"][a0:a1, b0:b1] = masked
-        stats = stats + TileStats.of(log, lin, masked)
+    for ((a0, a1), (b0, b1)), values in out.items():
+        for arr, x in zip(arrays, values):
+            arr[a0:a1, b0:b1] = x
+        stats = stats + TileStats.of(*values)
     return stats
 
 

@@ -21,9 +21,10 @@ __all__ = ["global_metric", "homogeneity", "homogeneity_pairs", "homogeneity_sum
 
 # Bytes of the (ni, nj, D, D) intermediate one tile may hold.
 _TILE_BYTES = 2**27
-# Bytes of the squared overlaps one product of homogeneity_pairs holds: small enough to stay in cache
-# between the product and the two sums that read it.
+# Bytes of the squared overlaps one product of homogeneity_pairs holds: on a CPU small enough to stay in
+# cache between the product and the two sums that read it; on a GPU large enough to keep it busy.
 _PAIR_BYTES = 2**22
+_PAIR_BYTES_GPU = 2**28
 
 
 def homogeneity_tile(
@@ -122,10 +123,11 @@ def homogeneity_pairs(
     Ub = vecs_b.to(dtype).permute(1, 0, 2).reshape(D, nb * D)
     v_ab = torch.full((na, nb, D), float("nan"), dtype=dtype, device=Ua.device)
     v_ba = torch.full((nb, na, D), float("nan"), dtype=dtype, device=Ua.device)
-    step = max(1, int((_PAIR_BYTES / (Ua.element_size() * D * D)) ** 0.5))
+    budget = _PAIR_BYTES if Ua.device.type == "cpu" else _PAIR_BYTES_GPU
+    step = max(1, int((budget / (Ua.element_size() * D * D)) ** 0.5))
     for a0 in range(0, na, step):
         a1 = min(na, a0 + step)
-        for b0 in range(a0 if same else 0, nb, step):
+        for b0 in range(a0 + 1 if same else 0, nb, step):  # same: every b > a, a = b never
             b1 = min(nb, b0 + step)
             A, B = a1 - a0, b1 - b0
             sq = (Ua[a0 * D : a1 * D] @ Ub[:, b0 * D : b1 * D]).square_()  # [(a, k), (b, m)] = M_km²
