@@ -104,7 +104,9 @@ def consolidate_run(root: zarr.Group, run: str) -> int:
 
 
 def _fractions(ds, attrs: dict) -> list[float]:
-    for name in ("anisotropy_points", "anisotropy_global"):
+    from .reduce import ARRAYS  # reduce imports this module
+
+    for name in (a.name for a in ARRAYS.values() if "fraction" in a.dims):
         if name in ds and ds[name].attrs.get("fractions"):
             return [float(f) for f in ds[name].attrs["fractions"]]
     return [float(f) for f in attrs.get("fractions", FRACTIONS)]

@@ -21,9 +21,10 @@ __all__ = ["global_metric", "homogeneity", "homogeneity_pairs", "homogeneity_sum
 
 # Bytes of the (ni, nj, D, D) intermediate one tile may hold.
 _TILE_BYTES = 2**27
-# Bytes of the squared overlaps one product of homogeneity_pairs holds: on a CPU small enough to stay in
-# cache between the product and the two sums that read it; on a GPU large enough to keep it busy.
-_PAIR_BYTES = 2**22
+# Bytes of the squared overlaps one product of homogeneity_pairs holds: on a CPU, products of a few
+# thousand rows (BLAS near its peak, times flat from 1 to 64 MiB at D=100) in bounded memory; on a GPU,
+# large enough to keep it busy.
+_PAIR_BYTES = 2**24
 _PAIR_BYTES_GPU = 2**28
 
 
