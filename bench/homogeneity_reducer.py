@@ -1,6 +1,6 @@
 """The homogeneity reducer, old against new, in pairs per second at D=100 and D=512; prints one JSON object.
 
-    python bench/homogeneity_reducer.py [--dims 100 512] [--n 96 16] [--tiles 32 8] [--threads 1] [--repeats 3]
+    python bench/homogeneity_reducer.py [--dims 100 512] [--n 96 24] [--tiles 32 8] [--threads 1] [--repeats 3]
     python bench/homogeneity_reducer.py --device cuda --dims 512 --n 256 --tiles 64 --no-baseline
 
 Each case writes N synthetic metrics (random orthonormal eigenbases, spectra falling
@@ -164,7 +164,7 @@ def case(n: int, d: int, tile: int, device: str, baseline: bool, loop_pairs: int
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dims", type=int, nargs="+", default=[100, 512])
-    ap.add_argument("--n", type=int, nargs="+", default=[96, 16], help="codes per case (one per --dims)")
+    ap.add_argument("--n", type=int, nargs="+", default=[96, 24], help="codes per case (one per --dims)")
     ap.add_argument("--tiles", type=int, nargs="+", default=[32, 8],
                     help="tile per case (the old tile holds tile² D² floats: 8 at D=512 keeps it at 128 MiB)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as a Ray task with num_cpus=1)")

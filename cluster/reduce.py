@@ -327,14 +327,14 @@ def enabled_reducers(attrs: dict) -> tuple[str, ...]:
     spec = attrs.get("spec") or {}
     flags = spec.get("reducers") if isinstance(spec, dict) else None
     if not isinstance(flags, dict):
-        return REDUCERS
-    return tuple(r for r in REDUCERS if flags.get(r, True))
+        return tuple(REDUCER_TABLE)
+    return tuple(r for r in REDUCER_TABLE if flags.get(r, True))
 
 
 def reduce_group(
     group: zarr.Group | GroupView,
     *,
-    reducers: tuple[str, ...] | list[str] = REDUCERS,
+    reducers: tuple[str, ...] | list[str] | None = None,
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
     dtype: torch.dtype = torch.float64,
@@ -344,7 +344,7 @@ def reduce_group(
 ) -> dict:
     """Reduce one ``<model>/<space>/<target>`` group; write ``reduce/`` and return a summary dict.
 
-    ``reducers``: any of "global", "homogeneity", "anisotropy". ``tile``: rows and
+    ``reducers``: any of the table's (default all): "global", "homogeneity", "anisotropy". ``tile``: rows and
     columns per homogeneity tile (and zarr chunk). ``ex``: where the tasks run
     (default: Ray tasks on the instance already initialised when ``use_ray``,
     else this process). ``device``: "auto" runs the homogeneity tiles on GPUs where
@@ -352,9 +352,10 @@ def reduce_group(
     of the homogeneity products (float64: log10 of small eigenvalues is meaningless in
     float32 products).
     """
-    bad = [r for r in reducers if r not in REDUCERS]
+    reducers = tuple(REDUCER_TABLE) if reducers is None else reducers
+    bad = [r for r in reducers if r not in REDUCER_TABLE]
     if bad:
-        raise GeometryError(f"reducers must be among {list(REDUCERS)}, got {bad}")
+        raise GeometryError(f"reducers must be among {list(REDUCER_TABLE)}, got {bad}")
     if device not in DEVICES:
         raise GeometryError(f"device must be one of {list(DEVICES)}, got {device!r}")
     if not isinstance(tile, int) or tile < 1:

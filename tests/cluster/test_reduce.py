@@ -258,6 +258,35 @@ def test_cuda_tiles_equal_cpu_tiles(tmp_path):
         np.testing.assert_allclose(g["reduce"][k][:], v, rtol=0, atol=1e-12, equal_nan=True)
 
 
+def test_a_reducer_added_to_the_table_runs_everywhere(tmp_path, monkeypatch):
+    # One table entry (function, arrays with dims, needs eigvecs, summary lines) is all a statistic needs.
+    import cluster.reduce as reduce_mod
+    from cluster.xr import open_run_xarray
+    from jobs.demo import _summary_lines
+
+    def trace(job):
+        job.create("trace_points", (job.view.layout.n, len(FRACTIONS)), (C, len(FRACTIONS)))[:] = 7
+        return {"value": 7}
+
+    new = reduce_mod.Reducer("trace", "trace", trace, (reduce_mod.ReducedArray("trace_points", ("code", "fraction"),
+                                                                             "int32", -1),), False,
+                             lambda s: [f"trace: {s['value']}"] if s else [])
+    monkeypatch.setitem(reduce_mod.REDUCER_TABLE, "trace", new)
+    monkeypatch.setitem(reduce_mod.ARRAYS, "trace_points", new.arrays[0])
+    g = _write_store(tmp_path, _metrics(seed=12))
+    root = zarr.open_group(str(tmp_path), mode="a", zarr_format=3)
+    root["quick"].attrs["spec"] = {"reducers": {"global": False, "homogeneity": False, "anisotropy": False}}
+    assert reduce_mod.enabled_reducers(dict(root["quick"].attrs)) == ("trace",)  # on unless the spec says off
+    out = reduce_run(root, "quick", use_ray=False)["dcgan-faces/z/mse"]
+    assert out["trace"] == {"value": 7} and set(g["reduce"].array_keys()) == {"trace_points"}
+    assert g["reduce/trace_points"].metadata.dimension_names == ("code", "fraction")
+    # xarray labels its fraction axis (a table array with a "fraction" dimension); the demo prints its line.
+    g["reduce/trace_points"].attrs["fractions"] = list(FRACTIONS)
+    ds = open_run_xarray(str(tmp_path), "quick", "dcgan-faces/z/mse", reduced=True)
+    assert list(ds["fraction"].values) == list(FRACTIONS)
+    assert "  trace: 7" in _summary_lines({"g": out})
+
+
 def test_bad_input(tmp_path):
     g = _write_store(tmp_path, _metrics())
     with pytest.raises(GeometryError, match="reducers must be among"):
