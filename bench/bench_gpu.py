@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "homogeneity" in args.parts:
         report["homogeneity_tiles"] = homogeneity_reducer.main(
             ["--device", args.device, "--dims", "512", "--n", str(args.homog_n), "--tiles", "64",
-             "--threads", str(torch.get_num_threads()), "--no-baseline", "--out", ""])
+             "--threads", str(torch.get_num_threads()), "--no-baseline", "--repeats", "1", "--out", ""])
         save()
     report["seconds_total"] = round(time.perf_counter() - t0, 1)
     save()
