@@ -1,11 +1,14 @@
-"""`make bench-gpu`: the real-size metric table on CUDA, then a sweep on GPU-pinned workers.
+"""`make bench-gpu`: the real-size metric table on CUDA, a sweep on GPU-pinned workers, homogeneity tiles.
 
-One JSON file (``--out``) holds both parts, rewritten as each case finishes so a
+One JSON file (``--out``) holds the parts, rewritten as each part finishes so a
 run stopped by its time limit keeps what it measured. The real-size part stops
 starting new cases after ``--budget`` seconds (the sweep keeps about two minutes);
-the whole run is meant to stay under 8 minutes on one H100.
+the whole run is meant to stay under 8 minutes on one H100. The homogeneity part
+times the reducer's tiles on CUDA at D=512 (float64; ``--homog-n`` codes, about a
+minute) and checks them against the paper's loop (bench/homogeneity_reducer.py).
 
     python bench/bench_gpu.py --out bench/results/real_size_gpu.json
+    python bench/bench_gpu.py --parts homogeneity --device cpu --homog-n 16 --out /tmp/h.json  # dry run, no GPU
 """
 
 from __future__ import annotations
@@ -20,28 +23,51 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gpu_sweep  # noqa: E402
+import homogeneity_reducer  # noqa: E402
 import real_size  # noqa: E402
 
+PARTS = ("real_size", "sweep", "homogeneity")
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench/results/real_size_gpu.json")
     p.add_argument("--budget", type=float, default=330.0, help="seconds for the real-size cases")
-    args = p.parse_args()
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: the homogeneity part only, to check the script where no GPU is present")
+    p.add_argument("--homog-n", type=int, default=256, help="codes of the homogeneity part (D=512)")
+    args = p.parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cpu" and set(args.parts) != {"homogeneity"}:
+        p.error("--device cpu runs only --parts homogeneity")
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("bench-gpu: no CUDA device visible; this benchmark needs one", file=sys.stderr)
         raise SystemExit(2)
     t0 = time.perf_counter()
-    part = Path(args.out).with_suffix(".cases.json")
-    table = real_size.main(["--device", "cuda", "--budget", str(args.budget), "--check-fp64", "--out", str(part)])
-    report = {"real_size": table}
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    report["sweep"] = gpu_sweep.main(["--device", "cuda", "--n", "256", "--targets", "mse", "ssim"])
+    report: dict = {}
+
+    def save() -> None:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+    if "real_size" in args.parts:
+        part = Path(args.out).with_suffix(".cases.json")
+        report["real_size"] = real_size.main(["--device", "cuda", "--budget", str(args.budget), "--check-fp64",
+                                              "--out", str(part)])
+        save()
+        part.unlink(missing_ok=True)
+    if "sweep" in args.parts:
+        report["sweep"] = gpu_sweep.main(["--device", "cuda", "--n", "256", "--targets", "mse", "ssim"])
+        save()
+    if "homogeneity" in args.parts:
+        report["homogeneity_tiles"] = homogeneity_reducer.main(
+            ["--device", args.device, "--dims", "512", "--n", str(args.homog_n), "--tiles", "64",
+             "--threads", str(torch.get_num_threads()), "--no-baseline", "--repeats", "1", "--out", ""])
+        save()
     report["seconds_total"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    part.unlink(missing_ok=True)
+    save()
+    return report
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 from dataclasses import astuple, dataclass
+from typing import Callable
 from datetime import datetime, timezone
 
 import numpy as np
@@ -39,21 +41,26 @@ import zarr
 from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
-from .executor import Executor, executor
+from .executor import DEVICES, Executor, executor
 from .view import GroupView, open_run
-from .xr import consolidate_group, drop_consolidated
+from .consolidated import consolidate_group, drop_consolidated
 
 __all__ = [
+    "ARRAYS",
     "DEFAULT_TILE",
     "FRACTIONS",
     "REDUCERS",
+    "REDUCER_TABLE",
+    "ReducedArray",
+    "Reducer",
     "TileStats",
+    "enabled_reducers",
     "reduce_group",
     "reduce_run",
+    "summary_lines",
 ]
 
 DEFAULT_TILE = 64
-REDUCERS = ("global", "homogeneity", "anisotropy")
 # Chunks of the sweep summed by one partial-sum task (the leaves of the tree).
 _CHUNKS_PER_LEAF = 4
 
@@ -103,37 +110,58 @@ def _combine(left: tuple[np.ndarray, int], right: tuple[np.ndarray, int]) -> tup
     return left[0] + right[0], left[1] + right[1]
 
 
-def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype) -> TileStats:
-    """One homogeneity tile: compute, write its zarr chunk, return its statistics."""
-    from geometry_core.homogeneity import homogeneity_tile
+def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype, device: str = "cpu") -> TileStats:
+    """Homogeneity tile (rows, cols) and its mirror (cols, rows): write both chunks, return their statistics.
+
+    One product ``U_iᵀ U_j`` per unordered pair of codes gives both ordered entries
+    (:func:`geometry_core.homogeneity.homogeneity_pairs`); no metric is rebuilt.
+    """
+    from geometry_core.homogeneity import homogeneity_pairs
 
     (r0, r1), (c0, c1) = rows, cols
-    shape = (r1 - r0, c1 - c0)
-    out_log = np.full(shape, np.nan)
-    out_lin = np.full(shape, np.nan)
-    out_masked = np.full(shape, -1, dtype=np.int32)
+    same = rows == cols
+    # (row range, column range) -> (log, lin, masked) of that chunk; unused codes stay NaN / -1.
+    out = {(rows, cols): _empty_tile(r1 - r0, c1 - c0)}
+    if not same:
+        out[(cols, rows)] = _empty_tile(c1 - c0, r1 - r0)
     ri = np.flatnonzero(view.used[r0:r1])
     cj = np.flatnonzero(view.used[c0:c1])
     if ri.size and cj.size:
-        vecs = view.eigvecs(r0, r1, dtype)
-        hess = view.hessians(c0, c1, dtype)
-        vals = view.eigvals(c0, c1, dtype)
-        t_log, t_lin, t_masked = homogeneity_tile(vecs, hess, vals)
-        sel = np.ix_(ri, cj)
-        out_log[sel] = t_log.double().cpu().numpy()
-        out_lin[sel] = t_lin.double().cpu().numpy()
-        out_masked[sel] = t_masked.cpu().numpy().astype(np.int32)
-    # i == j is not a pair: NaN like geometry_core.homogeneity, and no masked count.
-    gi, gj = np.meshgrid(np.arange(r0, r1), np.arange(c0, c1), indexing="ij")
-    diag = gi == gj
-    out_log[diag] = np.nan
-    out_lin[diag] = np.nan
-    out_masked[diag] = -1
+        def side(a: int, b: int) -> dict:
+            vals, vecs = view.spectra(a, b)
+            corr = vals if view.has_eigvecs else view.eigvals(a, b, torch.float64)  # the stored ones either way
+            return {"vals": vals.to(device), "vecs": vecs.to(device), "corr": corr.to(device)}
+
+        r = side(r0, r1)
+        c = r if same else side(c0, c1)
+        ab, ba = homogeneity_pairs(r["vecs"], r["vals"], c["vecs"], c["vals"], corr_vals_a=r["corr"],
+                                   corr_vals_b=c["corr"], same=same, dtype=dtype)
+        if same:  # a < b from ab, a > b from ba (homogeneity_pairs computed each pair once)
+            upper = torch.ones(ri.size, ri.size, dtype=torch.bool, device=ab[0].device).triu(1)
+            ab = tuple(torch.where(upper, x, y) for x, y in zip(ab, ba))
+        _place(out[(rows, cols)], ab, np.ix_(ri, cj))
+        if not same:
+            _place(out[(cols, rows)], ba, np.ix_(cj, ri))
+    if same:  # i == j is not a pair: NaN like geometry_core.homogeneity, and no masked count.
+        for t, fill in zip(out[(rows, cols)], (np.nan, np.nan, -1)):
+            np.fill_diagonal(t, fill)
     red = view.group["reduce"]
-    red["homogeneity_log"][r0:r1, c0:c1] = out_log
-    red["homogeneity_lin"][r0:r1, c0:c1] = out_lin
-    red["homogeneity_masked"][r0:r1, c0:c1] = out_masked
-    return TileStats.of(out_log, out_lin, out_masked)
+    arrays = [red[name] for name in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")]
+    stats = TileStats()
+    for ((a0, a1), (b0, b1)), values in out.items():
+        for arr, x in zip(arrays, values):
+            arr[a0:a1, b0:b1] = x
+        stats = stats + TileStats.of(*values)
+    return stats
+
+
+def _place(dst: tuple, got: tuple, sel) -> None:
+    for d, t in zip(dst, got):
+        d[sel] = t.cpu().numpy()
+
+
+def _empty_tile(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.full((n, m), np.nan), np.full((n, m), np.nan), np.full((n, m), -1, dtype=np.int32)
 
 
 def _leaf_ranges(view: GroupView) -> list[tuple[int, int]]:
@@ -143,98 +171,199 @@ def _leaf_ranges(view: GroupView) -> list[tuple[int, int]]:
     return [(a, min(a + step, n)) for a in range(0, n, step) if view.used[a : a + step].any()]
 
 
-# ---- reducers ----
+# ---- reducers: one function each, on one _Job; the table below says what each writes ----
 
 
-def _new_array(red: zarr.Group, name: str, shape, chunks, dtype, fill, dims) -> zarr.Array:
-    return red.create_array(
-        name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=dims, overwrite=True
-    )
+@dataclass
+class _Job:
+    """What a reducer function gets: the group, its reduce/ group, the executor, and the options."""
+
+    view: GroupView
+    red: zarr.Group
+    ex: Executor
+    tile: int
+    dtype: torch.dtype
+    progress: bool
+    global_vals: torch.Tensor | None = None  # set by "global", read by "anisotropy"
+
+    def create(self, name: str, shape, chunks) -> zarr.Array:
+        """The reduce/ array ``name`` with the dimensions, dtype and fill value the table gives it."""
+        a = ARRAYS[name]
+        return self.red.create_array(name, shape=shape, chunks=chunks, dtype=a.dtype, fill_value=a.fill,
+                                     dimension_names=a.dims, overwrite=True)
 
 
-def _reduce_global(view: GroupView, red, ex: Executor) -> dict:
+def _reduce_global(job: _Job) -> dict:
     from geometry_core.spectrum import eigen
 
-    if not (view.has_hessian or view.has_eigvecs):
-        return {"skipped": "the run kept neither hessian nor eigvecs"}
+    view, ex = job.view, job.ex
     ref = ex.put(view)
     total, count = ex.tree_reduce(_partial_sum, [(ref, a, b) for a, b in _leaf_ranges(view)], _combine)
     h_mean = torch.from_numpy(total / count)
     h_mean = 0.5 * (h_mean + h_mean.T)  # the sum of symmetric fp32 matrices is symmetric up to round-off
     vals, vecs = eigen(h_mean)
     d = view.layout.dim
-    _new_array(red, "global_hessian", (d, d), (d, d), "float64", np.nan, ("dim", "dim2"))[:] = h_mean.numpy()
-    _new_array(red, "global_eigvals", (d,), (d,), "float64", np.nan, ("eig",))[:] = vals.numpy()
-    _new_array(red, "global_eigvecs", (d, d), (d, d), "float64", np.nan, ("dim", "eig"))[:] = vecs.numpy()
-    return {"n_summed": int(count), "top_eigvals": [float(v) for v in vals[:5]], "eigvals": vals}
+    job.create("global_hessian", (d, d), (d, d))[:] = h_mean.numpy()
+    job.create("global_eigvals", (d,), (d,))[:] = vals.numpy()
+    job.create("global_eigvecs", (d, d), (d, d))[:] = vecs.numpy()
+    job.global_vals = vals
+    return {"n_summed": int(count), "top_eigvals": [float(v) for v in vals[:5]]}
 
 
-def _reduce_homogeneity(view: GroupView, red, tile: int, ex: Executor, dtype, progress=False) -> dict:
-    if not (view.has_hessian or view.has_eigvecs):
-        return {"skipped": "the run kept neither hessian nor eigvecs"}
-    n = view.layout.n
-    for name, dt, fill in (("homogeneity_log", "float64", np.nan), ("homogeneity_lin", "float64", np.nan),
-                           ("homogeneity_masked", "int32", -1)):
-        _new_array(red, name, (n, n), (tile, tile), dt, fill, ("code_i", "code_j"))
+def _reduce_homogeneity(job: _Job) -> dict:
+    n, tile = job.view.layout.n, job.tile
+    for name in REDUCER_TABLE["homogeneity"].arrays:
+        job.create(name.name, (n, n), (tile, tile))
     blocks = [(a, min(a + tile, n)) for a in range(0, n, tile)]
-    ref = ex.put(view)
-    args = [(ref, r, c, dtype) for r in blocks for c in blocks]
-    stats = sum(ex.map(_tile, args, desc="homogeneity tiles", progress=progress), TileStats())
-    return {"tiles": len(args), **stats.summary()}
+    ref = job.ex.put(job.view)
+    # One task per unordered pair of blocks, generated lazily: the driver holds no list that grows with N².
+    args = ((ref, r, c, job.dtype) for k, r in enumerate(blocks) for c in blocks[k:])
+    total = len(blocks) * (len(blocks) + 1) // 2
+    stats = job.ex.fold(_tile, args, operator.add, TileStats(), total=total, desc="homogeneity tiles",
+                        progress=job.progress, accelerated=True)
+    return {"tiles": len(blocks) ** 2, **stats.summary()}
 
 
-def _reduce_anisotropy(view: GroupView, red, global_vals) -> dict:
+def _reduce_anisotropy(job: _Job) -> dict:
     from geometry_core.spectrum import anisotropy
 
+    view = job.view
     points = np.full((view.layout.n, len(FRACTIONS)), -1, dtype=np.int32)
     rows = np.flatnonzero(view.used)
     if rows.size:
         vals = torch.from_numpy(np.asarray(view.group["eigvals"][:])[rows]).double()
         counts = anisotropy(vals, fractions=FRACTIONS)
         points[rows] = np.stack([np.asarray(counts[f]) for f in FRACTIONS], axis=1)
-    arr = _new_array(red, "anisotropy_points", points.shape, (view.layout.chunk_size, len(FRACTIONS)), "int32", -1,
-                     ("code", "fraction"))
+    arr = job.create("anisotropy_points", points.shape, (view.layout.chunk_size, len(FRACTIONS)))
     arr[:] = points
     arr.attrs["fractions"] = list(FRACTIONS)
     out = {"points_median": [float(np.median(points[rows, k])) if rows.size else math.nan
                              for k in range(len(FRACTIONS))]}
-    if global_vals is not None:
-        g = anisotropy(global_vals, fractions=FRACTIONS)
+    if job.global_vals is not None:
+        g = anisotropy(job.global_vals, fractions=FRACTIONS)
         counts = [int(g[f]) for f in FRACTIONS]
-        garr = _new_array(red, "anisotropy_global", (len(FRACTIONS),), (len(FRACTIONS),), "int32", -1, ("fraction",))
+        garr = job.create("anisotropy_global", (len(FRACTIONS),), (len(FRACTIONS),))
         garr[:] = np.asarray(counts, dtype=np.int32)
         garr.attrs["fractions"] = list(FRACTIONS)
         out["global"] = counts
     return out
 
 
+def _global_lines(s: dict) -> list[str]:
+    if "top_eigvals" not in s:
+        return []
+    return ["global metric, top eigenvalues: " + ", ".join(f"{v:.4g}" for v in s["top_eigvals"])]
+
+
+def _homogeneity_lines(s: dict) -> list[str]:
+    if "log_mean" not in s:
+        return []
+    return [f"homogeneity, log scale: {s['log_mean']:.3f} ± {s['log_std']:.3f}; linear scale: "
+            f"{s['lin_mean']:.3f} ± {s['lin_std']:.3f} ({s['log_count']} ordered pairs)"]
+
+
+def _anisotropy_lines(s: dict) -> list[str]:
+    out = []
+    if "global" in s:
+        out.append("anisotropy: eigenvalues holding 99% / 99.9% / 99.99% / 99.999% of the global metric: "
+                   + " / ".join(str(c) for c in s["global"]))
+    if "points_median" in s:
+        out.append("the same per code (median): " + " / ".join(f"{c:g}" for c in s["points_median"]))
+    return out
+
+
+@dataclass(frozen=True)
+class ReducedArray:
+    """One array a reducer writes under ``reduce/``."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    fill: float | int
+
+
+@dataclass(frozen=True)
+class Reducer:
+    """A reducer: its function, the arrays it writes, whether it needs eigenvectors (or hessians) kept.
+
+    ``lines`` turns its summary into the text lines `make demo` prints.
+    """
+
+    name: str
+    title: str
+    compute: Callable[[_Job], dict]
+    arrays: tuple[ReducedArray, ...]
+    needs_eigvecs: bool
+    lines: Callable[[dict], list[str]]
+
+
+_F64, _I32 = "float64", "int32"
+# THE table: spec defaults and keep rule, the reducers a run enables, xarray's fraction coordinates,
+# the CLI's help and the demo's summary all read it. Order matters: "anisotropy" uses "global"'s eigenvalues.
+REDUCER_TABLE: dict[str, Reducer] = {r.name: r for r in (
+    Reducer("global", "global metric", _reduce_global,
+            (ReducedArray("global_hessian", ("dim", "dim2"), _F64, math.nan),
+             ReducedArray("global_eigvals", ("eig",), _F64, math.nan),
+             ReducedArray("global_eigvecs", ("dim", "eig"), _F64, math.nan)), True, _global_lines),
+    Reducer("homogeneity", "homogeneity", _reduce_homogeneity,
+            (ReducedArray("homogeneity_log", ("code_i", "code_j"), _F64, math.nan),
+             ReducedArray("homogeneity_lin", ("code_i", "code_j"), _F64, math.nan),
+             ReducedArray("homogeneity_masked", ("code_i", "code_j"), _I32, -1)), True, _homogeneity_lines),
+    Reducer("anisotropy", "anisotropy", _reduce_anisotropy,
+            (ReducedArray("anisotropy_points", ("code", "fraction"), _I32, -1),
+             ReducedArray("anisotropy_global", ("fraction",), _I32, -1)), False, _anisotropy_lines),
+)}
+REDUCERS = tuple(REDUCER_TABLE)
+ARRAYS: dict[str, ReducedArray] = {a.name: a for r in REDUCER_TABLE.values() for a in r.arrays}
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """Text lines of one group's reduce summary, reducer by reducer (`make demo`)."""
+    return [line for name, r in REDUCER_TABLE.items() for line in r.lines(summary.get(name) or {})]
+
+
+def enabled_reducers(attrs: dict) -> tuple[str, ...]:
+    """The reducers a run's spec (in its attrs) enables; all when the spec says nothing."""
+    spec = attrs.get("spec") or {}
+    flags = spec.get("reducers") if isinstance(spec, dict) else None
+    if not isinstance(flags, dict):
+        return tuple(REDUCER_TABLE)
+    return tuple(r for r in REDUCER_TABLE if flags.get(r, True))
+
+
 def reduce_group(
     group: zarr.Group | GroupView,
     *,
-    reducers: tuple[str, ...] | list[str] = REDUCERS,
+    reducers: tuple[str, ...] | list[str] | None = None,
     tile: int = DEFAULT_TILE,
     use_ray: bool = True,
     dtype: torch.dtype = torch.float64,
     progress: bool = False,
     ex: Executor | None = None,
+    device: str = "auto",
 ) -> dict:
     """Reduce one ``<model>/<space>/<target>`` group; write ``reduce/`` and return a summary dict.
 
-    ``reducers``: any of "global", "homogeneity", "anisotropy". ``tile``: rows and
+    ``reducers``: any of the table's (default all): "global", "homogeneity", "anisotropy". ``tile``: rows and
     columns per homogeneity tile (and zarr chunk). ``ex``: where the tasks run
     (default: Ray tasks on the instance already initialised when ``use_ray``,
-    else this process). ``dtype``: precision of the homogeneity products
-    (float64: log10 of small eigenvalues is meaningless in float32 products).
+    else this process). ``device``: "auto" runs the homogeneity tiles on GPUs where
+    the executor has them, "cpu" never (the values are the same). ``dtype``: precision
+    of the homogeneity products (float64: log10 of small eigenvalues is meaningless in
+    float32 products).
     """
-    bad = [r for r in reducers if r not in REDUCERS]
+    reducers = tuple(REDUCER_TABLE) if reducers is None else reducers
+    bad = [r for r in reducers if r not in REDUCER_TABLE]
     if bad:
-        raise GeometryError(f"reducers must be among {list(REDUCERS)}, got {bad}")
+        raise GeometryError(f"reducers must be among {list(REDUCER_TABLE)}, got {bad}")
+    if device not in DEVICES:
+        raise GeometryError(f"device must be one of {list(DEVICES)}, got {device!r}")
     if not isinstance(tile, int) or tile < 1:
         raise GeometryError(f"tile must be a positive integer, got {tile!r}")
     view = group if isinstance(group, GroupView) else GroupView.of(group.path, group)
     # reduce/ is rewritten below: no consolidated copy of its metadata may outlive it (cluster/xr.py).
     view = dataclasses.replace(view, group=drop_consolidated(view.group))
-    ex = ex or executor(use_ray)
+    ex = ex or executor(use_ray, device=device)
     lay = view.layout
     red = view.group.require_group("reduce")
     # The completion record is written last: until then reduce/ reads as unfinished (ARCHITECTURE.md, "Store").
@@ -248,15 +377,11 @@ def reduce_group(
         red.attrs.update({**summary, "state": "complete"})
         consolidate_group(view.group)
         return summary
-    global_vals = None
-    if "global" in reducers:
-        g = _reduce_global(view, red, ex)
-        global_vals = g.pop("eigvals", None)
-        summary["global"] = g
-    if "homogeneity" in reducers:
-        summary["homogeneity"] = _reduce_homogeneity(view, red, tile, ex, dtype, progress)
-    if "anisotropy" in reducers:
-        summary["anisotropy"] = _reduce_anisotropy(view, red, global_vals)
+    job = _Job(view, red, ex, tile, dtype, progress)
+    for name, r in REDUCER_TABLE.items():
+        if name in reducers:
+            needs = r.needs_eigvecs and not (view.has_hessian or view.has_eigvecs)
+            summary[name] = {"skipped": "the run kept neither hessian nor eigvecs"} if needs else r.compute(job)
     if not summary["complete"]:
         summary["note"] = (f"partial: {view.n_chunks_done} of {lay.n_chunks} chunks done; "
                            f"reduced over {summary['n_used']} of {lay.n} codes")
@@ -267,13 +392,11 @@ def reduce_group(
     return summary
 
 
-def _spec_reducers(attrs: dict) -> tuple[str, ...]:
-    """The reducers the run's spec enables (all when the spec says nothing)."""
-    spec = attrs.get("spec") or {}
-    flags = spec.get("reducers") if isinstance(spec, dict) else None
-    if not isinstance(flags, dict):
-        return REDUCERS
-    return tuple(r for r in REDUCERS if flags.get(r, True))
+def _spec_device(attrs: dict) -> str:
+    """Where the run's spec lets reducer tasks run (``resources.reduce_device``; "auto" when it says nothing)."""
+    spec = attrs.get("spec") if isinstance(attrs.get("spec"), dict) else {}
+    res = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
+    return res.get("reduce_device") if res.get("reduce_device") in DEVICES else "auto"
 
 
 def reduce_run(
@@ -288,6 +411,7 @@ def reduce_run(
     progress: bool = False,
     skip_damaged: bool = False,
     ex: Executor | None = None,
+    device: str | None = None,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -295,22 +419,29 @@ def reduce_run(
     ``s3://bucket/prefix``). ``reducers``: default those the run's spec enables.
     ``use_ray``: use Ray if it is already initialised, else start one (embedded,
     or ``address``) and shut it down afterwards; ``use_ray=False`` computes the
-    same values in this process. A damaged done chunk (data and checksum disagree)
+    same values in this process. ``device``: "auto" or "cpu" (:func:`reduce_group`);
+    default the spec's ``resources.reduce_device``. A damaged done chunk (data and checksum disagree)
     raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``. ``ex``: the
-    executor to use (its ``placement`` then says where the tasks ran).
+    executor to use (its ``placement`` then says where the tasks ran), set to ``device``.
     """
     from .storage import store_env
 
     view = open_run(root_or_url, run, s3_endpoint=s3_endpoint, mode="a")
     targets = view.targets(skip_damaged=skip_damaged)
-    chosen = tuple(reducers) if reducers is not None else _spec_reducers(view.attrs)
+    chosen = tuple(reducers) if reducers is not None else enabled_reducers(view.attrs)
+    device = device if device is not None else _spec_device(view.attrs)
+    if device not in DEVICES:
+        raise GeometryError(f"device must be one of {list(DEVICES)}, got {device!r}")
     started = False
     if use_ray:
         from .ray_runtime import init_ray
 
         started = init_ray(address, store_env(s3_endpoint))
     try:
-        ex = ex or executor(use_ray)
+        if ex is None:
+            ex = executor(use_ray, device=device)
+        else:
+            ex.device = device  # the caller's executor (for its placement) works on the run's device
         return {g.key: reduce_group(g, reducers=chosen, tile=tile, ex=ex, progress=progress) for g in targets}
     finally:
         if started:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time
 
-from .lock import LOCK_GROUP, is_stale, lock_info
 from .integrity import reduce_state
+from .lock import LOCK_GROUP, is_stale, lock_info
+from .reduce import enabled_reducers
 
 __all__ = ["attempt_attrs", "live_driver", "run_state", "timing_report"]
 
@@ -39,18 +40,12 @@ def live_driver(rs, run: str) -> dict | None:
     return None if info is None or is_stale(info, time.time()) else info
 
 
-def _reducers_on(attrs: dict) -> bool:
-    spec = attrs.get("spec") if isinstance(attrs.get("spec"), dict) else {}
-    flags = spec.get("reducers")
-    return not isinstance(flags, dict) or any(bool(v) for v in flags.values())
-
-
 def _unfinished_reduce(rs, run: str, attrs: dict) -> list[str]:
     """Groups whose reduce started and never wrote its record (or, reducers enabled, never ran)."""
     out = []
     for key in attrs.get("groups", []):
         state = reduce_state(rs.group(run, key))
-        if state == "unfinished" or (state is None and _reducers_on(attrs)):
+        if state == "unfinished" or (state is None and enabled_reducers(attrs)):
             out.append(key)
     return out
 

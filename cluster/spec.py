@@ -21,6 +21,8 @@ from typing import Any
 
 from geometry_core.errors import GeometryError, UsageError, clip
 
+from .executor import DEVICES as REDUCE_DEVICES
+from .reduce import REDUCER_TABLE
 from .storage import DEFAULT_STORE
 from .layout import default_label
 from .spec_yaml import read_spec_yaml
@@ -49,8 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "topk": None,
     "keep": {"hessian": False, "eigvecs": True},
     "chunk_size": 16,
-    "reducers": {"global": True, "homogeneity": True, "anisotropy": True},
-    "resources": {"workers": None, "gpus_per_worker": 0, "cpus_per_worker": 1},
+    "reducers": dict.fromkeys(REDUCER_TABLE, True),
+    # reduce_device: "auto" (homogeneity tiles on GPUs where the cluster has them) or "cpu".
+    "resources": {"workers": None, "gpus_per_worker": 0, "cpus_per_worker": 1, "reduce_device": "auto"},
 }
 # What a run may ask for (ARCHITECTURE.md, "Limits"); checked before anything is written.
 LIMITS: dict[str, int] = {
@@ -282,13 +285,15 @@ def _check_scalars(raw: dict, codes: dict, keep: dict, red: dict, res: dict, pro
             if not isinstance(v, bool):
                 problems.append(f"{sec}.{k}: expected true or false, got {clip(v)}")
     keeps_bool = all(isinstance(v, bool) for v in keep.values())
-    if keeps_bool and (red.get("global") is True or red.get("homogeneity") is True) and not (
-        keep["eigvecs"] or keep["hessian"]
-    ):
-        problems.append("keep: reducers global/homogeneity need keep.eigvecs or keep.hessian to be true")
+    needs = [name for name, r in REDUCER_TABLE.items() if r.needs_eigvecs]
+    if keeps_bool and any(red.get(name) is True for name in needs) and not (keep["eigvecs"] or keep["hessian"]):
+        problems.append(f"keep: reducers {'/'.join(needs)} need keep.eigvecs or keep.hessian to be true")
     if res["workers"] is not None:
         _check_int(problems, "resources.workers", res["workers"], 1, LIMITS["workers"],
                    "a number of workers (or null: auto)")
+    if res["reduce_device"] not in REDUCE_DEVICES:
+        problems.append(f"resources.reduce_device: expected one of {list(REDUCE_DEVICES)}, "
+                        f"got {clip(res['reduce_device'])}")
     top = LIMITS["resources_per_worker"]
     for k in ("gpus_per_worker", "cpus_per_worker"):
         v = res[k]

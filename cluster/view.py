@@ -94,6 +94,18 @@ class GroupView:
 
         return eigen(self.hessians(a, b, dtype))[1]  # decomposed in float64 whatever dtype
 
+    def spectra(self, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """float64 ``(l, V)`` of the used codes in rows [a, b) with ``H = V diag(l) Vᵀ``.
+
+        The stored eigenpairs; where the run kept no eigvecs, the float64 decomposition of the
+        stored hessian (whose eigenvalues, unlike the stored ones, reproduce that hessian).
+        """
+        if self.has_eigvecs:
+            return self.eigvals(a, b, torch.float64), self._used("eigvecs", a, b, torch.float64)
+        from geometry_core.spectrum import eigen
+
+        return eigen(self.hessians(a, b, torch.float64))
+
     def hessians_at(self, rows: np.ndarray) -> np.ndarray | None:
         """float64 H (len(rows), D, D) at the given code rows; None when the run kept neither H nor V."""
         def stack(name: str) -> torch.Tensor:

@@ -18,23 +18,12 @@ QUICKSTART = Path(__file__).resolve().parent / "examples" / "quickstart.yaml"
 
 
 def _summary_lines(reduced: dict) -> list[str]:
+    from cluster.reduce import summary_lines
+
     lines = []
     for group, s in reduced.items():
         lines.append(f"{group}: {s['n_used']} codes")
-        g = s.get("global", {})
-        if "top_eigvals" in g:
-            lines.append("  global metric, top eigenvalues: " + ", ".join(f"{v:.4g}" for v in g["top_eigvals"]))
-        a = s.get("anisotropy", {})
-        if "global" in a:
-            lines.append("  anisotropy: eigenvalues holding 99% / 99.9% / 99.99% / 99.999% of the global metric: "
-                         + " / ".join(str(c) for c in a["global"]))
-        if "points_median" in a:
-            lines.append("  the same per code (median): " + " / ".join(f"{c:g}" for c in a["points_median"]))
-        h = s.get("homogeneity", {})
-        if "log_mean" in h:
-            lines.append(f"  homogeneity, log scale: {h['log_mean']:.3f} ± {h['log_std']:.3f}; "
-                         f"linear scale: {h['lin_mean']:.3f} ± {h['lin_std']:.3f} "
-                         f"({h['log_count']} ordered pairs)")
+        lines += [f"  {line}" for line in summary_lines(s)]
     return lines
 
 

@@ -22,11 +22,12 @@ __all__ = ["add_parser", "run_reduce"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``reduce RUN [--store URL] [--s3-endpoint URL] [--address ADDR] [--tile N] [--no-ray]``."""
-    from cluster.reduce import DEFAULT_TILE
+    from cluster.reduce import DEFAULT_TILE, REDUCER_TABLE
     from cluster.storage import DEFAULT_STORE
     from jobs.cli import store_args
 
-    p = subparsers.add_parser("reduce", help="global metric, homogeneity and anisotropy of a run, from the store")
+    *most, last = [r.title for r in REDUCER_TABLE.values()]
+    p = subparsers.add_parser("reduce", help=f"{', '.join(most)} and {last} of a run, from the store")
     p.add_argument("run", help="run name in the store")
     store_args(p, default=DEFAULT_STORE)
     from cluster.ray_runtime import CLUSTER_ADDRESS_HELP

@@ -14,6 +14,7 @@ import pytest
 import torch
 import zarr
 
+from cluster.executor import InProcess
 from cluster.reduce import FRACTIONS, reduce_group, reduce_run
 from cluster.storage import StoreError
 from cluster.view import find_target_groups
@@ -157,11 +158,142 @@ def test_run_level_discovery_and_spec_reducers(tmp_path):
                                              "anisotropy_points", "anisotropy_global"}
 
 
+def _paper_loop(h: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's definition, ordered pair by ordered pair: v_k = u_ik^T H_j u_ik against l_j."""
+    vals, vecs = np.linalg.eigh(h)
+    vals, vecs = vals[:, ::-1], vecs[:, :, ::-1]  # descending, as stored
+    out = np.full((3, N, N), np.nan)
+    for i in rows:
+        for j in rows:
+            if i != j:
+                v = np.array([vecs[i][:, k] @ h[j] @ vecs[i][:, k] for k in range(D)])
+                ok = (v > 0) & (vals[j] > 0)
+                out[:, i, j] = (np.corrcoef(np.log10(v[ok]), np.log10(vals[j][ok]))[0, 1],
+                                np.corrcoef(v, vals[j])[0, 1], (~ok).sum())
+    return out[0], out[1], out[2]
+
+
+@pytest.mark.parametrize("keep", [{"keep_hessian": False}, {"keep_eigvecs": False}, {}])
+def test_homogeneity_equals_paper_loop(tmp_path, keep):
+    # Tiles of 5 over 12 codes: diagonal tiles, off-diagonal tiles and their mirrors, a ragged edge, and a
+    # chunk not done. Full-rank spectra 1..1e-4 in random bases spread each v_k over the spectrum
+    # (v_k >~ 1e-3 l_max), so the two summation orders (sum_m M_km^2 l_m against u^T H u, each ~D eps
+    # l_max off) move log10 v by < 1e-13 and the correlations by less still: 1e-12 holds with margin.
+    h = _metrics(seed=8)
+    g = _write_store(tmp_path, h, done=[1, 0, 1], **keep)
+    reduce_group(g, tile=5, reducers=("homogeneity",), use_ray=False)
+    rows = np.r_[0:4, 8:12]
+    want_log, want_lin, want_masked = _paper_loop(h.numpy(), rows)
+    red = g["reduce"]
+    np.testing.assert_allclose(red["homogeneity_log"][:], want_log, rtol=0, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(red["homogeneity_lin"][:], want_lin, rtol=0, atol=1e-12, equal_nan=True)
+    masked = red["homogeneity_masked"][:]
+    off = ~np.eye(N, dtype=bool) & np.isin(np.arange(N), rows)[:, None] & np.isin(np.arange(N), rows)[None, :]
+    np.testing.assert_array_equal(masked[off], want_masked[off])
+    assert (masked[~off] == -1).all()
+
+
+class _Recording(InProcess):
+    """In-process executor that records what the homogeneity tiles are folded over."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = []
+
+    def fold(self, fn, args, combine, initial, **kw):
+        listed = isinstance(args, (list, tuple))  # a list would be the driver holding N² tasks at once
+        seen = []
+        out = super().fold(fn, (seen.append(a[1:3]) or a for a in args), combine, initial, **kw)
+        self.calls.append((listed, seen, kw))
+        return out
+
+
+def test_one_task_per_unordered_pair_of_tiles(tmp_path):
+    h = _metrics(seed=9)
+    g = _write_store(tmp_path, h, keep_hessian=False)
+    ex = _Recording(device="cpu")
+    summary = reduce_group(g, tile=5, reducers=("homogeneity",), ex=ex)
+    (listed, seen, kw), = ex.calls
+    assert not listed, "tile arguments must be generated lazily, not held as a list"
+    blocks = [(0, 5), (5, 10), (10, 12)]
+    assert seen == [(r, c) for k, r in enumerate(blocks) for c in blocks[k:]]
+    assert kw["total"] == 6 and kw["accelerated"] is True
+    assert summary["homogeneity"]["tiles"] == 9  # zarr chunks written: each mirror by its pair's task
+    _assert_matches_memory_homogeneity(g["reduce"], h)
+
+
+def _assert_matches_memory_homogeneity(red: zarr.Group, h: torch.Tensor) -> None:
+    c_log, c_lin, c_masked = homogeneity(h, return_masked=True)
+    np.testing.assert_allclose(red["homogeneity_log"][:], c_log.numpy(), rtol=0, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(red["homogeneity_lin"][:], c_lin.numpy(), rtol=0, atol=1e-12, equal_nan=True)
+    off = ~np.eye(N, dtype=bool)
+    np.testing.assert_array_equal(red["homogeneity_masked"][:][off], c_masked.numpy()[off])
+
+
+def test_reduce_device_from_spec(tmp_path, monkeypatch):
+    import cluster.reduce as reduce_mod
+
+    h = _metrics(seed=10)
+    _write_store(tmp_path, h)
+    root = zarr.open_group(str(tmp_path), mode="a", zarr_format=3)
+    asked = []
+    real = reduce_mod.executor
+    monkeypatch.setattr(reduce_mod, "executor", lambda use_ray, device: asked.append(device) or real(use_ray,
+                                                                                                  device=device))
+    reduce_run(root, "quick", reducers=("anisotropy",), use_ray=False)
+    root["quick"].attrs["spec"] = {"resources": {"reduce_device": "cpu"}}
+    reduce_run(root, "quick", reducers=("anisotropy",), use_ray=False)
+    reduce_run(root, "quick", reducers=("anisotropy",), use_ray=False, device="auto")
+    assert asked == ["auto", "cpu", "auto"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tiles_equal_cpu_tiles(tmp_path):
+    h = _metrics(seed=11)
+    g = _write_store(tmp_path, h, keep_hessian=False)
+    reduce_group(g, tile=5, reducers=("homogeneity",), ex=InProcess(device="cpu"))
+    cpu = {k: g["reduce"][k][:] for k in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")}
+    reduce_group(g, tile=5, reducers=("homogeneity",), ex=InProcess(device="auto"))
+    for k, v in cpu.items():  # float64 on both; different BLAS, same sums to round-off
+        np.testing.assert_allclose(g["reduce"][k][:], v, rtol=0, atol=1e-12, equal_nan=True)
+
+
+def test_a_reducer_added_to_the_table_runs_everywhere(tmp_path, monkeypatch):
+    # One table entry (function, arrays with dims, needs eigvecs, summary lines) is all a statistic needs.
+    import cluster.reduce as reduce_mod
+    from cluster.xr import open_run_xarray
+    from jobs.demo import _summary_lines
+
+    def trace(job):
+        job.create("trace_points", (job.view.layout.n, len(FRACTIONS)), (C, len(FRACTIONS)))[:] = 7
+        return {"value": 7}
+
+    new = reduce_mod.Reducer("trace", "trace", trace, (reduce_mod.ReducedArray("trace_points", ("code", "fraction"),
+                                                                             "int32", -1),), False,
+                             lambda s: [f"trace: {s['value']}"] if s else [])
+    monkeypatch.setitem(reduce_mod.REDUCER_TABLE, "trace", new)
+    monkeypatch.setitem(reduce_mod.ARRAYS, "trace_points", new.arrays[0])
+    g = _write_store(tmp_path, _metrics(seed=12))
+    root = zarr.open_group(str(tmp_path), mode="a", zarr_format=3)
+    root["quick"].attrs["spec"] = {"reducers": {"global": False, "homogeneity": False, "anisotropy": False}}
+    assert reduce_mod.enabled_reducers(dict(root["quick"].attrs)) == ("trace",)  # on unless the spec says off
+    out = reduce_run(root, "quick", use_ray=False)["dcgan-faces/z/mse"]
+    assert out["trace"] == {"value": 7} and set(g["reduce"].array_keys()) == {"trace_points"}
+    assert g["reduce/trace_points"].metadata.dimension_names == ("code", "fraction")
+    # xarray labels its fraction axis (a table array with a "fraction" dimension); the demo prints its line.
+    g["reduce/trace_points"].attrs["fractions"] = list(FRACTIONS)
+    ds = open_run_xarray(str(tmp_path), "quick", "dcgan-faces/z/mse", reduced=True)
+    assert list(ds["fraction"].values) == list(FRACTIONS)
+    assert "  trace: 7" in _summary_lines({"g": out})
+
+
 def test_bad_input(tmp_path):
     g = _write_store(tmp_path, _metrics())
     with pytest.raises(GeometryError, match="reducers must be among"):
         reduce_group(g, reducers=("bogus",), use_ray=False)
     with pytest.raises(GeometryError, match="tile must be"):
         reduce_group(g, tile=0, use_ray=False)
+    with pytest.raises(GeometryError, match="device must be one of"):
+        reduce_group(g, device="gpu", use_ray=False)
     with pytest.raises(StoreError, match="no run 'other'"):
         reduce_run(str(tmp_path), "other", use_ray=False)

@@ -7,6 +7,7 @@ Reduce writes a completion record last per group; ``status`` tells ``computing``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,7 +36,8 @@ def _killed_in_reduce(store, monkeypatch) -> None:
     def killed(*a, **k):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(reduce_mod, "_reduce_homogeneity", killed)
+    table = reduce_mod.REDUCER_TABLE
+    monkeypatch.setitem(table, "homogeneity", dataclasses.replace(table["homogeneity"], compute=killed))
     with pytest.raises(KeyboardInterrupt):
         reduce_run(str(store), "v", use_ray=False)
     monkeypatch.undo()

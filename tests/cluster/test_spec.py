@@ -32,6 +32,9 @@ def test_defaults_fill_missing_sections():
     assert spec.store == DEFAULTS["store"] and spec.method == "exact" and spec.topk is None
     assert spec.keep_eigvecs and not spec.keep_hessian
     assert spec.identity() == parse_spec({**_good(), "store": "s3://b/x", "resources": {"workers": 3}}).identity()
+    assert spec.resources["reduce_device"] == "auto"
+    cpu = parse_spec({**_good(), "resources": {"reduce_device": "cpu"}})
+    assert cpu.resources["reduce_device"] == "cpu" and cpu.identity() == spec.identity()  # placement, not numbers
 
 
 def test_layers_all_from_yaml_mapping():
@@ -59,6 +62,7 @@ def test_layers_all_from_yaml_mapping():
     ({"reducers": {"global": 1}}, "reducers.global"),
     ({"resources": {"workers": 0}}, "resources.workers"),
     ({"resources": {"gpus": 1}}, "resources.gpus"),
+    ({"resources": {"reduce_device": "gpu"}}, "resources.reduce_device"),
     ({"name": "has space"}, "name"),
     ({"extra": 1}, "extra"),
 ])

@@ -7,6 +7,7 @@ group (a layer of the same model) lets a run be opened whole, stacked along ``gr
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -180,7 +181,8 @@ def test_consolidated_copy_never_outlives_a_reduce(tmp_path, monkeypatch):
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(reduce_mod, "_reduce_homogeneity", killed)
+    table = reduce_mod.REDUCER_TABLE
+    monkeypatch.setitem(table, "homogeneity", dataclasses.replace(table["homogeneity"], compute=killed))
     with pytest.raises(KeyboardInterrupt):
         reduce_group(zarr.open_group(str(tmp_path), mode="r+", zarr_format=3)[f"{RUN}/{KEY}"], use_ray=False)
     # Read as every command reads it (through the root): unfinished, not the old copy's "complete".

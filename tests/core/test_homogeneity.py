@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from geometry_core.errors import GeometryError
-from geometry_core.homogeneity import global_metric, homogeneity, homogeneity_summary, homogeneity_tile
+from geometry_core.homogeneity import (global_metric, homogeneity, homogeneity_pairs, homogeneity_summary,
+                                      homogeneity_tile)
 from geometry_core.spectrum import eigen
 
 
@@ -91,6 +92,41 @@ def test_tiles_assemble_to_the_full_matrix():
     log_t, lin_t, _ = homogeneity_tile(U[2:5], H[4:7], lam[4:7], offsets=(2, 4))
     torch.testing.assert_close(log_t, full[0][2:5, 4:7], rtol=0, atol=1e-14, equal_nan=True)
     assert bool(torch.isnan(lin_t[2, 0]))  # global entry (4, 4)
+
+
+@pytest.mark.parametrize("pair_bytes", [2**22, 8 * 6 * 6])  # one product for the blocks / one per pair
+def test_pairs_give_both_directions_from_one_product(monkeypatch, pair_bytes):
+    import sys
+
+    monkeypatch.setattr(sys.modules["geometry_core.homogeneity"], "_PAIR_BYTES", pair_bytes)
+    # Rank 5 of 6 stored with an exact zero eigenvalue, so every pair masks >= 1 entry.
+    vals = torch.tensor([1.0, 0.2, 3e-2, 1e-3, 1e-4, 0.0], dtype=torch.float64)
+    Q = random_rotations(9, 6, 7)
+    H = stack(Q, vals)
+    lam = vals.expand(9, 6).contiguous()
+    full_log, full_lin, full_m = homogeneity(H, eigvals=lam, eigvecs=Q, return_masked=True)
+    # Different sums, same value: v = sum_m M_km^2 l_m against u^T H u, float64 round-off on entries
+    # of order 1e-4 (random bases spread every v over the whole spectrum) moves a correlation << 1e-12.
+    tol = {"rtol": 0, "atol": 1e-12, "equal_nan": True}
+    ab, ba = homogeneity_pairs(Q[:4], lam[:4], Q[4:], lam[4:])
+    for k, full in enumerate((full_log, full_lin)):
+        torch.testing.assert_close(ab[k], full[:4, 4:], **tol)
+        torch.testing.assert_close(ba[k], full[4:, :4], **tol)
+    assert torch.equal(ab[2], full_m[:4, 4:]) and torch.equal(ba[2], full_m[4:, :4]) and bool((ab[2] >= 1).all())
+    # One block with itself: each pair once, a < b in the first result and a > b in the second.
+    ab, ba = homogeneity_pairs(Q[2:7], lam[2:7], Q[2:7], lam[2:7], same=True)
+    upper = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    for k, full in enumerate((full_log, full_lin)):
+        torch.testing.assert_close(torch.where(upper, ab[k], ba[k]), full[2:7, 2:7], **tol)
+        assert bool(ab[k][~upper].isnan().all() and ba[k][~upper.T].isnan().all())
+    assert torch.equal(torch.where(upper, ab[2], ba[2]), full_m[2:7, 2:7].fill_diagonal_(0))
+    # corr_vals: the eigenvalues correlated with may differ from those giving H (a hessian-only run).
+    other = lam * torch.linspace(1, 2, 6, dtype=torch.float64)
+    ab, _ = homogeneity_pairs(Q[:4], lam[:4], Q[4:], lam[4:], corr_vals_b=other[4:])
+    want = homogeneity_tile(Q[:4], H[4:], other[4:])
+    torch.testing.assert_close(ab[1], want[1], **tol)
+    with pytest.raises(GeometryError, match="homogeneity_pairs"):
+        homogeneity_pairs(Q[:4], lam[:3], Q[4:], lam[4:])
 
 
 def test_summary_and_global_metric():
