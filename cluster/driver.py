@@ -27,6 +27,7 @@ from geometry_core.errors import GeometryError, WeightsError
 
 from .bounds import check_plan, check_resources
 from .codes import DEFAULT_SCHEME, file_rows
+from .finished import finished_summary
 from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
 from .lock import RunLock, RunLockedError
@@ -322,7 +323,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     skipped. Reducers the spec enables run afterwards when the sweep is complete.
     ``worker_cls``: the worker actor's class (a subclass of :class:`SweepWorker`).
     Raises :class:`~cluster.storage.StoreError` before starting Ray when the
-    store cannot be opened or the run exists with a different spec.
+    store cannot be opened or the run exists with a different spec. A run already
+    complete and reduced with this identity is answered from the store without
+    starting Ray (:mod:`cluster.finished`).
     """
     import ray
 
@@ -331,6 +334,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     check_cluster_address(address)  # a job server URL: one line, before the first progress line
     _precheck(spec, s3_endpoint)
     prog = SweepProgress(spec.name, enabled=progress)
+    finished = finished_summary(spec, s3_endpoint)  # a finished run answers from the store: no Ray, no model
+    if finished is not None:
+        prog.say("complete and reduced with this spec; nothing to do")
+        return finished
     prog.starting(spec, address=address)  # before Ray and the workers: they take a while to start
     env = store_env(s3_endpoint)
     started_ray = init_ray(address, env)
