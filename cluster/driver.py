@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from geometry_core.errors import GeometryError, WeightsError
 
-from .bounds import check_plan, check_resources
+from .bounds import check_before_ray, check_plan, check_resources
 from .codes import DEFAULT_SCHEME, file_rows
 from .finished import finished_summary
 from .growth import code_scheme, grow_run, plan_growth
@@ -338,6 +338,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     if finished is not None:
         prog.say("complete and reduced with this spec; nothing to do")
         return finished
+    # Layer names, a codes file's width, distances (on this machine when Ray is embedded): no worker needed.
+    check_before_ray(spec, distances=address is None)
     prog.starting(spec, address=address)  # before Ray and the workers: they take a while to start
     env = store_env(s3_endpoint)
     started_ray = init_ray(address, env)
