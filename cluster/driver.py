@@ -327,8 +327,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     complete and reduced with this identity is answered from the store without
     starting Ray (:mod:`cluster.finished`).
     """
-    import ray
-
     # Workers run in other directories: a relative local store means the driver's cwd.
     spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
     check_cluster_address(address)  # a job server URL: one line, before the first progress line
@@ -340,6 +338,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         return finished
     # Layer names, a codes file's width, distances (on this machine when Ray is embedded): no worker needed.
     check_before_ray(spec, distances=address is None)
+    import ray  # seconds to import: not for a finished run or a refused spec
+
     prog.starting(spec, address=address)  # before Ray and the workers: they take a while to start
     env = store_env(s3_endpoint)
     started_ray = init_ray(address, env)
