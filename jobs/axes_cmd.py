@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def metric_args(p: argparse.ArgumentParser, default: str) -> None:
     """``--metric run:NAME[/group]`` and the store it is read from (``--store``, ``--s3-endpoint``)."""
-    from cluster.storage import DEFAULT_STORE
+    from cluster.defaults import DEFAULT_STORE
     from jobs.cli import store_args
 
     p.add_argument("--metric", default=None, metavar="run:NAME[/GROUP]",

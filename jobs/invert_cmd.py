@@ -40,7 +40,7 @@ DEFAULTS = {
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``invert`` and ``search`` on a ``gangeo`` subparsers object."""
     p = subparsers.add_parser("invert", help="invert an image with Adam or BasinCMA, optionally in the metric's eigenbasis")
-    _common(p)
+    _common(p, basis="global")
     p.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"], help="seed of the code that makes the target")
     p.add_argument("--target-image", default=None, help="PNG to invert instead (resized to G's size)")
     p.add_argument("--init-seed", type=int, default=DEFAULTS["init_seed"], help="seed of the initial code and of CMA-ES")
@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_invert)
 
     q = subparsers.add_parser("search", help="CMA-ES with and without the metric's eigenframe on a black-box objective")
-    _common(q)
+    _common(q, basis="both")
     q.add_argument("--objective", choices=("unit", "target"), default="unit")
     q.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"], help="target code seed (--objective target)")
     q.add_argument("--layer", default=DEFAULTS["layer"], help="module of the random-weight AlexNet (--objective unit)")
@@ -70,16 +70,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_search)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    from cluster.storage import DEFAULT_STORE
+def _common(p: argparse.ArgumentParser, *, basis: str) -> None:
+    from cluster.defaults import DEFAULT_STORE
     from jobs.axes_cmd import DISTANCE_HELP
     from jobs.cli import store_args
 
     p.add_argument("--generator", default=DEFAULTS["generator"])
     p.add_argument("--space", default=None)
     p.add_argument("--distance", default=None, help=DISTANCE_HELP)
-    p.add_argument("--basis", choices=("global", "none", "both"), default=None,
-                   help="eigenbasis of the global metric or plain coordinates (invert: global|none; search default both)")
+    p.add_argument("--basis", choices=("global", "none", "both"), default=basis,
+                   help="eigenbasis of the global metric, plain coordinates, or both (search only)")
     p.add_argument("--metric", default=None,
                    help=".npy (D, D) global metric, or run:NAME[/GROUP] (a reduced run's in --store), "
                         "to use instead of computing it")
@@ -140,7 +140,7 @@ def run_invert(args: argparse.Namespace) -> int:
     from geometry_core.inversion import InversionOptions, invert
     from jobs.cli import check_out_dir
 
-    basis = args.basis or "global"
+    basis = args.basis
     if basis == "both":
         raise UsageError("--basis: invert takes global or none")
     check_out_dir(args.out)  # before any computing: a refused folder costs nothing
@@ -208,7 +208,7 @@ def run_search(args: argparse.Namespace) -> int:
     """Plain and/or metric CMA-ES over --seeds runs; print final values mean ± sem."""
     from geometry_core.search import cma_search
 
-    basis = args.basis or "both"
+    basis = args.basis
     if args.budget < 1 or args.seeds < 1:
         raise UsageError(f"need --budget >= 1 and --seeds >= 1; got {args.budget}, {args.seeds}")
     G, d, stored = _load(args)

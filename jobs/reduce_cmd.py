@@ -16,13 +16,14 @@ import sys
 
 from jobs.output import print_json
 
-__all__ = ["add_parser", "run_reduce"]
+__all__ = ["TILE", "add_parser", "run_reduce"]
+
+TILE = 64  # cluster.reduce.DEFAULT_TILE, written here so `-h` imports no torch (a test checks they agree)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``reduce RUN [--store URL] [--s3-endpoint URL] [--address ADDR] [--tile N] [--no-ray]``."""
-    from cluster.reduce import DEFAULT_TILE
-    from cluster.storage import DEFAULT_STORE
+    from cluster.defaults import DEFAULT_STORE
     from jobs.cli import store_args
 
     p = subparsers.add_parser("reduce", help="global metric, homogeneity and anisotropy of a run, from the store")
@@ -31,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from cluster.ray_runtime import CLUSTER_ADDRESS_HELP
 
     p.add_argument("--address", default=None, metavar="CLUSTER", help=CLUSTER_ADDRESS_HELP)
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
+    p.add_argument("--tile", type=int, default=TILE, help="codes per homogeneity tile")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--skip-damaged", action="store_true",
