@@ -325,7 +325,7 @@ def _add_core(sub) -> None:
                    help="Ray job server (dashboard) URL, e.g. http://HEAD:8265: RUN is then a job id to follow")
     p.add_argument("--follow", action="store_true", help="with --address: stream the job's logs until it ends")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("ls", help="runs in a store (JSON)")
+    p = sub.add_parser("ls", help="runs in a store (JSON; an empty folder or a new S3 prefix holds none)")
     store_args(p)
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("query", help="read an array of a run")
