@@ -2,6 +2,7 @@
 
 Example::
 
+    check_before_ray(spec, distances=True)                # layer names, codes width, distances: no worker
     check_plan(spec, [(gen, layout, layer_names), ...])   # memory, stored bytes, topk, layers
     check_resources(spec, ray.nodes())                     # a worker must fit on some node
 
@@ -9,17 +10,21 @@ The spec alone bounds its numbers (:data:`cluster.spec.LIMITS`); these checks
 need the latent size and layer names the workers report (``describe``) and the
 cluster's nodes, so the driver runs them after planning and before it creates
 the run (ARCHITECTURE.md, "Limits"). Each failure is one :class:`SpecError` line.
+:func:`check_before_ray` makes those that need no worker in the driver, before Ray starts
+(seconds instead of a Ray start-up): it loads a generator on the CPU only when a
+``layer:`` target or a codes file needs its layers or latent size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from geometry_core.errors import clip
+from geometry_core.errors import GangeoError, GeometryError, WeightsError, clip
 
-from .spec import LIMITS, SpecError, SweepSpec
+from .layout import safe_name
+from .spec import ALL_LAYERS, LIMITS, SpecError, SweepSpec
 
-__all__ = ["check_plan", "check_resources", "chunk_bytes", "stored_bytes", "targets_per_task"]
+__all__ = ["check_before_ray", "check_plan", "check_resources", "chunk_bytes", "stored_bytes", "targets_per_task"]
 
 _F32, _F64 = 4, 8
 
@@ -98,3 +103,51 @@ def check_resources(spec: SweepSpec, nodes: list[dict]) -> None:
     detail = ", ".join(f"{want[k]:g} {k}s per worker asked, the largest node has {most[k]:g}" for k in short)
     raise SpecError([f"resources: no node can hold a worker ({detail or 'no node offers both'}); "
                      "lower resources.cpus_per_worker / gpus_per_worker"])
+
+
+def _loaded(what: str, load):
+    """``load()``; a failure becomes one line naming ``what``, of its kind (weights keep theirs)."""
+    try:
+        return load()
+    except GangeoError as exc:  # as a worker's failure reads (cluster.driver._ask)
+        kind = type(exc) if isinstance(exc, WeightsError) else GeometryError
+        raise kind(f"{what}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # an import path or a checkpoint that fails as code does
+        raise GeometryError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+
+def check_before_ray(spec: SweepSpec, *, distances: bool) -> None:
+    """The checks that need no worker, in this process: one line per problem, before Ray starts.
+
+    Every ``layer:`` target on every generator and space (a missing one is named with the
+    generator's layers), a codes file's width against every latent size, and, with
+    ``distances`` (workers on this machine: embedded Ray), every image distance loads.
+    """
+    import geometry_core as gc
+
+    layers = [t[len("layer:"):] for t in spec.targets if t.startswith("layer:")]
+    problems, wrong = [], []
+    if layers or spec.codes_file:
+        for gen in spec.generators:
+            for space in gen.spaces:
+                G = _loaded(f"generator {gen.name!r} ({space})",
+                            lambda: gc.load_generator(gen.name, space=space, **gen.options))
+                modules = {name for name, _ in G.module.named_modules()}
+                for name in layers:
+                    if name not in modules:
+                        problems.append(f"targets: {gen.label} has no layer {clip(name)}; its layers: "
+                                        f"{', '.join(G.layer_names) or 'none'}")
+                if spec.codes_dim is not None and spec.codes_dim != G.latent_dim:
+                    targets = [f"layer:{n}" for n in G.layer_names] if ALL_LAYERS in spec.targets else []
+                    wrong += [f"{gen.label}/{space}/{safe_name(t)} ({G.latent_dim}-d)"
+                              for t in [*targets, *(t for t in spec.targets if t != ALL_LAYERS)]]
+                del G
+    if wrong:
+        problems.append(f"codes.file: {spec.codes_file} holds {spec.codes_dim}-d codes; expected the latent "
+                        f"size of every group: {', '.join(sorted(set(wrong)))}")
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+    if distances:
+        for t in spec.targets:
+            if t != ALL_LAYERS and not t.startswith("layer:"):
+                _loaded(f"targets: {t}", lambda: gc.load_distance(t))

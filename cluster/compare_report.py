@@ -92,7 +92,7 @@ def _pair_section(doc: Doc, runs: list[str], entry: dict, arrays: tuple, fractio
         doc.add(_SIDE)
         for run, key, x in ((runs[0], ka, xa), (runs[1], kb, xb)):
             doc.figure(f"compare-{run}-{key}-{what}", f"{run}: {key} ({what})",
-                       lambda x=x, t=f"{run}: {key}": render(x, t))
+                       lambda x=x, t=f"{run}: {key}", render=render: render(x, t))  # bound now, not at draw time
         doc.add("</div>")
     doc.add("</section>")
 

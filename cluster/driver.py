@@ -25,8 +25,9 @@ from collections.abc import Iterator
 
 from geometry_core.errors import GeometryError, WeightsError
 
-from .bounds import check_plan, check_resources, targets_per_task
+from .bounds import check_before_ray, check_plan, check_resources, targets_per_task
 from .codes import DEFAULT_SCHEME, file_rows
+from .finished import finished_summary
 from .growth import code_scheme, grow_run, plan_growth
 from .layout import GroupLayout
 from .lock import RunLock, RunLockedError
@@ -350,15 +351,23 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     skipped. Reducers the spec enables run afterwards when the sweep is complete.
     ``worker_cls``: the worker actor's class (a subclass of :class:`SweepWorker`).
     Raises :class:`~cluster.storage.StoreError` before starting Ray when the
-    store cannot be opened or the run exists with a different spec.
+    store cannot be opened or the run exists with a different spec. A run already
+    complete and reduced with this identity is answered from the store without
+    starting Ray (:mod:`cluster.finished`).
     """
-    import ray
-
     # Workers run in other directories: a relative local store means the driver's cwd.
     spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
     check_cluster_address(address)  # a job server URL: one line, before the first progress line
     _precheck(spec, s3_endpoint)
     prog = SweepProgress(spec.name, enabled=progress)
+    finished = finished_summary(spec, s3_endpoint)  # a finished run answers from the store: no Ray, no model
+    if finished is not None:
+        prog.say("complete and reduced with this spec; nothing to do")
+        return finished
+    # Layer names, a codes file's width, distances (on this machine when Ray is embedded): no worker needed.
+    check_before_ray(spec, distances=address is None)
+    import ray  # seconds to import: not for a finished run or a refused spec
+
     prog.starting(spec, address=address)  # before Ray and the workers: they take a while to start
     env = store_env(s3_endpoint)
     started_ray = init_ray(address, env)

@@ -38,14 +38,13 @@ from geometry_core.spectrum import FRACTIONS
 
 from . import report_figures as figs
 from .layout import spec_generators
-from .report_html import Doc, esc, fmt, page, render_figures, slug, table
+from .report_html import DEFAULT_REPORT_DIR, Doc, esc, fmt, page, render_figures, slug, table
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
 from .run_state import timing_report
 from .view import GroupView, open_run
 
 __all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "amplification_ratio", "build_report"]
 
-DEFAULT_REPORT_DIR = "gangeo-reports"
 # Traversal grid: rows (top eigenvectors of the global metric) and columns (steps).
 _TRAVERSE_TOPK = 5
 _TRAVERSE_STEPS = 7

@@ -26,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Doc", "Figure", "esc", "fmt", "page", "render_figures", "slug", "table"]
+__all__ = ["DEFAULT_REPORT_DIR", "Doc", "Figure", "esc", "fmt", "page", "render_figures", "slug", "table"]
+
+DEFAULT_REPORT_DIR = "gangeo-reports"  # where `gangeo report RUN` writes without --out (RUN's folder in it)
 
 
 @dataclass

@@ -8,6 +8,7 @@ Example::
                         space="z", dim=100, distance="mse")
     m.eigvals, m.eigvecs          # float64 tensors (D,), (D, D): reduce/global_eigvals, global_eigvecs
     m.key                         # "dcgan-faces/z/mse", the group it came from
+    m.target                      # "mse": the distance it was computed with, which the command measures with
 
 The group is the one named after the slash, else the run's group of that generator and
 space (the one whose target is ``distance`` when there are several). The metric is used
@@ -17,7 +18,9 @@ checkpoint), in the same latent space and dimension. A mismatch, an unknown grou
 ambiguous choice is a :class:`~geometry_core.errors.UsageError` (exit 2); a run without a
 complete ``reduce/global_eigvecs`` a :class:`~cluster.storage.StoreError` (exit 5).
 The eigenvectors are the stored ones (columns, descending; ARCHITECTURE.md "Mathematics"),
-never re-decomposed.
+never re-decomposed. A command measures with the group's own distance: ``--distance`` given
+and naming another one is refused (:func:`check_distance`, exit 2), so an eigenframe of LPIPS
+is never calibrated with MSE steps.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geometry_core.errors import UsageError, clip
+from geometry_core.errors import GangeoError, UsageError, clip
 
 from .layout import GroupLayout, safe_name, spec_generators
 from .storage import StoreError
 
-__all__ = ["PREFIX", "StoredMetric", "is_run_ref", "load_run_metric", "parse_run_ref"]
+__all__ = ["PREFIX", "StoredMetric", "check_distance", "is_run_ref", "load_run_metric", "parse_run_ref"]
 
 PREFIX = "run:"
 # Generator options that move or cast it without changing the function it computes.
@@ -47,6 +50,7 @@ class StoredMetric:
     key: str
     eigvals: torch.Tensor  # (D,) float64, descending
     eigvecs: torch.Tensor  # (D, D) float64, columns
+    target: str = ""       # the distance the group was computed with (its layout's target)
 
     def describe(self) -> dict:
         return {"run": self.run, "group": self.key}
@@ -137,4 +141,25 @@ def load_run_metric(ref: str, *, store=None, s3_endpoint: str | None = None, gen
     lay = GroupLayout.of(g)
     _check_generator(ref, run, lay, entries, generator, space, dim)
     vals, vecs = _read_global(run, key, g, dim)
-    return StoredMetric(run, key, torch.from_numpy(vals.astype(np.float64)), torch.from_numpy(vecs.astype(np.float64)))
+    return StoredMetric(run, key, torch.from_numpy(vals.astype(np.float64)), torch.from_numpy(vecs.astype(np.float64)),
+                        lay.target)
+
+
+def check_distance(ref: str, stored: StoredMetric, distance, *, generator) -> None:
+    """Refuse a loaded ``distance`` (a command's explicit ``--distance``) other than ``stored``'s.
+
+    Names are compared as the registry resolves them (``lpips`` is ``lpips-alex``), so an alias
+    of the group's own distance passes.
+    """
+    from geometry_core import load_distance
+
+    if distance.name == stored.target:
+        return
+    try:
+        same = load_distance(stored.target, generator=generator).name == distance.name
+    except GangeoError:  # a target this install cannot load is not the one asked for
+        same = False
+    if not same:
+        raise UsageError(f"--distance {clip(distance.name, bare=True)}: --metric {clip(ref, bare=True)} is group "
+                         f"{stored.key}, computed with {clip(stored.target)}; leave --distance out to measure with "
+                         f"it, or name a group of that distance")

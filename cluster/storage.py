@@ -26,6 +26,8 @@ import zarr
 
 from geometry_core.errors import GangeoError, clip
 
+from .defaults import DEFAULT_STORE
+
 __all__ = [
     "DEFAULT_STORE",
     "StoreError",
@@ -41,7 +43,6 @@ __all__ = [
     "store_env",
 ]
 
-DEFAULT_STORE = "./gangeo-results"
 
 # What a Ray worker needs to reach the same store; copied into runtime_env only. Ray logs a
 # runtime_env in clear (runtime_env_agent.log), so secrets are not among these: workers

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import torch
-
 from geometry_core.errors import UsageError
-from geometry_core.spectrum import from_eigen
 
 from .integrity import done_chunk_problems, read_chunk, reduce_state, stored_arrays
 from .layout import GroupLayout
@@ -65,6 +62,10 @@ def _check_values(data: dict[str, np.ndarray], rtol: float) -> list[str]:
         if float(np.abs(gram).max()) > 10 * rtol:
             out.append(f"eigvecs: not orthonormal (max |V^T V - I| = {float(np.abs(gram).max()):.3g})")
         elif H is not None and lam is not None:
+            import torch  # here: `gangeo -h` reads DEFAULT_RTOL without importing torch
+
+            from geometry_core.spectrum import from_eigen
+
             recon = from_eigen(torch.from_numpy(lam.astype(np.float64)), torch.from_numpy(V64)).numpy()
             err = float(np.abs(recon - H).max())
             if err > 10 * rtol * max(float(np.abs(H).max()), 1e-30):

@@ -39,9 +39,25 @@ __all__ = [
     "register_generator",
 ]
 
-# `homogeneity` names both a function and its module: importing the submodule would bind the
-# module over the lazy attribute, so the function is bound eagerly.
-from .homogeneity import homogeneity  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
+
+class _Package(types.ModuleType):
+    """`homogeneity` names both a function and its submodule. Importing the submodule binds it
+    on the package, over the function; a data descriptor wins over that binding, so
+    ``gc.homogeneity`` stays the function and is imported (with torch) only when first used."""
+
+    @property
+    def homogeneity(self):
+        return import_module(".homogeneity", __name__).homogeneity
+
+    @homogeneity.setter
+    def homogeneity(self, _module) -> None:  # the import system binding the submodule: ignored
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 # Attribute -> submodule; imported on first use so `import geometry_core` stays cheap.
 _WHERE = {

@@ -23,9 +23,11 @@ import sys
 from geometry_core.errors import UsageError
 from jobs.output import dumps_json, print_json
 
-__all__ = ["add_parser", "main", "metric_args", "run_axes", "run_localdim", "stored_metric"]
+__all__ = ["DISTANCE_HELP", "add_parser", "main", "metric_args", "metric_distance", "run_axes", "run_localdim",
+           "stored_metric"]
 
 DEFAULTS = {"generator": "dcgan-faces", "distance": "mse", "seed": 0, "topk": 5, "delta": 0.05, "steps": 3}
+DISTANCE_HELP = f"default: the distance of the --metric run's group, else {DEFAULTS['distance']}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("axes", help="traverse the top eigenvectors of the metric; align external directions")
     p.add_argument("--generator", default=DEFAULTS["generator"])
     p.add_argument("--space", default=None, help="latent space (default: the generator's first)")
-    p.add_argument("--distance", default=DEFAULTS["distance"])
+    p.add_argument("--distance", default=None, help=DISTANCE_HELP)
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of the reference code")
     p.add_argument("--topk", type=int, default=DEFAULTS["topk"])
     p.add_argument("--delta", type=float, default=DEFAULTS["delta"], help="distance per step")
@@ -59,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def metric_args(p: argparse.ArgumentParser, default: str) -> None:
     """``--metric run:NAME[/group]`` and the store it is read from (``--store``, ``--s3-endpoint``)."""
-    from cluster.storage import DEFAULT_STORE
+    from cluster.defaults import DEFAULT_STORE
     from jobs.cli import store_args
 
     p.add_argument("--metric", default=None, metavar="run:NAME[/GROUP]",
@@ -75,6 +77,22 @@ def stored_metric(args: argparse.Namespace, G):
         return None
     return load_run_metric(args.metric, store=args.store, s3_endpoint=args.s3_endpoint, generator=args.generator,
                            space=args.space, dim=G.latent_dim, distance=args.distance)
+
+
+def metric_distance(args: argparse.Namespace, G, stored):
+    """The distance the command measures with: ``--distance``, else the stored group's, else mse.
+
+    With ``--metric run:...`` an explicit ``--distance`` must be the group's own (one line, exit 2):
+    the stored eigenframe belongs to that distance.
+    """
+    from cluster.run_metric import check_distance
+    from geometry_core import load_distance
+
+    name = args.distance or (stored.target if stored is not None else DEFAULTS["distance"])
+    d = load_distance(name, generator=G)
+    if stored is not None and args.distance is not None:
+        check_distance(args.metric, stored, d, generator=G)
+    return d
 
 
 def _load_directions(path: str, dim: int):
@@ -108,7 +126,7 @@ def run_axes(args: argparse.Namespace) -> int:
     """Compute, then write the grid, the curve and ``axes.json``; print the JSON."""
     import numpy as np
 
-    from geometry_core import eigen, load_distance, load_generator, metric_tensor
+    from geometry_core import eigen, load_generator, metric_tensor
     from geometry_core.alignment import alignment, sefa_directions
     from geometry_core.axes import explore_axes
     from jobs.cli import check_out_dir
@@ -120,7 +138,7 @@ def run_axes(args: argparse.Namespace) -> int:
         raise UsageError(f"--metric: expected run:NAME[/group], got {args.metric!r}")
     G = load_generator(args.generator, space=args.space)
     stored = stored_metric(args, G)  # before any computing: a refused metric costs nothing
-    d = load_distance(args.distance, generator=G) if args.distance.startswith("layer:") else load_distance(args.distance)
+    d = metric_distance(args, G, stored)
     directions = _load_directions(args.directions, G.latent_dim) if args.directions else None
     z = G.sample(1, seed=args.seed)[0]
     if stored is None:
@@ -132,7 +150,7 @@ def run_axes(args: argparse.Namespace) -> int:
         n_steps=args.steps, mode=args.mode, max_step=args.max_step,
     )
     summary = {
-        "generator": args.generator, "distance": args.distance, "seed": args.seed, "mode": args.mode,
+        "generator": args.generator, "distance": d.name, "seed": args.seed, "mode": args.mode,
         "topk": args.topk, "delta": args.delta,
         "metric": "local" if stored is None else stored.describe(),
         "eigvals_top": lam[: args.topk].tolist(),
@@ -154,7 +172,7 @@ def run_axes(args: argparse.Namespace) -> int:
     summary["grid_png"] = save_grid(res["images"], os.path.join(args.out, "axes_grid.png"))
     summary["curve_png"] = plot_distance_curve(
         res["target"].numpy(), res["measured"].numpy(), os.path.join(args.out, "axes_curve.png"),
-        title=f"{args.generator} / {args.distance}, {args.mode}",
+        title=f"{args.generator} / {d.name}, {args.mode}",
     )
     with open(os.path.join(args.out, "axes.json"), "w") as fh:
         fh.write(dumps_json(summary, indent=1))

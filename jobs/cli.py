@@ -73,16 +73,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message}\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown argument is named with the command it was given to."""
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            cmd = " ".join(c for c in (getattr(ns, "command", None), getattr(ns, "models_action", None)) if c)
+            self.exit(2, f"{' '.join(filter(None, (self.prog, cmd)))}: unrecognized arguments: {' '.join(extra)}\n")
+        return ns
+
 
 def _warn(cmd: str, message: object) -> None:
     print(f"gangeo {cmd}: {message}" if cmd else f"gangeo: {message}", file=sys.stderr)
 
 
-def store_args(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    """``--store`` and ``--s3-endpoint``, shared by every command that opens a store."""
-    from cluster.storage import DEFAULT_STORE
+def store_args(p: argparse.ArgumentParser, *, default: str | None = None, spec: bool = False) -> None:
+    """``--store`` and ``--s3-endpoint``, shared by every command that opens a store.
 
-    where = f"default {default}" if default else f"run: the spec's store; else {DEFAULT_STORE}"
+    ``spec``: the command reads a spec file, whose ``store`` is the default.
+    """
+    from cluster.defaults import DEFAULT_STORE
+
+    where = f"default: the spec's store, else {DEFAULT_STORE}" if spec else f"default {default or DEFAULT_STORE}"
     p.add_argument("--store", default=default, help=f"store URL: a directory or s3://bucket/prefix ({where})")
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
 
@@ -155,9 +166,19 @@ def _job_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    rs = _open(args)
-    runs = rs.ls()
-    print_json({"store": rs.url, "runs": runs})
+    from cluster.storage import StoreError, check_store
+
+    try:
+        rs = _open(args)
+    except StoreError:
+        # A reachable place where nothing was written yet (a new S3 prefix, an empty folder) holds
+        # no runs; an unreachable bucket or a path that is not there stays an error.
+        loc = check_store(args.store, s3_endpoint=args.s3_endpoint)
+        if loc.kind == "s3" or (os.path.isdir(loc.path) and not os.listdir(loc.path)):
+            print_json({"store": str(loc), "runs": []})
+            return 0
+        raise
+    print_json({"store": rs.url, "runs": rs.ls()})
     return 0
 
 
@@ -287,7 +308,7 @@ def _add_core(sub) -> None:
             ("resume", "run", "finish a run: recompute only chunks without a done entry", cmd_resume)):
         p = sub.add_parser(name, help=help_)
         p.add_argument(what, help="YAML sweep spec" if what == "spec" else None)
-        store_args(p)
+        store_args(p, spec=what == "spec")
         p.add_argument("--address", default=None, metavar="CLUSTER", help=CLUSTER_ADDRESS_HELP)
         p.add_argument("--quiet", action="store_true", help="no progress lines or bar on stderr")
         if name == "resume":
@@ -304,7 +325,7 @@ def _add_core(sub) -> None:
                    help="Ray job server (dashboard) URL, e.g. http://HEAD:8265: RUN is then a job id to follow")
     p.add_argument("--follow", action="store_true", help="with --address: stream the job's logs until it ends")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("ls", help="runs in a store (JSON)")
+    p = sub.add_parser("ls", help="runs in a store (JSON; an empty folder or a new S3 prefix holds none)")
     store_args(p)
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("query", help="read an array of a run")

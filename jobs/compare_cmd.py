@@ -24,7 +24,7 @@ __all__ = ["add_parser", "main", "run_compare"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``compare`` on a ``gangeo`` subparsers object."""
-    from cluster.storage import DEFAULT_STORE
+    from cluster.defaults import DEFAULT_STORE
     from jobs.cli import store_args
 
     p = subparsers.add_parser("compare", help="two reduced runs side by side: spectra, anisotropy, homogeneity (JSON)")

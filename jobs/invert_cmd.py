@@ -40,7 +40,7 @@ DEFAULTS = {
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``invert`` and ``search`` on a ``gangeo`` subparsers object."""
     p = subparsers.add_parser("invert", help="invert an image with Adam or BasinCMA, optionally in the metric's eigenbasis")
-    _common(p)
+    _common(p, basis="global")
     p.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"], help="seed of the code that makes the target")
     p.add_argument("--target-image", default=None, help="PNG to invert instead (resized to G's size)")
     p.add_argument("--init-seed", type=int, default=DEFAULTS["init_seed"], help="seed of the initial code and of CMA-ES")
@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_invert)
 
     q = subparsers.add_parser("search", help="CMA-ES with and without the metric's eigenframe on a black-box objective")
-    _common(q)
+    _common(q, basis="both")
     q.add_argument("--objective", choices=("unit", "target"), default="unit")
     q.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"], help="target code seed (--objective target)")
     q.add_argument("--layer", default=DEFAULTS["layer"], help="module of the random-weight AlexNet (--objective unit)")
@@ -70,15 +70,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_search)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    from cluster.storage import DEFAULT_STORE
+def _common(p: argparse.ArgumentParser, *, basis: str) -> None:
+    from cluster.defaults import DEFAULT_STORE
+    from jobs.axes_cmd import DISTANCE_HELP
     from jobs.cli import store_args
 
     p.add_argument("--generator", default=DEFAULTS["generator"])
     p.add_argument("--space", default=None)
-    p.add_argument("--distance", default=DEFAULTS["distance"])
-    p.add_argument("--basis", choices=("global", "none", "both"), default=None,
-                   help="eigenbasis of the global metric or plain coordinates (invert: global|none; search default both)")
+    p.add_argument("--distance", default=None, help=DISTANCE_HELP)
+    p.add_argument("--basis", choices=("global", "none", "both"), default=basis,
+                   help="eigenbasis of the global metric, plain coordinates, or both (search only)")
     p.add_argument("--metric", default=None,
                    help=".npy (D, D) global metric, or run:NAME[/GROUP] (a reduced run's in --store), "
                         "to use instead of computing it")
@@ -88,22 +89,23 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from geometry_core import load_distance, load_generator
+    """(G, d, stored): a ``--metric run:...`` is read first, so ``d`` is its group's distance
+    unless ``--distance`` names it (another one is refused)."""
+    from geometry_core import load_generator
+    from jobs.axes_cmd import metric_distance, stored_metric
 
     G = load_generator(args.generator, space=args.space)
-    d = load_distance(args.distance, generator=G)
-    return G, d
+    stored = stored_metric(args, G)
+    return G, metric_distance(args, G, stored), stored
 
 
-def _eigenbasis(args, G, d):
+def _eigenbasis(args, G, d, stored):
     """(eigvals, eigvecs) of the global metric, from --metric (a .npy file or a stored run) or computed."""
     import torch
 
     from geometry_core.inversion import metric_eigenbasis
     from geometry_core.spectrum import eigen
-    from jobs.axes_cmd import stored_metric
 
-    stored = stored_metric(args, G)
     if stored is not None:
         return stored.eigvals, stored.eigvecs
     if args.metric is None:
@@ -138,23 +140,23 @@ def run_invert(args: argparse.Namespace) -> int:
     from geometry_core.inversion import InversionOptions, invert
     from jobs.cli import check_out_dir
 
-    basis = args.basis or "global"
+    basis = args.basis
     if basis == "both":
         raise UsageError("--basis: invert takes global or none")
     check_out_dir(args.out)  # before any computing: a refused folder costs nothing
-    G, d = _load(args)
+    G, d, stored = _load(args)
     with torch.no_grad():
         probe = G(G.sample(1, seed=args.target_seed, dtype=G.dtype).to(G.device))
     target = probe[0] if args.target_image is None else _read_png(args.target_image, tuple(probe.shape[-2:]))
     eigvals = eigvecs = None
     if basis == "global":
-        eigvals, eigvecs = _eigenbasis(args, G, d)
+        eigvals, eigvecs = _eigenbasis(args, G, d, stored)
     options = InversionOptions(basis=eigvecs, eigvals=eigvals, power=args.power, optimizer=args.optimizer,
                                steps=args.steps, lr=args.lr, seed=args.init_seed, population=args.population,
                                inner_steps=args.inner_steps)
     res = invert(G, d, target.to(dtype=G.dtype, device=G.device), options)
     summary = {
-        "generator": args.generator, "distance": args.distance, "optimizer": args.optimizer, "basis": basis,
+        "generator": args.generator, "distance": d.name, "optimizer": args.optimizer, "basis": basis,
         "power": args.power, "target": args.target_image or {"seed": args.target_seed},
         "steps": args.steps, "evaluations": res.evaluations, "initial_distance": float(res.trajectory[0]),
         "final_distance": res.value,
@@ -206,16 +208,16 @@ def run_search(args: argparse.Namespace) -> int:
     """Plain and/or metric CMA-ES over --seeds runs; print final values mean ± sem."""
     from geometry_core.search import cma_search
 
-    basis = args.basis or "both"
+    basis = args.basis
     if args.budget < 1 or args.seeds < 1:
         raise UsageError(f"need --budget >= 1 and --seeds >= 1; got {args.budget}, {args.seeds}")
-    G, d = _load(args)
+    G, d, stored = _load(args)
     objective = search_objective(args, G, d)
     frames = {}
     if basis in ("none", "both"):
         frames["cma"] = {}
     if basis in ("global", "both"):
-        lam, V = _eigenbasis(args, G, d)
+        lam, V = _eigenbasis(args, G, d, stored)
         frames["cma-hessian"] = dict(eigvecs=V, eigvals=lam, power=args.power, cutoff=args.cutoff)
     out = {}
     for name, frame in frames.items():

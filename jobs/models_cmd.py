@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               usage="gangeo models [-h] [--format {json,table}] [fetch ...]")
     p.add_argument("--format", choices=FORMATS, default="json")
     p.set_defaults(func=cmd_list)
-    actions = p.add_subparsers(dest="models_action", metavar="ACTION")
+    # prog: argparse would otherwise build `fetch`'s usage line from this parser's whole usage string.
+    actions = p.add_subparsers(dest="models_action", metavar="ACTION", prog="gangeo models")
     f = actions.add_parser("fetch", help="download and verify catalogue entries into the cache ($GANGEO_HOME)")
     f.add_argument("names", nargs="*", metavar="NAME", help="catalogue entries (see `gangeo models`)")
     f.add_argument("--all", action="store_true", help="every catalogue entry")

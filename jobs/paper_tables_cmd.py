@@ -38,7 +38,6 @@ import argparse
 import sys
 import time
 
-import torch
 from jobs.output import dumps_json
 
 __all__ = ["DEFAULTS", "add_parser", "format_table", "main", "paper_tables", "table2", "table3", "table5"]
@@ -50,7 +49,7 @@ DEFAULTS = {
 # Metrics in float32 by default (dcgan-faces on CPU: ~0.3 s per code and distance, against
 # ~7 s in float64) and always decomposed in float64; --dtype float64 also removes float32
 # round-off of H itself (~1e-7 of the top eigenvalue) from the bottom of the spectrum.
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = ("float32", "float64")  # torch dtypes by name; torch is imported when tables are computed
 
 
 # --- the statistics, on metric stacks (N, D, D) --------------------------------------------
@@ -63,6 +62,8 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _mean_std(values: list[float]) -> dict:
+    import torch
+
     t = torch.tensor(values, dtype=torch.float64)
     t = t[torch.isfinite(t)]
     std = float(t.std()) if t.numel() > 1 else float("nan")
@@ -129,6 +130,8 @@ def _metrics(G, distance, z, *, method: str, dtype: torch.dtype, batch: int) -> 
     from geometry_core.metric import metric_tensor
 
     parts = [metric_tensor(G, distance, z[i : i + batch], method=method, dtype=dtype) for i in range(0, len(z), batch)]
+    import torch
+
     return torch.cat(parts).double().cpu()
 
 
@@ -152,6 +155,8 @@ def paper_tables(
     log=print,
 ) -> dict:
     """Tables 2, 3 (every distance) and 5 (each of ``compare`` against ``reference``) for one generator."""
+    import torch
+
     from geometry_core.distances import load_distance
     from geometry_core.errors import GeometryError
     from geometry_core.generators import load_generator
@@ -168,7 +173,7 @@ def paper_tables(
         opts = {"pretrained_backbone": False} if random_backbone and name.startswith("lpips") else {}
         d = load_distance(name, generator=G, device=G.device, **opts)
         t0 = time.perf_counter()
-        H = _metrics(G, d, z, method=method, dtype=_DTYPES[dtype], batch=batch)
+        H = _metrics(G, d, z, method=method, dtype=getattr(torch, dtype), batch=batch)
         out["seconds"][name] = round(time.perf_counter() - t0, 2)
         log(f"paper-tables: {generator} {name}: {n} metrics in {out['seconds'][name]:.1f} s")
         L, U = _eigen64(H)

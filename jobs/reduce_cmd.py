@@ -17,23 +17,25 @@ import sys
 
 from jobs.output import print_json
 
-__all__ = ["add_parser", "run_reduce"]
+__all__ = ["REDUCERS_HELP", "TILE", "add_parser", "run_reduce"]
+
+TILE = 64  # cluster.reduce.DEFAULT_TILE, written here so `-h` imports no torch (a test checks they agree)
+REDUCERS_HELP = "global metric, homogeneity and anisotropy"  # the titles of cluster.reduce.REDUCER_TABLE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``reduce RUN [--store URL] [--s3-endpoint URL] [--address ADDR] [--tile N] [--no-ray]``."""
-    from cluster.reduce import DEFAULT_TILE, REDUCER_TABLE
-    from cluster.storage import DEFAULT_STORE
+    from cluster.defaults import DEFAULT_STORE
     from jobs.cli import store_args
 
-    *most, last = [r.title for r in REDUCER_TABLE.values()]
-    p = subparsers.add_parser("reduce", help=f"{', '.join(most)} and {last} of a run, from the store")
+    # Written out, not read from cluster.reduce.REDUCER_TABLE: `-h` imports no torch (a test checks they agree).
+    p = subparsers.add_parser("reduce", help=f"{REDUCERS_HELP} of a run, from the store")
     p.add_argument("run", help="run name in the store")
     store_args(p, default=DEFAULT_STORE)
     from cluster.ray_runtime import CLUSTER_ADDRESS_HELP
 
     p.add_argument("--address", default=None, metavar="CLUSTER", help=CLUSTER_ADDRESS_HELP)
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="codes per homogeneity tile")
+    p.add_argument("--tile", type=int, default=TILE, help="codes per homogeneity tile")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--skip-damaged", action="store_true",

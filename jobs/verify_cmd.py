@@ -21,7 +21,7 @@ __all__ = ["add_parser", "cmd_verify"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``verify`` on a ``gangeo`` subparsers object."""
-    from cluster.storage import DEFAULT_STORE
+    from cluster.defaults import DEFAULT_STORE
     from cluster.verify import DEFAULT_RTOL
     from jobs.cli import store_args
 

@@ -95,3 +95,61 @@ def test_long_messages_are_cut_between_sentences_only():
     assert whole_sentences(text, 100) == text
     assert whole_sentences(text, 20) == "First part. [39 more characters left out]"
     assert whole_sentences(text, 30) == "First part. Second part; [26 more characters left out]"
+
+
+# ---- checks that need no worker come before Ray starts ----
+
+
+def _no_ray(monkeypatch) -> None:
+    import cluster.driver as driver
+
+    monkeypatch.setattr(driver, "init_ray", lambda *a, **k: pytest.fail("Ray started before a check that needs no worker"))
+
+
+def test_a_layer_one_of_two_generators_lacks_is_refused_before_ray_listing_its_layers(tmp_path, monkeypatch):
+    from tests.support.runs import tanh_spec
+
+    _no_ray(monkeypatch)
+    tanh = tanh_spec("x")["generators"][0]
+    raw = _raw("ly2", generators=[{"name": "dcgan-faces"}, {**tanh, "label": "tanh"}],
+               targets=["mse", "layer:main.5", "layer:no.such"])
+    store = tmp_path / "s"
+    with pytest.raises(SpecError) as info:
+        run_sweep(parse_spec(raw), store=str(store), progress=False)
+    assert info.value.problems == [
+        "targets: dcgan-faces has no layer 'no.such'; its layers: main.2, main.5, main.8, main.11, main.12",
+        "targets: tanh has no layer 'main.5'; its layers: none",
+        "targets: tanh has no layer 'no.such'; its layers: none"]
+    _no_run(store, "ly2")
+
+
+def test_codes_file_of_another_width_is_refused_before_ray(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tests.support.runs import tanh_spec
+
+    _no_ray(monkeypatch)
+    np.save(tmp_path / "z7.npy", np.zeros((4, 7)))
+    store = tmp_path / "s"
+    with pytest.raises(SpecError, match=r"codes.file: .*z7.npy holds 7-d codes; expected the latent size of "
+                                        r"every group: module/z/mse \(12-d\)$"):
+        run_sweep(parse_spec(tanh_spec("d", codes={"file": str(tmp_path / "z7.npy")})), store=str(store),
+                  progress=False)
+    _no_run(store, "d")
+
+
+def test_a_distance_that_cannot_load_is_refused_before_embedded_ray(tmp_path, monkeypatch):
+    """The same line a worker's check gives, here from the driver: weights keep their exit code."""
+    import geometry_core
+
+    _no_ray(monkeypatch)
+
+    def no_trunk(name, **_kw):
+        raise MissingWeightsError(f"{name} needs torchvision's ImageNet backbone file\nsecond line")
+
+    monkeypatch.setattr(geometry_core, "load_distance", no_trunk)
+    store = tmp_path / "s"
+    with pytest.raises(MissingWeightsError) as info:
+        run_sweep(parse_spec(_raw("lp2", targets=["lpips-alex"])), store=str(store), progress=False)
+    assert str(info.value) == "targets: lpips-alex: lpips-alex needs torchvision's ImageNet backbone file second line"
+    _no_run(store, "lp2")

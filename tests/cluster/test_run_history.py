@@ -1,5 +1,6 @@
-"""Each run or resume of a run appends an attempt to its history; ``timing`` sums them, so
-rerunning a complete run keeps what the first run measured (``status`` and the report show both)."""
+"""Each run or resume of a run that computes appends an attempt to its history; ``timing`` sums
+them, so resuming keeps what the first run measured (``status`` and the report show both). Rerunning
+a finished run answers from the store and records nothing (cluster/finished.py)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path, caps
     first = run_sweep(spec, store=store, progress=False, worker_cls=always_fail(KEY))  # every chunk fails
     assert first["status"] == "partial"
     run_sweep(spec, store=store, progress=False)                                      # resumes: computes both
-    run_sweep(spec, store=store, progress=False)                                      # complete: nothing left
+    again = run_sweep(spec, store=store, progress=False)                              # complete: nothing left
+    assert again["computed"] == 0 and "nothing_to_do" in again
     assert main(["status", "h", "--store", store]) == 0
     out = json.loads(capsys.readouterr().out)
     hist = out["history"]
     assert [(a["status"], a["points"], a["chunks_computed"], a["chunks_skipped"], a["chunks_failed"])
-            for a in hist] == [("partial", 2, 0, 0, 2), ("complete", 2, 2, 0, 0), ("complete", 0, 0, 2, 0)]
+            for a in hist] == [("partial", 2, 0, 0, 2), ("complete", 2, 2, 0, 0)]  # the no-op rerun: no attempt
     assert all(a["finished"] >= a["started"] and a["seconds"] > 0 for a in hist)
     cum = out["timing"]
-    assert (cum["attempts"], cum["points"], cum["chunks_computed"], cum["chunks_failed"]) == (3, 4, 2, 2)
+    assert (cum["attempts"], cum["points"], cum["chunks_computed"], cum["chunks_failed"]) == (2, 4, 2, 2)
     assert abs(cum["seconds"] - sum(a["seconds"] for a in hist)) < 0.01  # not the last attempt's 0.0x s
     assert cum["first_started"] == hist[0]["started"] and cum["last_finished"] == hist[-1]["finished"]
     # The report lists the same attempts.
@@ -45,7 +47,7 @@ def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path, caps
     html = (tmp_path / "r" / "h.html").read_text()
     table = html[html.index("<th>chunks skipped</th>"):]
     table = table[: table.index("</table>")]
-    assert table.count("<tr>") == 3 and "<td>partial</td>" in table
+    assert table.count("<tr>") == 2 and "<td>partial</td>" in table
 
 
 def test_a_run_from_before_histories_counts_its_timing_as_one_attempt():

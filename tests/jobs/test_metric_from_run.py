@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,8 @@ def store(tmp_path_factory) -> Path:
     write_run(root, "shuffled", n=2, generators=[{"name": "dcgan-faces", "options": {"shuffle_seed": 0}}])
     write_run(root, "raw", n=2, reduce=False)
     build_run(root, "tanh")
+    # As the README's quickstart stores it (dcgan-faces x lpips-alex), with fewer codes.
+    write_run(root, "quickstart", n=2, targets=("lpips-alex",))
     return root
 
 
@@ -139,3 +143,71 @@ def test_metric_from_run_refused_with_one_line(store, tmp_path, capsys, cmd, ref
     err = cap.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"gangeo {cmd}: ") and fragment in err[0], err
     assert cap.out == "" and not out.exists() and _snapshot(store) == before
+
+
+# ---- the distance a stored eigenframe is measured with ----
+
+
+def _spy_distances(monkeypatch) -> list[str]:
+    """Names of the distances the three commands measure with (axes' steps, invert's and search's objective)."""
+    import geometry_core.axes as axes
+    import geometry_core.inversion as inv
+    import geometry_core.search as search
+
+    seen: list[str] = []
+    for mod, name, pos in ((axes, "explore_axes", 1), (inv, "invert", 1), (search, "target_distance_objective", 1)):
+        real = getattr(mod, name)
+
+        def spy(*a, _real=real, _pos=pos, **kw):
+            seen.append(a[_pos].name)
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(mod, name, spy)
+    return seen
+
+
+@pytest.mark.parametrize("cmd", ["axes", "invert", "search"])
+@pytest.mark.parametrize("distance", [[], ["--distance", "lpips"]])  # none, or an alias of the group's own
+def test_metric_from_run_measures_with_the_groups_distance(store, tmp_path, capsys, monkeypatch, cmd, distance):
+    """The quickstart's eigenframe is LPIPS's: the command measures with lpips-alex, not --distance's mse."""
+    seen = _spy_distances(monkeypatch)
+    argv = [*CMDS[cmd], "--metric", "run:quickstart", "--store", str(store), *distance]
+    argv += {"axes": ["--topk", "1", "--steps", "1", "--out", str(tmp_path / "a")],
+             "search": ["--popsize", "2"]}.get(cmd, [])
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    out = _json(capsys)
+    assert seen == ["lpips-alex"]
+    if cmd != "search":
+        assert out["distance"] == "lpips-alex"
+
+
+@pytest.mark.parametrize("cmd", ["axes", "invert", "search"])
+def test_metric_from_run_with_another_distance_refused(store, tmp_path, capsys, cmd):
+    out = tmp_path / "out"
+    argv = [*CMDS[cmd], "--metric", "run:quickstart", "--distance", "mse", "--store", str(store)]
+    argv += ["--out", str(out)] if cmd != "search" else []
+    before = _snapshot(store)
+    capsys.readouterr()
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gangeo {cmd}: --distance mse: "), err
+    assert "computed with 'lpips-alex'" in err[0]
+    assert cap.out == "" and not out.exists() and _snapshot(store) == before
+
+
+def test_readme_stored_run_examples_run(store, tmp_path, capsys, monkeypatch):
+    """The README's `--metric run:quickstart` lines, against a run stored as the quickstart's,
+    with budgets cut to seconds (appended options win in argparse)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Stored runs\n.*?```\n(.*?)```", text, flags=re.S).group(1)
+    lines = [shlex.split(line.split("#")[0]) for line in block.splitlines() if "--metric run:" in line]
+    assert [a[1] for a in lines] == ["axes", "invert", "search"]
+    cheap = {"axes": ["--topk", "1", "--steps", "1"], "invert": ["--steps", "2"],
+             "search": ["--budget", "4", "--seeds", "1", "--popsize", "2"]}
+    monkeypatch.chdir(tmp_path)  # --out folders land here
+    for argv in lines:
+        assert argv[0] == "gangeo"
+        capsys.readouterr()
+        assert main([*argv[1:], "--store", str(store), *cheap[argv[1]]]) == 0, (argv, capsys.readouterr().err)

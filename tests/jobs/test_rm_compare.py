@@ -258,6 +258,26 @@ def test_compare_report_writes_the_figures_side_by_side(runs, tmp_path, capsys):
     assert "trained" in html and "shuffled" in html
 
 
+def test_compare_report_figures_show_each_runs_own_data(runs, tmp_path, capsys):
+    """Each figure is the one its caption names: drawn from that run's arrays by the report's
+    figure helpers (same process, same matplotlib: the same bytes), so a spectrum figure is no
+    homogeneity figure and the two runs' spectra differ."""
+    from cluster import report_figures as figs
+
+    rep = tmp_path / "cmp"
+    _compare(capsys, "trained", "shuffled", "--store", str(runs), "--report", str(rep))
+    png = {p.name: p.read_bytes() for p in rep.glob("*.png")}
+    for run, key in (("trained", "dcgan-faces/z/mse"), ("shuffled", "dcgan-faces-shuffled0/z/mse")):
+        ref = _stored(runs, run, key)
+        stem = "compare-" + f"{run}-{key}".replace("/", "_")
+        spectrum, homog = png[f"{stem}-spectrum.png"], png[f"{stem}-homogeneity.png"]
+        assert spectrum != homog
+        assert spectrum == figs.spectrum_band_png(ref["eigvals"], title=f"{run}: {key}")
+        assert homog == figs.homogeneity_png(ref["log"], ref["lin"], title=f"{run}: {key}")
+    assert (png["compare-trained-dcgan-faces_z_mse-spectrum.png"]
+            != png["compare-shuffled-dcgan-faces-shuffled0_z_mse-spectrum.png"])
+
+
 def _compare_refused(runs, capsys, argv, code, fragment, tmp_path) -> None:
     before = _snapshot(runs)
     rep = tmp_path / "rep"

@@ -1,0 +1,121 @@
+"""A run already finished with the same identity: its summary from the store, without Ray.
+
+Example::
+
+    from cluster.finished import finished_summary
+    finished_summary(spec, s3_endpoint=None)
+    # None, or {"run": "quickstart", "status": "complete", "computed": 0, "nothing_to_do": True, ...}
+
+``gangeo run SPEC`` / ``resume`` on such a run answer from here in the time it takes to
+read the store (:func:`cluster.driver.run_sweep` asks before Ray starts): no worker
+starts, no model loads, no reducer runs again, nothing is written. "Finished" is
+strict, so any doubt falls back to the full path, which repairs or refuses:
+
+- the stored identity equals the spec's, weights files' sha256 included (a differing
+  spec or file is refused here, one line, as the full path would after Ray starts);
+- the run's state is ``complete`` (:func:`cluster.run_state.run_state`: no live
+  driver, every enabled reduce wrote its record), every chunk is ``done`` and its
+  data match their checksums (:func:`cluster.integrity.damaged_chunks`, the check the
+  full path makes before it skips a chunk);
+- each group's ``reduce/`` record covers every reducer the spec enables, over every chunk.
+
+The summary has the full path's keys (``computed`` 0, every chunk ``skipped``, no
+workers) and ``reduce`` is each group's stored reduce summary, the one the reducers
+returned when they wrote it; ``nothing_to_do`` says why nothing ran.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from geometry_core.errors import GangeoError
+
+from .growth import plan_growth
+from .integrity import damaged_chunks, reduce_state
+from .layout import GroupLayout
+from .run_state import run_state
+from .storage import StoreError, parse_store_url
+from .store import RunStore, check_identity
+
+__all__ = ["finished_summary"]
+
+# The keys of a group's reduce summary (cluster.reduce.reduce_group) kept in its reduce/ attrs.
+_REDUCE_KEYS = ("n_codes", "n_used", "n_chunks", "n_chunks_done", "complete", "damaged_skipped", "note",
+                "global", "homogeneity", "anisotropy")
+
+
+def _open(spec, s3_endpoint: str | None) -> RunStore | None:
+    loc = parse_store_url(spec.store)
+    if getattr(loc, "kind", None) == "local" and not os.path.isdir(loc.path):
+        return None
+    try:
+        rs = RunStore(spec.store, s3_endpoint=s3_endpoint, mode="r", create=False)
+    except StoreError:
+        return None
+    return rs if rs.has_run(spec.name) else None
+
+
+def _same_identity(rs: RunStore, spec, attrs: dict) -> bool:
+    """True when the run was made from this spec and these weights files; a different one is refused."""
+    from .weights_identity import weights_digests
+
+    try:
+        weights = weights_digests(spec)
+    except GangeoError:  # e.g. a catalogue file not in the cache: the full path says so
+        return False
+    stored = attrs.get("identity")
+    if not isinstance(stored, dict) or not isinstance(stored.get("weights"), dict):
+        return False  # made before weights were hashed: the full path records them
+    # RunExistsError when they differ; True would mean hashes to record, which the full path does.
+    return not check_identity(spec.name, rs.url, stored, {**spec.identity(), "weights": weights})
+
+
+def _reduced(group, chosen: tuple[str, ...]) -> dict | None:
+    """The group's stored reduce summary when it covers ``chosen`` over every chunk; else None."""
+    if reduce_state(group) != "complete":
+        return None
+    a = dict(group["reduce"].attrs)
+    if a.get("complete") is not True or a.get("damaged_skipped") or any(r not in a for r in chosen):
+        return None
+    return {k: a[k] for k in _REDUCE_KEYS if k in a}
+
+
+def finished_summary(spec, s3_endpoint: str | None = None) -> dict | None:
+    """The run summary of ``spec``'s run when it is finished with the same identity, else None.
+
+    Raises :class:`~cluster.store.RunExistsError` when the stored run's spec or weights
+    files differ from ``spec``'s (before any Ray start).
+    """
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rs = _open(spec, s3_endpoint)
+    if rs is None:
+        return None
+    attrs = rs.attrs(spec.name)
+    if attrs.get("status") != "complete" or plan_growth(spec.name, rs.url, attrs, spec) is not None:
+        return None  # unfinished, or the spec asks more codes (any other difference raises)
+    if not _same_identity(rs, spec, attrs):
+        return None
+    if run_state(rs, spec.name)["state"] != "complete":
+        return None
+    chosen = tuple(k for k, on in spec.reducers.items() if on)
+    keys, reduced, chunks = list(attrs.get("groups") or []), {}, 0
+    if not keys:
+        return None
+    for key in keys:
+        g = rs.group(spec.name, key)
+        lay = GroupLayout.of(g)
+        done = g["done"][:] == 1
+        if not done.all() or damaged_chunks(g, lay, done):
+            return None
+        if chosen:
+            reduced[key] = _reduced(g, chosen)
+            if reduced[key] is None:
+                return None
+        chunks += lay.n_chunks
+    return {"run": spec.name, "store": rs.url, "status": "complete", "chunks": chunks, "skipped": chunks,
+            "computed": 0, "failed": [], "workers": 0, "workers_replaced": 0, "store_retries": rs.retry.retries,
+            "lock_taken_over": False, "groups": keys, "started": started,
+            "seconds": round(time.perf_counter() - t0, 3), "chunks_computed": 0, "points": 0,
+            "points_per_second": None, "worker_info": [], "reduce": reduced if chosen else None,
+            "nothing_to_do": f"run {spec.name!r} is complete and reduced with this spec; nothing was recomputed"}
