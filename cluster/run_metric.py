@@ -8,6 +8,7 @@ Example::
                         space="z", dim=100, distance="mse")
     m.eigvals, m.eigvecs          # float64 tensors (D,), (D, D): reduce/global_eigvals, global_eigvecs
     m.key                         # "dcgan-faces/z/mse", the group it came from
+    m.codes, m.codes_used         # 64, 48: the metric averages the 48 codes whose chunk was done
 
 The group is the one named after the slash, else the run's group of that generator and
 space (the one whose target is ``distance`` when there are several). The metric is used
@@ -17,7 +18,9 @@ checkpoint), in the same latent space and dimension. A mismatch, an unknown grou
 ambiguous choice is a :class:`~geometry_core.errors.UsageError` (exit 2); a run without a
 complete ``reduce/global_eigvecs`` a :class:`~cluster.storage.StoreError` (exit 5).
 The eigenvectors are the stored ones (columns, descending; ARCHITECTURE.md "Mathematics"),
-never re-decomposed.
+never re-decomposed. The metric averages only the codes whose chunk was done when the
+run was reduced; ``codes_not_done`` says how many it leaves out. A run being grown or
+deleted is refused (:func:`cluster.view.open_run`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ class StoredMetric:
     key: str
     eigvals: torch.Tensor  # (D,) float64, descending
     eigvecs: torch.Tensor  # (D, D) float64, columns
+    codes: int | None = None       # the group's codes (reduce/ attrs ``n_codes``; None: not recorded)
+    codes_used: int | None = None  # those the metric averages: codes whose chunk was done (``n_used``)
+
+    @property
+    def codes_not_done(self) -> int:
+        """Codes of the group the metric leaves out because their chunk was not done when it was reduced."""
+        return 0 if self.codes is None or self.codes_used is None else self.codes - self.codes_used
 
     def describe(self) -> dict:
         return {"run": self.run, "group": self.key}
@@ -98,7 +108,7 @@ def _check_generator(ref: str, run: str, lay: GroupLayout, entries: dict, genera
                          f"dimension {lay.dim}; this command uses space {space!r} of dimension {dim}")
 
 
-def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.ndarray, dict]:
     from .view import reduce_state
 
     red = group["reduce"] if reduce_state(group) == "complete" else None
@@ -110,7 +120,7 @@ def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.nd
         raise StoreError(f"run {run!r} group {key}: reduce/global_eigvals and global_eigvecs must be finite, of "
                          f"shapes ({dim},) and ({dim}, {dim}); got {vals.shape} and {vecs.shape}; "
                          f"run `gangeo reduce {run}`")
-    return vals, vecs
+    return vals, vecs, dict(red.attrs)
 
 
 def load_run_metric(ref: str, *, store=None, s3_endpoint: str | None = None, generator: str, space: str | None,
@@ -136,5 +146,10 @@ def load_run_metric(ref: str, *, store=None, s3_endpoint: str | None = None, gen
     g = rs.group(run, key)
     lay = GroupLayout.of(g)
     _check_generator(ref, run, lay, entries, generator, space, dim)
-    vals, vecs = _read_global(run, key, g, dim)
-    return StoredMetric(run, key, torch.from_numpy(vals.astype(np.float64)), torch.from_numpy(vecs.astype(np.float64)))
+    vals, vecs, red = _read_global(run, key, g, dim)
+
+    def count(name: str) -> int | None:
+        return int(red[name]) if isinstance(red.get(name), int) else None
+
+    return StoredMetric(run, key, torch.from_numpy(vals.astype(np.float64)), torch.from_numpy(vecs.astype(np.float64)),
+                        codes=count("n_codes"), codes_used=count("n_used"))
