@@ -234,14 +234,14 @@ class RunView:
             group = subgroup(self.group, key)
         except KeyError:
             raise StoreError(f"run {self.name!r} has no group {key!r}") from None
+        if array.startswith("reduce/"):
+            require_reduced(key, group)  # an unfinished reduce/ first: its arrays may not exist yet
         try:
             arr = group[array]
         except KeyError:
             arr = None
         if not isinstance(arr, zarr.Array):
             raise StoreError(f"{key}: no array {array!r}; stored: {sorted(group.array_keys())}")
-        if array.startswith("reduce/"):
-            require_reduced(key, group)
         if array.startswith("reduce/") or not _per_code(array, arr):
             return Rows(np.asarray(arr[:] if index is None else arr[index]), 0, 0)
         return self.group_view(key, skip_damaged=skip_damaged, chunks_of=index).read(array, index)
