@@ -11,12 +11,13 @@ Example::
 
 The one owner of these rules (ARCHITECTURE.md, "Store"): the store records
 checksums with ``chunk_checksum``; views, resume and ``verify`` judge done
-chunks with ``chunk_problems``; which chunks count (``done`` is 1 and the data
-agree) is ``counted_chunks``, the only path by which a reader learns it; the
-view, ``verify``, the run state and the readers of ``reduce/`` ask
-``reduce_state``; a run whose arrays are being resized (``growing``) or deleted
-(``status: deleting``) is read by no one (``refuse_unsettled``). It imports only the layout and
-the storage errors, so ``view``, ``verify`` and ``store`` all sit above it.
+chunks with ``chunk_problems``; which chunks count is ``counted_chunks`` (``done``
+is 1 and the data agree; the view's path) or ``recorded_done`` (the ``done``
+entries alone, checked against the layout; xarray's lazy path); the view,
+``verify``, the run state and the readers of ``reduce/`` ask ``reduce_state``; a
+run whose arrays are being resized (``growing``) or deleted (``status:
+deleting``) is read by no one (``refuse_unsettled``). It imports only the layout
+and the storage errors, so ``view``, ``verify`` and ``store`` all sit above it.
 """
 
 from __future__ import annotations
