@@ -19,7 +19,8 @@ Per run and group:
 - ``homogeneity``: mean, std and count of the finite off-diagonal entries of
   ``reduce/homogeneity_log`` and ``reduce/homogeneity_lin`` (the reducer's summary).
 
-A value that is absent or not finite is None (JSON null). Both runs must be
+``codes`` counts the done codes each statistic uses, ``codes_not_done`` those left out
+because their chunk is not done (never read). A value that is absent or not finite is None (JSON null). Both runs must be
 ``complete`` (:func:`cluster.run_state.run_state`) and each compared group reduced;
 otherwise :class:`~cluster.storage.StoreError` names the run and what it lacks.
 """
@@ -75,11 +76,12 @@ def _open_complete(rs, run: str):
     """The run's view; :class:`StoreError` unless its state is ``complete``."""
     from .view import open_run
 
+    view = open_run(rs.root, run)  # a run being grown or deleted: refused in the readers' one line
     state = run_state(rs, run)
     if state["state"] != "complete":
         why = f" ({state['detail']})" if state.get("detail") else ""
         raise StoreError(f"run {run!r} is {state['state']}{why}; compare needs complete, reduced runs")
-    return open_run(rs.root, run)
+    return view
 
 
 def _finite(x) -> float | None:
@@ -119,10 +121,10 @@ def _group_stats(run: str, g: GroupView, *, figures: bool) -> tuple[dict, dict]:
     def read(name: str) -> np.ndarray | None:
         return np.asarray(red[name][:]) if name in names else None
 
-    lam = np.asarray(g.group["eigvals"][:], dtype=np.float64)[g.used]
+    lam = g.values("eigvals").astype(np.float64)  # done codes only
     pts, glob, gvals = read("anisotropy_points"), read("anisotropy_global"), read("global_eigvals")
     stats = {
-        "group": g.key, "codes": int(g.used.sum()), "dim": g.layout.dim,
+        "group": g.key, "codes": int(g.used.sum()), "codes_not_done": g.codes_not_done, "dim": g.layout.dim,
         "spectrum": {"median": _floats(np.median(lam, axis=0)) if lam.size else None, "global": _floats(gvals)},
         "anisotropy": {"fractions": list(FRACTIONS),
                        "median": None if pts is None else _floats(np.median(pts[g.used], axis=0)),

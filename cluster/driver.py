@@ -28,7 +28,7 @@ from geometry_core.errors import GeometryError, WeightsError
 from .bounds import check_before_ray, check_plan, check_resources, targets_per_task
 from .codes import DEFAULT_SCHEME, file_rows
 from .finished import finished_summary
-from .growth import code_scheme, grow_run, plan_growth
+from .growth import code_scheme, grow_run, plan_growth, resume_spec
 from .layout import GroupLayout
 from .lock import RunLock, RunLockedError
 from .progress import SweepProgress
@@ -435,7 +435,7 @@ def resume_sweep(run: str, *, store: str | None = None, address: str | None = No
     with ``allow_import=True`` from the caller (:mod:`cluster.trust`).
     """
     rs = RunStore(store, s3_endpoint=s3_endpoint, create=False)
-    raw = rs.attrs(run).get("spec")
+    raw = resume_spec(rs.attrs(run))  # a growth cut short: the spec it grows to, which finishes it
     if not isinstance(raw, dict):
         raise StoreError(f"run {run!r} in {rs.url} has no stored spec to resume from")
     raw = gate_stored_spec(raw, run=run, allow_import=allow_import)

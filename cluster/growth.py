@@ -10,15 +10,22 @@ whose codes are drawn one by one (``code_scheme: per-code``, :mod:`cluster.codes
 or, for codes from a file, when the longer file starts with the run's codes (their
 sha256). Everything else that differs is refused in one line naming the field,
 as a different spec is (:class:`~cluster.store.RunExistsError`).
+
+A growth is atomic in effect: the run records ``growing: {from, to, spec}`` before the
+first array is resized and clears it with the new identity after the last, so a growth
+cut short is never read as a run (:func:`cluster.integrity.refuse_unsettled`), ``status``
+says so, and ``resume`` finishes it from the recorded spec (:func:`resume_spec`).
 """
 
 from __future__ import annotations
 
 from .codes import LEGACY_SCHEME, file_sha256_prefix
+from .integrity import DELETING, GROWING, growth_in_progress
 from .layout import ARRAYS, CHUNK_RECORDS, GroupLayout
+from .storage import StoreError
 from .store import RunExistsError, check_identity
 
-__all__ = ["code_scheme", "grow_run", "plan_growth"]
+__all__ = ["code_scheme", "grow_run", "plan_growth", "resume_spec"]
 
 
 def code_scheme(attrs: dict) -> str:
@@ -29,8 +36,17 @@ def code_scheme(attrs: dict) -> str:
 def plan_growth(run: str, url: str, attrs: dict, spec) -> int | None:
     """The run's current number of codes when ``spec`` grows it; None when the identity is the same.
 
-    Raises :class:`RunExistsError` (one line, naming the field) for any other difference.
+    Raises :class:`RunExistsError` (one line, naming the field) for any other difference, and
+    :class:`StoreError` for a run being deleted; a run whose growth stopped part-way accepts
+    only the spec it was growing to (which finishes it).
     """
+    if attrs.get("status") == DELETING:
+        raise StoreError(f"run {run!r} in {url} is being deleted (a `gangeo rm` stopped part-way); "
+                         f"run `gangeo rm {run} --yes` to finish deleting it, then start it again")
+    rec = growth_in_progress(attrs)
+    if rec is not None and int(spec.n_codes) != int(rec.get("to") or -1):
+        raise RunExistsError(f"run {run!r} in {url} stopped growing from {rec.get('from')} to {rec.get('to')} "
+                             f"codes; run `gangeo resume {run}` to finish that growth first")
     old = dict(attrs.get("identity") or {})
     old.pop("weights", None)  # weights files are compared once hashed (RunStore.create)
     new = spec.identity()
@@ -73,9 +89,12 @@ def grow_run(rs, spec, layouts: list[GroupLayout], old_n: int) -> None:
 
     The old last chunk, when short, gains rows: its ``done`` entry is cleared so it is
     recomputed whole. Each group's reduce is marked unfinished until the reducers rerun
-    over every code. Arrays first, identity last: a grow cut short is redone by rerunning.
+    over every code. The ``growing`` record first, arrays next, identity last (clearing
+    the record): a grow cut short is finished by ``resume`` (or by rerunning the spec);
+    every step is idempotent.
     """
     run_g = rs.run_group(spec.name)
+    rs.update_attrs(spec.name, **{GROWING: {"from": old_n, "to": int(spec.n_codes), "spec": spec.to_dict()}})
     present = set(run_g.attrs.get("groups", []))
     for lay in layouts:
         if lay.key not in present:
@@ -93,4 +112,10 @@ def grow_run(rs, spec, layouts: list[GroupLayout], old_n: int) -> None:
             g["reduce"].attrs["state"] = "reducing"  # over the old codes only: stale until reduced again
     weights = dict(run_g.attrs.get("identity") or {}).get("weights")
     identity = {**spec.identity(), **({"weights": weights} if weights else {})}
-    rs.update_attrs(spec.name, identity=identity, spec=spec.to_dict())
+    rs.update_attrs(spec.name, identity=identity, spec=spec.to_dict(), **{GROWING: None})
+
+
+def resume_spec(attrs: dict):
+    """The stored spec ``resume`` runs: the one a growth cut short was growing to, else the run's."""
+    rec = growth_in_progress(attrs)
+    return rec.get("spec") if rec is not None and isinstance(rec.get("spec"), dict) else attrs.get("spec")

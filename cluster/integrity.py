@@ -6,12 +6,18 @@ Example::
     crc = chunk_checksum({"z": z, "eigvals": lam})        # what write_chunk records
     damaged_chunks(group, layout, done)                    # {chunk: "eigvals: checksum mismatch: ..."}
     reduce_state(group)                                    # "complete", "unfinished" or None
+    counted_chunks(group, layout, key=key)                  # ((n_chunks,) bool: counts, {chunk: problem})
+    refuse_unsettled("quickstart", run_attrs)              # StoreError while the run grows or is deleted
 
 The one owner of these rules (ARCHITECTURE.md, "Store"): the store records
 checksums with ``chunk_checksum``; views, resume and ``verify`` judge done
-chunks with ``chunk_problems``; the view, ``verify``, the run state and the
-readers of ``reduce/`` ask ``reduce_state``. It imports only the layout and
-the storage errors, so ``view``, ``verify`` and ``store`` all sit above it.
+chunks with ``chunk_problems``; which chunks count is ``counted_chunks`` (``done``
+is 1 and the data agree; the view's path) or ``recorded_done`` (the ``done``
+entries alone, checked against the layout; xarray's lazy path); the view,
+``verify``, the run state and the readers of ``reduce/`` ask ``reduce_state``; a
+run whose arrays are being resized (``growing``) or deleted (``status:
+deleting``) is read by no one (``refuse_unsettled``). It imports only the layout
+and the storage errors, so ``view``, ``verify`` and ``store`` all sit above it.
 """
 
 from __future__ import annotations
@@ -25,8 +31,12 @@ import zarr
 from .layout import ARRAYS, GroupLayout
 from .storage import StoreError
 
-__all__ = ["DamagedChunkError", "chunk_checksum", "chunk_problems", "damaged_chunks", "done_chunk_problems",
-           "read_chunk", "reduce_state", "refuse_damaged", "require_reduced", "stored_arrays"]
+__all__ = ["DELETING", "GROWING", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
+           "damaged_chunks", "done_chunk_problems", "growth_in_progress", "read_chunk", "recorded_done", "reduce_state",
+           "refuse_damaged", "refuse_unsettled", "require_reduced", "stored_arrays"]
+
+GROWING = "growing"    # run attribute {"from": n_old, "to": n_new, "spec": {...}} while arrays are resized
+DELETING = "deleting"  # run status written by `gangeo rm` before it deletes any key
 
 
 class DamagedChunkError(StoreError):
@@ -98,6 +108,52 @@ def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
         if problems:
             out[i] = problems[0]
     return out
+
+
+def recorded_done(group: zarr.Group, lay: GroupLayout, *, key: str) -> np.ndarray:
+    """(n_chunks,) bool: the chunk's ``done`` entry is 1 (data not checked: :func:`counted_chunks` does)."""
+    done = np.asarray(group["done"][:]) == 1
+    if done.shape != (lay.n_chunks,):
+        raise StoreError(f"group {key}: done has {done.size} entries for {lay.n_chunks} chunks of {lay.n} codes "
+                         "(arrays of different lengths: a growth stopped part-way); run `gangeo resume`")
+    return done
+
+
+def counted_chunks(group: zarr.Group, lay: GroupLayout, chunks=None, *, key: str,
+                   skip_damaged: bool = False) -> tuple[np.ndarray, dict[int, str]]:
+    """((n_chunks,) bool: the chunk counts, {chunk: problem} of damaged done chunks) of a target group.
+
+    A chunk counts when its ``done`` entry is 1 and its data and checksum agree;
+    only ``chunks`` (default all) are checked, the others never count. A damaged
+    done chunk raises :class:`DamagedChunkError` unless ``skip_damaged``.
+    """
+    done = recorded_done(group, lay, key=key)
+    if chunks is not None:
+        picked = np.zeros_like(done)
+        picked[list(chunks)] = True
+        done &= picked
+    bad = damaged_chunks(group, lay, done, range(lay.n_chunks) if chunks is None else chunks)
+    if not skip_damaged:
+        refuse_damaged(key, bad)
+    done[list(bad)] = False
+    return done, bad
+
+
+def growth_in_progress(attrs: dict) -> dict | None:
+    """The run's ``growing`` record ({"from", "to", "spec"}) while a growth is unfinished, else None."""
+    rec = attrs.get(GROWING)
+    return rec if isinstance(rec, dict) and rec else None
+
+
+def refuse_unsettled(run: str, attrs: dict) -> None:
+    """Raise :class:`StoreError` (one line naming the remedy) for a run being grown or deleted."""
+    if attrs.get("status") == DELETING:
+        raise StoreError(f"run {run!r} is being deleted (a `gangeo rm` is running or stopped part-way); "
+                         f"run `gangeo rm {run} --yes` to finish deleting it")
+    rec = growth_in_progress(attrs)
+    if rec is not None:
+        raise StoreError(f"run {run!r} is growing from {rec.get('from')} to {rec.get('to')} codes (its arrays are "
+                         f"being resized, or a growth stopped part-way); run `gangeo resume {run}` to finish it")
 
 
 def refuse_damaged(key: str, damaged: dict[int, str]) -> None:

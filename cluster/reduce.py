@@ -231,7 +231,7 @@ def _reduce_anisotropy(job: _Job) -> dict:
     points = np.full((view.layout.n, len(FRACTIONS)), -1, dtype=np.int32)
     rows = np.flatnonzero(view.used)
     if rows.size:
-        vals = torch.from_numpy(np.asarray(view.group["eigvals"][:])[rows]).double()
+        vals = torch.from_numpy(view.values("eigvals")).double()  # done codes only, in row order
         counts = anisotropy(vals, fractions=FRACTIONS)
         points[rows] = np.stack([np.asarray(counts[f]) for f in FRACTIONS], axis=1)
     arr = job.create("anisotropy_points", points.shape, (view.layout.chunk_size, len(FRACTIONS)))

@@ -17,7 +17,8 @@ grids along the top eigenvectors of the global metric (when the generator loads
 here), local dimensions where a ``local_dim`` array exists; per model and space
 with several ``layer:`` targets, the layer amplification (a heatmap on a scale
 centred on 1, its values written in the cells). Then the spec (YAML)
-and the timing. Only chunks whose ``done`` entry is 1 are used.
+and the timing. Only chunks whose ``done`` entry is 1 (and whose data agree with their
+checksum) are used; a chunk that is not done is never read.
 
 The parts: :mod:`cluster.view` reads the run (read-only), one function here per
 section, :mod:`cluster.report_html` renders the page (every number's cell
@@ -132,7 +133,7 @@ def _global_section(doc: Doc, g: GroupView, red: dict, title: str) -> None:
 def _local_dim_section(doc: Doc, g: GroupView) -> None:
     if "local_dim" not in set(g.group.array_keys()):
         return
-    dims = np.asarray(g.group["local_dim"][:])[g.used].astype(float)
+    dims = g.values("local_dim").astype(float)
     dims = dims[dims >= 0]
     if not dims.size:
         return
@@ -151,7 +152,7 @@ def _group_section(doc: Doc, g: GroupView, ctx: ReportContext) -> None:
     if n_used == 0:
         doc.add("<p>No chunk is done yet: nothing to show.</p></section>")
         return
-    lam = np.asarray(g.group["eigvals"][:])[g.used].astype(np.float64)
+    lam = g.values("eigvals").astype(np.float64)
     doc.figure(f"{g.key}-spectrum", "Mean spectrum with a 90% band (5th-95th percentile), log scale",
                lambda: figs.spectrum_band_png(lam, title=title))
     red = g.reduced()
@@ -332,6 +333,7 @@ def build_report(
     traversals: bool = True,
     allow_import: bool = False,
     skip_damaged: bool = False,
+    counts: dict | None = None,
 ) -> Path:
     """Write ``<out_dir>/<run>.html`` (self-contained) and its figures as PNGs; return the HTML path.
 
@@ -342,12 +344,17 @@ def build_report(
     an import path in it needs ``allow_import=True``, see :mod:`cluster.trust`).
     Nothing is written when the run cannot be read or its spec is refused, or when
     a done chunk is damaged (:class:`~cluster.view.DamagedChunkError`) unless
-    ``skip_damaged``, which leaves such chunks out.
+    ``skip_damaged``, which leaves such chunks out. Codes whose chunk is not done are
+    never shown; ``counts``, when given, receives ``codes``, ``not_done`` (codes left
+    out) and ``damaged`` (chunks skipped) summed over the groups.
     """
     view = open_run(url, run, s3_endpoint=s3_endpoint)
     attrs = view.attrs
     spec = attrs.get("spec")
     groups = order_groups(view.targets(skip_damaged=skip_damaged), spec if isinstance(spec, dict) else None)
+    if counts is not None:
+        counts.update(codes=sum(g.layout.n for g in groups), not_done=sum(g.codes_not_done for g in groups),
+                      damaged=sum(len(g.damaged) for g in groups))
     doc = Doc()
     ctx = ReportContext(_trusted_spec(spec, run, allow_import) if traversals else {}, traversals)
     summary = '<li><a href="#summary">Summary across groups</a></li>' if len(groups) > 1 else ""

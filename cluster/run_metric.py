@@ -9,6 +9,7 @@ Example::
     m.eigvals, m.eigvecs          # float64 tensors (D,), (D, D): reduce/global_eigvals, global_eigvecs
     m.key                         # "dcgan-faces/z/mse", the group it came from
     m.target                      # "mse": the distance it was computed with, which the command measures with
+    m.codes, m.codes_used         # 64, 48: the metric averages the 48 codes whose chunk was done
 
 The group is the one named after the slash, else the run's group of that generator and
 space (the one whose target is ``distance`` when there are several). The metric is used
@@ -20,7 +21,9 @@ complete ``reduce/global_eigvecs`` a :class:`~cluster.storage.StoreError` (exit 
 The eigenvectors are the stored ones (columns, descending; ARCHITECTURE.md "Mathematics"),
 never re-decomposed. A command measures with the group's own distance: ``--distance`` given
 and naming another one is refused (:func:`check_distance`, exit 2), so an eigenframe of LPIPS
-is never calibrated with MSE steps.
+is never calibrated with MSE steps. The metric averages only the codes whose chunk was
+done when the run was reduced; ``codes_not_done`` says how many it leaves out. A run being grown or
+deleted is refused (:func:`cluster.view.open_run`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ class StoredMetric:
     eigvals: torch.Tensor  # (D,) float64, descending
     eigvecs: torch.Tensor  # (D, D) float64, columns
     target: str = ""       # the distance the group was computed with (its layout's target)
+    codes: int | None = None       # the group's codes (reduce/ attrs ``n_codes``; None: not recorded)
+    codes_used: int | None = None  # those the metric averages: codes whose chunk was done (``n_used``)
+
+    @property
+    def codes_not_done(self) -> int:
+        """Codes of the group the metric leaves out because their chunk was not done when it was reduced."""
+        return 0 if self.codes is None or self.codes_used is None else self.codes - self.codes_used
 
     def describe(self) -> dict:
         return {"run": self.run, "group": self.key}
@@ -102,7 +112,7 @@ def _check_generator(ref: str, run: str, lay: GroupLayout, entries: dict, genera
                          f"dimension {lay.dim}; this command uses space {space!r} of dimension {dim}")
 
 
-def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.ndarray, dict]:
     from .view import reduce_state
 
     red = group["reduce"] if reduce_state(group) == "complete" else None
@@ -114,7 +124,7 @@ def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.nd
         raise StoreError(f"run {run!r} group {key}: reduce/global_eigvals and global_eigvecs must be finite, of "
                          f"shapes ({dim},) and ({dim}, {dim}); got {vals.shape} and {vecs.shape}; "
                          f"run `gangeo reduce {run}`")
-    return vals, vecs
+    return vals, vecs, dict(red.attrs)
 
 
 def load_run_metric(ref: str, *, store=None, s3_endpoint: str | None = None, generator: str, space: str | None,
@@ -140,9 +150,13 @@ def load_run_metric(ref: str, *, store=None, s3_endpoint: str | None = None, gen
     g = rs.group(run, key)
     lay = GroupLayout.of(g)
     _check_generator(ref, run, lay, entries, generator, space, dim)
-    vals, vecs = _read_global(run, key, g, dim)
+    vals, vecs, red = _read_global(run, key, g, dim)
+
+    def count(name: str) -> int | None:
+        return int(red[name]) if isinstance(red.get(name), int) else None
+
     return StoredMetric(run, key, torch.from_numpy(vals.astype(np.float64)), torch.from_numpy(vecs.astype(np.float64)),
-                        lay.target)
+                        lay.target, codes=count("n_codes"), codes_used=count("n_used"))
 
 
 def check_distance(ref: str, stored: StoredMetric, distance, *, generator) -> None:

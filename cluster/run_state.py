@@ -8,8 +8,10 @@ Example::
 
 States (ARCHITECTURE.md, "Store"): ``created``, ``computing`` (a live driver computes
 chunks), ``reducing`` (a live driver reduces), ``complete`` (every chunk done and every
-enabled reduce wrote its completion record), ``partial`` (chunks failed), and
-``interrupted`` (the driver is dead, or a reduce never wrote its record).
+enabled reduce wrote its completion record), ``partial`` (chunks failed),
+``growing`` (a live driver resizes the run's arrays to more codes), ``deleting`` (``gangeo
+rm`` is deleting it, or stopped part-way: ``rm`` again finishes), and ``interrupted`` (the
+driver is dead, a reduce never wrote its record, or a growth stopped between resizes).
 
 Each time a driver runs or resumes a run it appends an attempt to the run's
 ``history`` (started, finished, seconds, points, chunks computed/skipped/failed,
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import time
 
-from .integrity import reduce_state
+from .integrity import DELETING, growth_in_progress, reduce_state
 from .lock import LOCK_GROUP, is_stale, lock_info
 from .reduce import enabled_reducers
 
@@ -54,6 +56,20 @@ def run_state(rs, run: str) -> dict:
     """``{"state": ..., "detail": ...}`` of run ``run`` in the open :class:`~cluster.store.RunStore` ``rs``."""
     attrs = rs.attrs(run)
     stored = attrs.get("status")
+    if stored == DELETING:
+        info = live_driver(rs, run)
+        if info is not None:
+            return {"state": DELETING, "detail": f"`gangeo rm` on host {info.get('host')}, pid {info.get('pid')}"}
+        return {"state": DELETING, "detail": f"partially deleted: a `gangeo rm` stopped part-way; run `gangeo rm "
+                                             f"{run} --yes` to finish deleting it"}
+    grow = growth_in_progress(attrs)
+    if grow is not None:
+        what = f"from {grow.get('from')} to {grow.get('to')} codes"
+        info = live_driver(rs, run)
+        if info is not None:
+            return {"state": "growing", "detail": f"{what}; driver on host {info.get('host')}, pid {info.get('pid')}"}
+        return {"state": "interrupted", "detail": f"growth {what} stopped between array resizes; "
+                                                  f"run `gangeo resume {run}` to finish it"}
     if stored in _LIVE:
         info = live_driver(rs, run)
         if info is not None:

@@ -208,6 +208,35 @@ class RunStore:
                             "groups": a.get("groups", [])})
         return out
 
+    def delete_run(self, run: str) -> None:
+        """Delete every key of ``run``: status ``deleting`` first, the run's own ``zarr.json`` last.
+
+        Cut short, the run still lists, as ``deleting`` (``ls``, ``status``), is read by no
+        one (:func:`cluster.integrity.refuse_unsettled`), and a second call finishes it.
+        The caller holds the run's lock (``gangeo rm``).
+        """
+        from zarr.core.sync import sync
+
+        from .integrity import DELETING
+
+        self.update_attrs(run, status=DELETING)
+        prefix = f"{self.root.path}/{run}" if self.root.path else run
+        store = self.root.store
+
+        async def children() -> list[str]:
+            return [name async for name in store.list_dir(f"{prefix}/")]
+
+        for name in sorted(n.rstrip("/") for n in sync(children())):
+            if name == "zarr.json":
+                continue
+            try:  # a group's subtree at once (batched on S3)
+                sync(store.delete_dir(f"{prefix}/{name}"))
+            except ValueError:  # a local file, not a folder
+                pass
+            sync(store.delete(f"{prefix}/{name}"))
+        sync(store.delete(f"{prefix}/zarr.json"))  # last: until now the run lists as deleting
+        sync(store.delete_dir(prefix))  # what is left of a local run: empty folders
+
     # -- groups and chunks ----------------------------------------------------
     def group(self, run: str, key: str) -> zarr.Group:
         try:

@@ -76,15 +76,66 @@ def _label(ds, group: zarr.Group, layout: GroupLayout | None):
             coords[name] = np.arange(size)
     if layout is not None:
         coords.update(model=layout.model, space=layout.space, target=layout.target)
-        if "done" in ds and "code" in ds.dims:
-            coords["done_code"] = ("code", layout.codes_done(ds["done"].values))
     return ds.assign_coords(coords)
+
+
+def _only_done(ds, group: zarr.Group, layout: GroupLayout, key: str, chunks):
+    """``done_code`` and ``codes_not_done``; per-code variables NaN where the chunk is not done.
+
+    Done state comes from :func:`cluster.integrity.recorded_done` (data are not
+    re-verified here: ``gangeo verify`` does). A run whose chunks are all done stays
+    as opened; otherwise each per-code variable is rebuilt from its done chunks only
+    (an unfinished chunk's bytes, zeros or a torn write, are never decoded): lazily
+    with dask when ``chunks`` was given, else read now.
+    """
+    from .integrity import recorded_done
+
+    done = recorded_done(group, layout, key=key)
+    used = layout.codes_done(done)
+    ds = ds.assign_coords(done_code=("code", used))
+    missing = int(used.size - used.sum())
+    if missing:
+        for name in [v for v in ds.data_vars if ds[v].dims[:1] == ("code",)]:
+            data = _done_rows(group[name], layout, done, lazy=chunks is not None)
+            ds[name] = ds[name].copy(data=data)
+        if chunks not in (None, {}):
+            ds = ds.chunk(chunks)
+    ds.attrs["codes_not_done"] = missing
+    return ds
+
+
+def _done_rows(arr: zarr.Array, layout: GroupLayout, done: np.ndarray, *, lazy: bool):
+    """The array with the rows of chunks not done as NaN, read chunk by chunk (a dask array when ``lazy``)."""
+    dtype = np.result_type(arr.dtype, np.float32)
+    blocks = []
+    for c in range(layout.n_chunks):
+        span = layout.rows(c)
+        shape = (span.stop - span.start,) + tuple(arr.shape[1:])
+        if not done[c]:
+            blocks.append(np.full(shape, np.nan, dtype=dtype))
+        elif lazy:
+            import dask
+            import dask.array as da
+
+            blocks.append(da.from_delayed(dask.delayed(lambda s=span: np.asarray(arr[s], dtype=dtype))(),
+                                          shape=shape, dtype=dtype))
+        else:
+            blocks.append(np.asarray(arr[span], dtype=dtype))
+    if lazy:
+        import dask.array as da
+
+        return da.concatenate([da.asarray(b) for b in blocks], axis=0)
+    return np.concatenate(blocks, axis=0)
 
 
 def _open_one(root: zarr.Group, run: str, key: str, reduced: bool, chunks):
     import xarray as xr
 
+    from .integrity import refuse_unsettled
+
     key = key.strip("/")
+    if run in set(root.group_keys()):
+        refuse_unsettled(run, dict(root[run].attrs))  # arrays being resized or deleted are not data
     path = f"{run}/{key}"
     try:
         group = root[path]
@@ -105,7 +156,8 @@ def _open_one(root: zarr.Group, run: str, key: str, reduced: bool, chunks):
     if reduced and layout is not None:
         ds = _label(ds, group, None).assign_coords(model=layout.model, space=layout.space, target=layout.target)
         return ds
-    return _label(ds, group, layout)
+    ds = _label(ds, group, layout)
+    return _only_done(ds, group, layout, path, chunks) if layout is not None and "done" in ds else ds
 
 
 def open_run_xarray(
@@ -125,7 +177,10 @@ def open_run_xarray(
     padded with NaN. ``reduced=True`` opens ``reduce/`` instead. ``chunks``: None
     (lazy numpy, the default), or dask chunks as xarray takes them (``{}``: the
     store's own chunks, ``"auto"``, or ``{"code": 64}``). The sweep's dataset also
-    has ``done_code`` (code,) bool: the code's chunk is done.
+    has ``done_code`` (code,) bool: the code's chunk is done; a code whose chunk is
+    not done is NaN in every per-code variable, and ``attrs["codes_not_done"]``
+    says how many (summed over groups when stacked). A run being grown or deleted
+    is refused (:class:`StoreError`).
     """
     import xarray as xr
 
@@ -147,5 +202,8 @@ def open_run_xarray(
     # Which codes are done is a property of each group: it keeps the group dimension even where groups agree.
     parts = [p.assign_coords(done_code=p["done_code"].expand_dims(group=p["group"].values)) if "done_code" in p.coords
              else p for p in parts]
-    return xr.concat(parts, dim="group", join="outer", coords="different", compat="equals",
-                     fill_value=np.nan)
+    out = xr.concat(parts, dim="group", join="outer", coords="different", compat="equals",
+                    fill_value=np.nan)
+    if not reduced:
+        out.attrs["codes_not_done"] = sum(int(p.attrs.get("codes_not_done", 0)) for p in parts)
+    return out

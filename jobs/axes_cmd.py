@@ -75,8 +75,13 @@ def stored_metric(args: argparse.Namespace, G):
 
     if not is_run_ref(args.metric):
         return None
-    return load_run_metric(args.metric, store=args.store, s3_endpoint=args.s3_endpoint, generator=args.generator,
-                           space=args.space, dim=G.latent_dim, distance=args.distance)
+    stored = load_run_metric(args.metric, store=args.store, s3_endpoint=args.s3_endpoint, generator=args.generator,
+                             space=args.space, dim=G.latent_dim, distance=args.distance)
+    if stored.codes_not_done:  # a partial run's metric: say what it averages
+        print(f"gangeo {args.command}: --metric {args.metric}: the global metric of {stored.key} averages "
+              f"{stored.codes_used} of {stored.codes} codes ({stored.codes_not_done} in chunks not done)",
+              file=sys.stderr)
+    return stored
 
 
 def metric_distance(args: argparse.Namespace, G, stored):

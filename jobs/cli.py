@@ -146,8 +146,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     rs = _open(args)
     attrs = rs.attrs(args.run)
-    prog = rs.progress(args.run)
     state = run_state(rs, args.run)
+    # A run being deleted has lost some groups: no progress to count.
+    prog = None if state["state"] == "deleting" else rs.progress(args.run)
     keys = ("created", "updated", "failed", "versions")
     times = timing_report(attrs)  # summed over every attempt, and each attempt
     # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
@@ -209,22 +210,6 @@ def _pick_group(rs, run: str, args) -> str:
     return hits[0]
 
 
-def _damaged_in(rs, run: str, key: str, index) -> dict[int, str]:
-    """{chunk: problem} of the done chunks the index reaches whose data and checksum disagree."""
-    from cluster.layout import GroupLayout
-    from cluster.view import damaged_chunks
-
-    g = rs.group(run, key)
-    lay = GroupLayout.of(g)
-    try:
-        rows = range(lay.n)[index] if index is not None else range(lay.n)
-    except IndexError:
-        return {}  # the read that follows names the bad index
-    rows = [rows] if isinstance(rows, int) else rows
-    chunks = sorted({r // lay.chunk_size for r in rows})
-    return damaged_chunks(g, lay, rs.done_mask(run, key), chunks)
-
-
 def check_out_file(out: str | None) -> None:
     """``--out FILE``: its folder must exist and it must not be a folder (checked before any work)."""
     import os
@@ -252,25 +237,22 @@ def check_out_dir(out: str | None) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from cluster.layout import ARRAYS
-    from cluster.view import refuse_damaged, require_reduced
+    from cluster.view import open_run
 
     index = parse_index(args.index)
     check_out_file(args.out if args.format == "npy" else None)
     rs = _open(args)
     key = _pick_group(rs, args.run, args)
-    try:
-        if args.array.startswith("reduce/"):
-            require_reduced(key, rs.group(args.run, key))
-        damaged = _damaged_in(rs, args.run, key, index) if args.array in ARRAYS else {}
-        if damaged and not args.skip_damaged:
-            refuse_damaged(key, damaged)
-        data = rs.read(args.run, key, args.array, index) if not damaged else _read_intact(
-            rs, args.run, key, args.array, index, damaged)
+    view = open_run(rs.root, args.run)  # a run being grown or deleted is refused here
+    try:  # through the run view: codes whose chunk does not count read as NaN, never as numbers
+        rows = view.read(key, args.array, index, skip_damaged=args.skip_damaged)
     except IndexError as exc:  # an index past the array's end is the user's
         raise UsageError(f"--index {args.index}: {exc}") from None
-    if damaged:  # the damaged chunks' codes read as NaN, never as numbers
-        _warn("query", f"skipped {len(damaged)} damaged chunks of {key} (their codes are NaN)")
+    data = rows.data
+    said = ([f"skipped {rows.damaged} damaged chunks of {key} (their codes are NaN)"] if rows.damaged else []) + (
+        [f"{rows.not_done} of the codes read are in chunks of {key} that are not done (NaN)"] if rows.not_done else [])
+    if said:
+        _warn("query", "; ".join(said))
     if args.format == "npy":
         if args.out:
             np.save(args.out, data)
@@ -283,21 +265,6 @@ def cmd_query(args: argparse.Namespace) -> int:
         print_json({"run": args.run, "group": key, "array": args.array, "index": args.index,
                     "shape": list(data.shape), "dtype": str(data.dtype), "data": data})
     return 0
-
-
-def _read_intact(rs, run: str, key: str, array: str, index, damaged: dict) -> np.ndarray:
-    """The indexed rows of ``array``, NaN where their chunk is damaged (its bytes are never decoded)."""
-    from cluster.layout import GroupLayout
-
-    g = rs.group(run, key)
-    lay, arr = GroupLayout.of(g), g[array]
-    rows = range(lay.n)[index] if index is not None else range(lay.n)
-    picked = [rows] if isinstance(rows, int) else list(rows)
-    out = np.full((len(picked),) + arr.shape[1:], np.nan, dtype=np.result_type(arr.dtype, np.float32))
-    for j, r in enumerate(picked):
-        if r // lay.chunk_size not in damaged:
-            out[j] = arr[r]
-    return out[0] if isinstance(rows, int) else out
 
 
 def _add_core(sub) -> None:

@@ -47,15 +47,14 @@ def run_report(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {clip(args.out, bare=True)}: exists and is not a directory; "
                          "expected a directory for the report")
+    counts: dict = {}
     path = build_report(args.store, args.run, out_dir=args.out, s3_endpoint=args.s3_endpoint,
                         progress=not args.quiet, traversals=not args.no_traversals, allow_import=args.allow_import,
-                        skip_damaged=args.skip_damaged)
-    if args.skip_damaged:  # say how many chunks the report left out
-        from cluster.view import open_run
-
-        view = open_run(args.store, args.run, s3_endpoint=args.s3_endpoint)
-        skipped = sum(len(g.damaged) for g in view.targets(skip_damaged=True))
-        if skipped:
-            print(f"gangeo report: skipped {skipped} damaged chunks", file=sys.stderr)
+                        skip_damaged=args.skip_damaged, counts=counts)
+    said = ([f"skipped {counts['damaged']} damaged chunks"] if counts.get("damaged") else []) + (
+        [f"left out {counts['not_done']} of {counts['codes']} codes whose chunk is not done"]
+        if counts.get("not_done") else [])
+    if said:  # one line: what the report does not show
+        print(f"gangeo report: {'; '.join(said)}", file=sys.stderr)
     print(path)
     return 0

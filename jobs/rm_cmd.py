@@ -9,7 +9,10 @@ Without ``--yes`` the command asks on a terminal and refuses otherwise (exit 2,
 saying to pass ``--yes``). An unknown run, or a run a live driver is writing
 (its lock, ARCHITECTURE.md "Store"), is refused with exit 5 and nothing is
 deleted. While deleting, rm holds the run's lock itself, so no driver starts
-writing the run meanwhile. Prints ``{"run", "store", "deleted": true}``.
+writing the run meanwhile. The run is marked ``deleting`` before any key goes and
+its own metadata goes last, so an rm cut short leaves a run that ``ls`` and
+``status`` show as ``deleting``, that no command reads, and that a second ``rm``
+finishes. Prints ``{"run", "store", "deleted": true}``.
 """
 
 from __future__ import annotations
@@ -55,14 +58,11 @@ def _confirm(run: str, url: str, yes: bool) -> None:
 
 
 def delete_run(rs, run: str) -> None:
-    """Delete every key of ``run`` in the open store ``rs`` while holding the run's lock."""
-    from zarr.core.sync import sync
-
+    """Delete run ``run`` of the open store ``rs`` (:meth:`RunStore.delete_run`) while holding the run's lock."""
     from cluster.lock import RunLock
 
-    prefix = f"{rs.root.path}/{run}" if rs.root.path else run
     with RunLock(rs.url, run, s3_endpoint=rs.s3_endpoint):  # RunLockedError if a driver just started
-        sync(rs.root.store.delete_dir(prefix))
+        rs.delete_run(run)
 
 
 def run_rm(args: argparse.Namespace) -> int:

@@ -318,8 +318,41 @@ def test_rm_holds_the_run_lock_while_deleting(store, capsys, monkeypatch):
 
     monkeypatch.setattr(zsync, "sync", spy)
     assert main(["rm", "a", "--store", str(store), "--yes"]) == 0
-    assert len(held) == 1 and held[0]["pid"] == os.getpid()
+    assert held and all(h["pid"] == os.getpid() for h in held)  # each group's subtree, then the run's folder
     assert lock_info(str(store), "a") is None  # released afterwards
+
+
+def test_rm_cut_short_lists_as_deleting_is_read_by_no_one_and_a_second_rm_finishes(store, capsys, monkeypatch):
+    """Issue 21, finding 3: an rm killed part-way never leaves a run that looks complete."""
+    import zarr.core.sync as zsync
+
+    real = zsync.sync
+
+    def delete_then_die(coro, *a, **kw):
+        out = real(coro, *a, **kw)
+        if getattr(coro, "__qualname__", "").endswith("delete_dir"):
+            raise KeyboardInterrupt  # Ctrl-C once the first group's keys are gone
+        return out
+
+    monkeypatch.setattr(zsync, "sync", delete_then_die)
+    assert main(["rm", "a", "--store", str(store), "--yes"]) == 130
+    monkeypatch.undo()
+    assert (store / "a" / "zarr.json").exists() and not (store / "a" / "dcgan-faces").exists()
+    capsys.readouterr()
+    assert main(["ls", "--store", str(store)]) == 0
+    assert {r["run"]: r["status"] for r in json.loads(capsys.readouterr().out)["runs"]} == {
+        "a": "deleting", "b": "complete"}
+    assert main(["status", "a", "--store", str(store)]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["status"] == "deleting" and "partially deleted" in st["detail"] and st["progress"] is None
+    assert "gangeo rm a --yes" in st["detail"]
+    for argv in (["query", "a"], ["reduce", "a", "--no-ray", "--quiet"], ["report", "a", "--quiet"],
+                 ["resume", "a", "--quiet"], ["compare", "a", "b"]):
+        assert main([*argv, "--store", str(store)]) == 5, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "being deleted" in err[0] and "gangeo rm a --yes" in err[0], err
+    assert main(["rm", "a", "--store", str(store), "--yes"]) == 0
+    assert not (store / "a").exists() and _ls(str(store), capsys) == ["b"]
 
 
 # ---- reduce holds the run's lock ----
