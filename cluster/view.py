@@ -193,7 +193,10 @@ def _rows(n: int, index):
     """The code rows an index reaches (an int or a range); IndexError past the end."""
     if index is None:
         return range(n)
-    return range(n)[index]
+    try:
+        return range(n)[index]
+    except IndexError:  # numpy's wording, as a read of the array would say it
+        raise IndexError(f"index {index} is out of bounds for axis 0 with size {n}") from None
 
 
 def _per_code(name: str, arr) -> bool:
