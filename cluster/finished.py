@@ -117,5 +117,5 @@ def finished_summary(spec, s3_endpoint: str | None = None) -> dict | None:
             "computed": 0, "failed": [], "workers": 0, "workers_replaced": 0, "store_retries": rs.retry.retries,
             "lock_taken_over": False, "groups": keys, "started": started,
             "seconds": round(time.perf_counter() - t0, 3), "chunks_computed": 0, "points": 0,
-            "points_per_second": None, "worker_info": [], "reduce": reduced if chosen else None,
+            "points_per_second": None, "worker_info": [], "reduce_nodes": {}, "reduce": reduced if chosen else None,
             "nothing_to_do": f"run {spec.name!r} is complete and reduced with this spec; nothing was recomputed"}
