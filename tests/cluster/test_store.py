@@ -179,6 +179,7 @@ def test_cli_status_ls_query(tmp_path, capsys):
     out = tmp_path / "v.npy"
     assert main([*q[:-4], "--array", "eigvecs", "--format", "npy", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out)[:2], data["eigvecs"], rtol=1e-6)
+    assert "not done" in capsys.readouterr().err  # the run's last chunk is not done: said, not served as data
     for bad, needle, kind in ((["query", "r", "--store", url], "several groups match", "usage"),
                               ([*q[:-2], "--index", "x"], "--index", "usage"),
                               (["status", "zz", "--store", url], "no run 'zz'", "store"),
