@@ -22,6 +22,15 @@ directory, is checked (length against Content-Length, then the digest),
 wrong removes the temporary file, so the destination name only ever holds a
 complete, verified file.
 
+Limits. A download is refused before its body is read when it declares more
+than the file's size cap, and stopped when it sends more; the whole transfer has a
+deadline (``GANGEO_DOWNLOAD_TIMEOUT`` seconds, default 3600) besides the
+per-read timeout; a redirect to another scheme, host or port is refused unless
+``GANGEO_ALLOW_REDIRECTS=1``; a file without a published digest must begin as
+its format does (``magic``) before it is pinned. One process downloads a
+given file at a time (a lock on its directory): the others wait and verify what it
+left. URLs are shown and pinned without credentials or query strings.
+
 Offline (``GANGEO_OFFLINE=1``, or the Hugging Face / torch hub offline flags)
 or unreachable: :class:`~geometry_core.errors.MissingWeightsError`, one line
 naming the file, its URL and where to put it.
@@ -29,6 +38,7 @@ naming the file, its URL and where to put it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import json
@@ -37,6 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +62,7 @@ __all__ = [
     "cache_home",
     "fetch_file",
     "is_offline",
+    "public_url",
     "read_pin",
     "sha256_file",
     "verify_file",
@@ -61,7 +73,11 @@ HOME_ENV = "GANGEO_HOME"
 OFFLINE_ENV_VARS = ("GANGEO_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HUB_OFFLINE")
 PIN_SUFFIX = ".pin.json"
 _CHUNK = 1 << 20  # 1 MiB reads: small enough for a smooth progress line, large enough to be fast
-_TIMEOUT_S = 60  # per socket operation, not for the whole file
+_TIMEOUT_S = 60  # per socket operation; the whole transfer has DEADLINE_ENV's limit
+DEADLINE_ENV = "GANGEO_DOWNLOAD_TIMEOUT"
+_DEADLINE_S = 3600.0
+REDIRECTS_ENV = "GANGEO_ALLOW_REDIRECTS"
+DEFAULT_MAX_BYTES = 4 * 2**30  # larger than any published generator file
 _MIN_PREFIX = 6  # shorter published prefixes would not identify a file
 
 
@@ -97,6 +113,48 @@ def _check_expected(sha256: str | None) -> str | None:
     if not (_MIN_PREFIX <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text)):
         raise GeometryError(f"expected sha256 must be {_MIN_PREFIX} to 64 hex digits, got {sha256!r}")
     return text
+
+
+def public_url(url: str) -> str:
+    """``url`` as it may be shown or stored: no user, password or query string (``?…`` marks one)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<malformed URL>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}{port}" if parts.netloc else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
+def _deadline_s() -> float:
+    text = os.environ.get(DEADLINE_ENV, "").strip()
+    if not text:
+        return _DEADLINE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 7 * 86400:  # NaN fails too
+        raise GeometryError(f"{DEADLINE_ENV} must be seconds between 1 and 604800, got {text!r}")
+    return value
+
+
+class _SameOrigin(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same scheme, host and port, unless REDIRECTS_ENV allows any."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        same = (old.scheme, old.hostname, old.port) == (new.scheme, new.hostname, new.port)
+        if not same and os.environ.get(REDIRECTS_ENV, "").strip().lower() not in {"1", "true", "yes", "on"}:
+            raise urllib.error.URLError(f"redirected to another host ({public_url(newurl)}); set "
+                                        f"{REDIRECTS_ENV}=1 to follow it")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOrigin)
 
 
 def _pin_path(path: Path) -> Path:
@@ -147,7 +205,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_pin(path: Path, sha256: str, url: str, size: int) -> None:
-    record = {"sha256": sha256, "url": url, "size": size, "pinned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {"sha256": sha256, "url": public_url(url), "size": size, "pinned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _atomic_write(_pin_path(path), lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
 
@@ -180,23 +238,33 @@ def verify_file(path: str | Path, *, sha256: str | None, url: str, what: str = "
 
 def _missing(what: str, dest: Path, url: str, why: str) -> MissingWeightsError:
     return MissingWeightsError(
-        f"{what}: {dest.name} is not in the cache and {why}; download {url} and put it at {dest} "
+        f"{what}: {dest.name} is not in the cache and {why}; download {public_url(url)} and put it at {dest} "
         f"(or run `gangeo models fetch` where there is internet and copy {dest.parent.parent})"
     )
 
 
-def _download(url: str, f, *, what: str, dest: Path) -> tuple[str, int]:
-    """Stream ``url`` into ``f``; returns (sha256, bytes). Raises on a short or failed transfer."""
-    digest, received = hashlib.sha256(), 0
+def _download(url: str, f, *, what: str, dest: Path, max_bytes: int) -> tuple[str, int, bytes]:
+    """Stream ``url`` into ``f``; returns (sha256, bytes, first bytes). Raises on a short, long or slow transfer."""
+    digest, received, head = hashlib.sha256(), 0, b""
+    deadline = time.monotonic() + _deadline_s()
     request = urllib.request.Request(url, headers={"User-Agent": "gangeo"})
-    with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+    with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
+        total = int(length) if length and length.isdigit() and len(length) < 20 else None
+        if total is not None and total > max_bytes:
+            raise _missing(what, dest, url, f"the server offers {total} bytes, more than its cap of {max_bytes}")
         tty = sys.stderr.isatty()
-        for block in iter(lambda: response.read(_CHUNK), b""):
+        # read1: what has arrived (up to a block), so the deadline is checked while a slow body trickles in
+        for block in iter(lambda: response.read1(_CHUNK), b""):
             f.write(block)
             digest.update(block)
             received += len(block)
+            head = head if len(head) >= 16 else (head + block)[:16]
+            if received > max_bytes:
+                raise _missing(what, dest, url, f"the download passed its cap of {max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise _missing(what, dest, url, f"the download took longer than {_deadline_s():g} s "
+                                                f"({received} bytes; {DEADLINE_ENV} sets the limit)")
             if tty and total:
                 print(f"\r  {received / total:6.1%} of {total / 2**20:.1f} MiB", end="", file=sys.stderr)
         if tty and total:
@@ -204,14 +272,41 @@ def _download(url: str, f, *, what: str, dest: Path) -> tuple[str, int]:
     # http.client returns b"" when a server closes early; only the length tells a cut-off body.
     if total is not None and received != total:
         raise _missing(what, dest, url, f"the download was cut off ({received} of {total} bytes)")
-    return digest.hexdigest(), received
+    return digest.hexdigest(), received, head
 
 
-def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, what: str = "weights") -> Path:
+class _FetchLock:
+    """An exclusive lock on the file's directory for one download: concurrent fetches take turns, and no
+    lock file is left in the cache."""
+
+    def __init__(self, dest: Path):
+        self.directory = dest.parent
+
+    def __enter__(self):
+        self.fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def fetch_file(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    what: str = "weights",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    magic: tuple[bytes, ...] = (),
+) -> Path:
     """``dest``, verified; downloaded from ``url`` first when it is absent and downloads are allowed.
 
     ``sha256`` is the published digest or its prefix; None pins the file on
-    first use. Prints one line to stderr before a download.
+    first use, and then ``magic`` (if given) lists the byte strings one of which the
+    file must begin with. ``max_bytes`` caps the download. Prints one line to stderr
+    before a download.
     """
     dest = Path(dest)
     expected = _check_expected(sha256)
@@ -220,18 +315,33 @@ def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, what: s
         return dest
     if is_offline():
         raise _missing(what, dest, url, "downloads are off (GANGEO_OFFLINE or another offline flag is set)")
-    pin = read_pin(dest) if expected is None else None  # a pin without its file: the new file must match it
-    print(f"gangeo: downloading {url} -> {dest}", file=sys.stderr, flush=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _FetchLock(dest):
+        if dest.is_file():  # another process fetched it while this one waited: check what it left
+            verify_file(dest, sha256=expected, url=url, what=what)
+            return dest
+        return _fetch_locked(url, dest, expected, what, max_bytes, magic)
+
+
+def _fetch_locked(url: str, dest: Path, expected: str | None, what: str, max_bytes: int,
+                  magic: tuple[bytes, ...]) -> Path:
+    pin = read_pin(dest) if expected is None else None  # a pin without its file: the new file must match it
+    print(f"gangeo: downloading {public_url(url)} -> {dest}", file=sys.stderr, flush=True)
     result = {}
 
     def write(f):
-        got, size = _download(url, f, what=what, dest=dest)
+        got, size, head = _download(url, f, what=what, dest=dest, max_bytes=max_bytes)
+        where = public_url(url)
         if expected is not None:
-            _compare(what, dest, got, expected, f"published; the download from {url} was not cached")
+            _compare(what, dest, got, expected, f"published; the download from {where} was not cached")
         elif pin is not None:
-            _compare(what, dest, got, pin["sha256"], f"pinned on first use; the download from {url} was not cached")
-        else:  # pin before the file lands: a crash in between leaves a pin to check the next download against
+            _compare(what, dest, got, pin["sha256"], f"pinned on first use; the download from {where} was not cached")
+        else:
+            if magic and not head.startswith(magic):
+                raise WeightsIntegrityError(
+                    f"{what}: the download from {where} ({size} bytes, beginning {head[:8]!r}) is not a file "
+                    "of the expected format; nothing was cached or pinned")
+            # pin before the file lands: a crash in between leaves a pin to check the next download against
             _write_pin(dest, got, url, size)
         result.update(sha256=got, size=size)
 
@@ -241,6 +351,7 @@ def fetch_file(url: str, dest: str | Path, *, sha256: str | None = None, what: s
         if isinstance(err, MissingWeightsError):
             raise
         reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", None) or err
+        reason = str(reason).replace(url, public_url(url))
         raise _missing(what, dest, url, f"the download failed ({type(err).__name__}: {reason})") from None
     print(f"gangeo: {dest.name}: {result['size'] / 2**20:.1f} MiB, sha256 {result['sha256'][:16]}... ok",
           file=sys.stderr, flush=True)

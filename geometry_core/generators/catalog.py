@@ -27,11 +27,12 @@ copy) is a mirror. Hashes are checked whichever URL served the file.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GeometryError
-from ..weights_cache import WeightsIntegrityError, cache_home, fetch_file, read_pin
+from ..weights_cache import WeightsIntegrityError, cache_home, fetch_file, public_url, read_pin
 
 __all__ = [
     "CATALOG",
@@ -59,6 +60,10 @@ _ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained"
 _ADA_SRC = "NVlabs/stylegan2-ada-pytorch README / train.py resume_specs"
 
 
+# torch.save's zip archive, or a pickle (legacy torch.save, NVIDIA's .pkl): a 404 page or an HTML error is neither.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 @dataclass(frozen=True)
 class CatalogFile:
     """One published file: the loader keyword its path goes to, its cache name, URL and digest."""
@@ -67,6 +72,8 @@ class CatalogFile:
     filename: str
     url: str
     sha256: str | None = None  # full hex digest or published prefix; None: pinned on first use
+    max_bytes: int = 2 * 2**30  # the download's cap: the largest published file is under 400 MB
+    magic: tuple[bytes, ...] = _TORCH_MAGIC  # how a file pinned on first use must begin
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def _zoo(name: str, arch: str, path: str, sha: str, dim: int, res: int, desc: st
 def _biggan(res: int) -> CatalogEntry:
     tag = f"biggan-deep-{res}"
     files = (
-        CatalogFile("config", "config.json", f"{_HF}/{tag}-config.json"),
+        CatalogFile("config", "config.json", f"{_HF}/{tag}-config.json", max_bytes=2**20, magic=(b"{",)),
         CatalogFile("weights", "pytorch_model.bin", f"{_HF}/{tag}-pytorch_model.bin"),
     )
     desc = f"BigGAN-deep {res}px, ImageNet, class-conditional (paper: the 256px model)"
@@ -153,14 +160,26 @@ def cached_paths(name: str) -> dict[str, Path]:
 def file_url(entry: CatalogEntry, file: CatalogFile) -> str:
     """The URL ``file`` is fetched from: ``$GANGEO_MIRROR/<entry>/<filename>`` if set, else the published one."""
     mirror = os.environ.get(MIRROR_ENV, "").strip()
-    return f"{mirror.rstrip('/')}/{entry.name}/{file.filename}" if mirror else file.url
+    if not mirror:
+        return file.url
+    try:
+        parts = urllib.parse.urlsplit(mirror)
+        ok = parts.scheme in ("http", "https", "file") and (parts.scheme == "file" or bool(parts.hostname))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise GeometryError(f"{MIRROR_ENV} must be an http://, https:// or file:// URL, got {public_url(mirror)!r}")
+    # the cache's layout under the mirror's path; a query string (a token) stays at the end
+    path = f"{parts.path.rstrip('/')}/{entry.name}/{file.filename}"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def fetch_entry(name: str) -> dict[str, Path]:
     """Every file of entry ``name``, verified, downloading what is missing: loader keyword -> path."""
     entry = get_entry(name)
     return {
-        f.option: fetch_file(file_url(entry, f), local_path(entry, f), sha256=f.sha256, what=f"{name} {f.option}")
+        f.option: fetch_file(file_url(entry, f), local_path(entry, f), sha256=f.sha256, what=f"{name} {f.option}",
+                             max_bytes=f.max_bytes, magic=f.magic)
         for f in entry.files
     }
 
@@ -184,7 +203,7 @@ def entry_status(name: str) -> dict:
                           else f"pinned on first use: {pin['sha256'][:16]}..." if pin
                           else "pinned on first use (at the next load)" if path.is_file()
                           else "pinned on first use (not yet fetched)")
-        files.append({"option": f.option, "path": str(path), "cached": path.is_file(), "url": file_url(entry, f),
+        files.append({"option": f.option, "path": str(path), "cached": path.is_file(), "url": public_url(file_url(entry, f)),
                       "sha256": f.sha256 or (pin or {}).get("sha256"), "pinned_on_first_use": f.sha256 is None,
                       "check": check})
     return {"name": entry.name, "arch": entry.arch, "spaces": dict(entry.spaces), "resolution": entry.resolution,

@@ -15,9 +15,11 @@ import http.server
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -87,25 +89,46 @@ class TinyGenerator(nn.Module):
 
 
 class Mirror:
-    """Files by URL path; ``cut[path] = n`` declares n bytes but sends fewer, then closes."""
+    """Files by URL path (query strings ignored); ``cut[path] = n`` declares n bytes but sends fewer, then
+    closes; ``unsized`` paths are sent without Content-Length; ``trickle[path] = s`` sends one byte every s
+    seconds; ``moved[path] = url`` answers with a redirect there."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
+        self.unsized: set[str] = set()
+        self.trickle: dict[str, float] = {}
+        self.moved: dict[str, str] = {}
         self.requests: list[str] = []
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
-                mirror.requests.append(self.path)
-                body = mirror.files.get(self.path)
+                path = self.path.split("?", 1)[0]
+                mirror.requests.append(path)
+                if path in mirror.moved:
+                    self.send_response(302)
+                    self.send_header("Location", mirror.moved[path])
+                    self.end_headers()
+                    return
+                body = mirror.files.get(path)
                 if body is None:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(mirror.cut.get(self.path, len(body))))
+                if path not in mirror.unsized:
+                    self.send_header("Content-Length", str(mirror.cut.get(path, len(body))))
                 self.end_headers()
-                self.wfile.write(body)  # HTTP/1.0: the connection closes after this
+                try:
+                    if path in mirror.trickle:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(mirror.trickle[path])
+                    else:
+                        self.wfile.write(body)  # HTTP/1.0: the connection closes after this
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a cap or a deadline)
 
             def log_message(self, *args):
                 pass
@@ -302,6 +325,117 @@ def test_entry_of_another_architecture_is_refused_before_download(mirror):
     with pytest.raises(GeometryError, match=r"brings its own weights"):
         load_generator("biggan-deep-256", weights="other.bin")
     assert mirror.requests == []
+
+
+# ------------------------------------------------------------------ a hostile or broken mirror
+
+
+def _capped(monkeypatch, name: str, max_bytes: int) -> CatalogEntry:
+    """Entry ``name`` with every file's download cap set to ``max_bytes``."""
+    entry = CATALOG[name]
+    entry = dataclasses.replace(entry, files=tuple(dataclasses.replace(f, max_bytes=max_bytes) for f in entry.files))
+    monkeypatch.setitem(CATALOG, name, entry)
+    return entry
+
+
+@pytest.mark.parametrize("sized", [True, False])
+def test_download_over_its_cap_is_refused_and_nothing_cached(mirror, monkeypatch, sized):
+    entry = _capped(monkeypatch, "stylegan2-ffhq-256", 4096)
+    path = f"/{entry.name}/{entry.files[0].filename}"
+    mirror.files[path] = b"\x80" + b"x" * 3 * 2**20  # 3 MiB: declared (refused before the body) or endless-like
+    if not sized:
+        mirror.unsized.add(path)
+    want = r"offers 3145729 bytes, more than its cap of 4096" if sized else r"passed its cap of 4096 bytes"
+    with pytest.raises(MissingWeightsError, match=want) as info:
+        fetch_entry(entry.name)
+    assert "\n" not in str(info.value)
+    assert _cache_listing(entry) == []
+
+
+def test_download_slower_than_the_deadline_is_stopped(mirror, monkeypatch):
+    entry = CATALOG["stylegan2-ffhq-256"]
+    path = f"/{entry.name}/{entry.files[0].filename}"
+    mirror.files[path] = b"\x80" * 200
+    mirror.trickle[path] = 0.05  # 10 s in all, each read well within the per-read timeout
+    monkeypatch.setenv("GANGEO_DOWNLOAD_TIMEOUT", "1")
+    with pytest.raises(MissingWeightsError, match=r"took longer than 1 s \((\d+) bytes; GANGEO_DOWNLOAD_TIMEOUT") as info:
+        fetch_entry(entry.name)
+    assert int(re.search(r"\((\d+) bytes;", str(info.value)).group(1)) < 200  # stopped at the deadline, not at the end of the body
+    assert _cache_listing(entry) == []
+    monkeypatch.setenv("GANGEO_DOWNLOAD_TIMEOUT", "nan")
+    with pytest.raises(GeometryError, match=r"GANGEO_DOWNLOAD_TIMEOUT must be seconds"):
+        fetch_entry(entry.name)
+
+
+def test_redirect_to_another_host_is_refused_unless_allowed(mirror, monkeypatch):
+    entry = CATALOG["stylegan2-ffhq-256"]
+    path = f"/{entry.name}/{entry.files[0].filename}"
+    other = Mirror()  # another port on 127.0.0.1: another origin
+    try:
+        other.files[path] = _torch_bytes({"w": torch.zeros(3)})
+        mirror.moved[path] = other.url + path
+        with pytest.raises(MissingWeightsError, match=r"redirected to another host \(http://127\.0\.0\.1:\d+/.*"
+                                                      r"GANGEO_ALLOW_REDIRECTS=1") as info:
+            fetch_entry(entry.name)
+        assert "\n" not in str(info.value) and other.requests == []
+        assert _cache_listing(entry) == []
+        monkeypatch.setenv("GANGEO_ALLOW_REDIRECTS", "1")
+        got = fetch_entry(entry.name)["weights"]
+        assert got.read_bytes() == other.files[path] and other.requests == [path]
+    finally:
+        other.close()
+
+
+def test_credentials_and_query_strings_are_never_shown_or_pinned(mirror, monkeypatch, capfd):
+    entry = CATALOG["stylegan2-ffhq-256"]
+    path = f"/{entry.name}/{entry.files[0].filename}"
+    mirror.files[path] = _torch_bytes({"w": torch.zeros(3)})
+    monkeypatch.setenv("GANGEO_MIRROR", mirror.url + "/?token=SECRET1")
+    got = fetch_entry(entry.name)["weights"]
+    pin = read_pin(got)
+    assert pin["url"] == f"{mirror.url}{path}?…"
+    assert "SECRET1" not in capfd.readouterr().err + got.with_name(got.name + PIN_SUFFIX).read_text()
+    got.unlink()
+    host = mirror.url.removeprefix("http://")
+    monkeypatch.setenv("GANGEO_MIRROR", f"http://user:SECRET2@{host}")
+    with pytest.raises(MissingWeightsError) as info:
+        fetch_entry(entry.name)
+    assert "SECRET2" not in str(info.value) + capfd.readouterr().err
+    monkeypatch.setenv("GANGEO_MIRROR", "notaurl")
+    with pytest.raises(GeometryError, match=r"GANGEO_MIRROR must be an http://, https:// or file:// URL"):
+        fetch_entry(entry.name)
+
+
+def test_a_file_of_the_wrong_format_is_never_pinned(mirror):
+    entry = CATALOG["stylegan2-ffhq-256"]  # no published digest: pinned on first use
+    mirror.files[f"/{entry.name}/{entry.files[0].filename}"] = b"404\n"  # a server's error page with status 200
+    with pytest.raises(WeightsIntegrityError, match=r"\(4 bytes, beginning b'404\\n'\) is not a file of the "
+                                                    r"expected format; nothing was cached or pinned"):
+        fetch_entry(entry.name)
+    assert _cache_listing(entry) == []
+
+
+def test_concurrent_fetches_download_once_and_agree(mirror):
+    entry = CATALOG["stylegan2-ffhq-256"]
+    path = f"/{entry.name}/{entry.files[0].filename}"
+    mirror.files[path] = b"\x80" + b"w" * 15
+    mirror.trickle[path] = 0.05  # long enough for the second fetch to arrive while the first downloads
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(fetch_entry(entry.name)["weights"])
+        except Exception as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(results) == 3
+    assert mirror.requests == [path]  # one download; the others waited and verified its file
+    assert read_pin(results[0])["sha256"] == hashlib.sha256(mirror.files[path]).hexdigest()
 
 
 # ------------------------------------------------------------------ the CLI, as a user runs it
