@@ -16,11 +16,16 @@ Example::
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import traceback
 from contextlib import contextmanager
+from pathlib import Path
 
 from geometry_core.errors import GangeoError, clip
 
-__all__ = ["CLUSTER_ADDRESS_HELP", "LOOPBACK", "RayStartError", "check_cluster_address", "init_ray"]
+__all__ = ["CLUSTER_ADDRESS_HELP", "LOOPBACK", "RayStartError", "as_ray_error", "check_cluster_address",
+           "check_head_answers", "init_ray"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -47,12 +52,51 @@ CLUSTER_ADDRESS_HELP = ("Ray cluster to join: HOST:PORT of its head (GCS, e.g. 1
 
 
 def check_cluster_address(address: str | None) -> None:
-    """Refuse a job server URL where a Ray cluster address is needed, before Ray is touched."""
+    """Refuse a job server URL where a Ray cluster address is needed, and a HOST:PORT where no head
+    answers, before Ray is touched."""
     if isinstance(address, str) and address.strip().lower().startswith(("http://", "https://")):
         raise RayStartError(
             f"--address {clip(address, bare=True)} is a Ray job server (dashboard) URL; this command joins a "
             "Ray cluster: give HOST:PORT of the head (e.g. 127.0.0.1:6379), auto or ray://HOST:10001, "
             "or submit the spec to that job server with `gangeo submit SPEC --address URL`")
+    if isinstance(address, str) and address.strip():
+        check_head_answers(address)
+
+
+def check_head_answers(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT cluster address must accept a connection before Ray is asked to join it: Ray itself
+    retries an absent head for minutes, printing C++ warnings. ``auto`` and ``ray://`` are left to Ray."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not port.isdigit() or address.strip().lower().startswith(("ray://", "auto")):
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError, OverflowError) as err:
+        why = getattr(err, "strerror", None) or type(err).__name__
+        raise RayStartError(f"no Ray head answers at {clip(address, bare=True)} ({why}); start one with "
+                            "`ray start --head` there, or give the head's GCS address (HOST:PORT)") from None
+
+
+def as_ray_error(exc: BaseException) -> RayStartError | None:
+    """A failure raised inside Ray (a lost head, raylet or GCS; a start that timed out) as one line of kind
+    ``ray`` (exit 9), after ending what this process started of Ray; None for anything else."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ray_mod = sys.modules.get("ray")
+    if ray_mod is None or not frames:
+        return None
+    ray_dir = str(Path(ray_mod.__file__).parent)
+    exceptions = sys.modules.get("ray.exceptions")
+    from_ray = frames[-1].filename.startswith(ray_dir) or (
+        exceptions is not None and isinstance(exc, exceptions.RayError))
+    if not from_ray:
+        return None
+    try:
+        if ray_mod.is_initialized():
+            ray_mod.shutdown()  # an embedded Ray's processes end with it; a joined cluster is only left
+    except Exception:  # noqa: BLE001 (Ray is already failing; the line below is what the user needs)
+        pass
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return RayStartError(f"Ray failed: {type(exc).__name__}: {clip(first, bare=True)}")
 
 
 @contextmanager

@@ -403,10 +403,11 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _warn(cmd, "interrupted")
         return EXIT_INTERRUPTED
-    except Exception as exc:  # damaged or read-only storage is the store's error, not a bug
+    except Exception as exc:  # damaged or read-only storage is the store's error, not a bug; Ray's, Ray's
         from cluster.damage import as_store_error
+        from cluster.ray_runtime import as_ray_error
 
-        err = as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
+        err = as_ray_error(exc) or as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
         if err is None and isinstance(exc, OSError) and exc.filename is not None:
             # a file the user named (an --out target, an input) that the system refuses
             err = UsageError(f"cannot use {clip(os.fsdecode(exc.filename), bare=True)}: "

@@ -60,3 +60,49 @@ def test_help_says_cluster_address(command):
 def test_help_says_job_server_address(command):
     text = _help(command)
     assert "--address JOB_SERVER" in text and "http://HEAD:8265" in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", str(QUICKSTART), "--quiet"],
+    ["resume", "quickstart", "--quiet"],
+    ["reduce", "quickstart", "--quiet"],
+])
+def test_cluster_address_where_no_head_answers(argv, tmp_path, capsys):
+    from tests.support.processes import free_port
+
+    store = tmp_path / "store"
+    if argv[0] != "run":
+        from cluster.store import RunStore
+        from cluster.spec import load_spec
+
+        RunStore(str(store)).create("quickstart", load_spec(QUICKSTART).with_store(str(store)), [])
+    before = _files(tmp_path)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there: Ray would retry it for minutes
+    rc = main([*argv, "--store", str(store), "--address", address])
+    err = capsys.readouterr().err
+    assert rc == 9, err
+    assert err.strip().splitlines() == [f"gangeo {argv[0]}: no Ray head answers at {address} (Connection refused); "
+                                        "start one with `ray start --head` there, or give the head's GCS address "
+                                        "(HOST:PORT)"]
+    assert _files(tmp_path) == before
+
+
+def test_a_failure_inside_ray_is_one_line_of_kind_ray(capsys):
+    import argparse
+
+    import ray.exceptions
+
+    from cluster.ray_runtime import as_ray_error
+    from jobs.cli import run_command
+
+    def lost_head(args):
+        raise ray.exceptions.RaySystemError("GCS lost\n(and a long dump below)")
+
+    rc = run_command(argparse.Namespace(command="run", func=lost_head))
+    assert rc == 9
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "gangeo run: Ray failed: RaySystemError: System error: GCS lost"]
+    try:
+        raise ValueError("not Ray's")
+    except ValueError as exc:
+        assert as_ray_error(exc) is None
