@@ -141,9 +141,9 @@ def _synthetic_run(url: str, n: int, dim: int, chunk: int, seed: int = 0) -> str
 
 
 def reduce_only(n: int, dim: int, chunk: int, tile: int | None) -> dict:
-    from cluster.reduce import DEFAULT_TILE, reduce_run
+    from cluster.reduce import auto_tile, reduce_run
 
-    tile = tile or DEFAULT_TILE
+    tile = tile or auto_tile(n)
     with tempfile.TemporaryDirectory() as tmp:
         url = str(Path(tmp) / "store")
         t0 = time.perf_counter()

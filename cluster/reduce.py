@@ -48,6 +48,7 @@ from .consolidated import consolidate_group, drop_consolidated
 __all__ = [
     "ARRAYS",
     "DEFAULT_TILE",
+    "auto_tile",
     "FRACTIONS",
     "REDUCERS",
     "REDUCER_TABLE",
@@ -61,6 +62,16 @@ __all__ = [
 ]
 
 DEFAULT_TILE = 64
+# Past MAX_BLOCKS * DEFAULT_TILE codes the tile grows (in steps of DEFAULT_TILE) so that there are at most
+# MAX_BLOCKS blocks, MAX_BLOCKS * (MAX_BLOCKS + 1) / 2 = 820 tasks: at 10,000 codes, 64-code tiles would be
+# 12,403 tasks whose reads and writes cost as much as their products.
+MAX_BLOCKS = 40
+
+
+def auto_tile(n: int) -> int:
+    """The homogeneity tile for ``n`` codes when none is given: DEFAULT_TILE, or larger past 2,560 codes."""
+    blocks_of_default = -(-n // DEFAULT_TILE)
+    return DEFAULT_TILE * max(1, -(-blocks_of_default // MAX_BLOCKS))
 # Chunks of the sweep summed by one partial-sum task (the leaves of the tree).
 _CHUNKS_PER_LEAF = 4
 
@@ -335,7 +346,7 @@ def reduce_group(
     group: zarr.Group | GroupView,
     *,
     reducers: tuple[str, ...] | list[str] | None = None,
-    tile: int = DEFAULT_TILE,
+    tile: int | None = None,
     use_ray: bool = True,
     dtype: torch.dtype = torch.float64,
     progress: bool = False,
@@ -345,7 +356,7 @@ def reduce_group(
     """Reduce one ``<model>/<space>/<target>`` group; write ``reduce/`` and return a summary dict.
 
     ``reducers``: any of the table's (default all): "global", "homogeneity", "anisotropy". ``tile``: rows and
-    columns per homogeneity tile (and zarr chunk). ``ex``: where the tasks run
+    columns per homogeneity tile (and zarr chunk); None: :func:`auto_tile`. ``ex``: where the tasks run
     (default: Ray tasks on the instance already initialised when ``use_ray``,
     else this process). ``device``: "auto" runs the homogeneity tiles on GPUs where
     the executor has them, "cpu" never (the values are the same). ``dtype``: precision
@@ -358,13 +369,14 @@ def reduce_group(
         raise GeometryError(f"reducers must be among {list(REDUCER_TABLE)}, got {bad}")
     if device not in DEVICES:
         raise GeometryError(f"device must be one of {list(DEVICES)}, got {device!r}")
-    if not isinstance(tile, int) or tile < 1:
+    if tile is not None and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 1):
         raise GeometryError(f"tile must be a positive integer, got {tile!r}")
     view = group if isinstance(group, GroupView) else GroupView.of(group.path, group)
     # reduce/ is rewritten below: no consolidated copy of its metadata may outlive it (cluster/xr.py).
     view = dataclasses.replace(view, group=drop_consolidated(view.group))
     ex = ex or executor(use_ray, device=device)
     lay = view.layout
+    tile = auto_tile(lay.n) if tile is None else tile
     red = view.group.require_group("reduce")
     # The completion record is written last: until then reduce/ reads as unfinished (ARCHITECTURE.md, "Store").
     red.attrs.update({"state": "reducing", "reduced_at": None})
@@ -406,7 +418,7 @@ def reduce_run(
     s3_endpoint: str | None = None,
     address: str | None = None,
     reducers: tuple[str, ...] | list[str] | None = None,
-    tile: int = DEFAULT_TILE,
+    tile: int | None = None,
     use_ray: bool = True,
     progress: bool = False,
     skip_damaged: bool = False,

@@ -20,6 +20,7 @@ from jobs.output import print_json
 __all__ = ["REDUCERS_HELP", "TILE", "add_parser", "run_reduce"]
 
 TILE = 64  # cluster.reduce.DEFAULT_TILE, written here so `-h` imports no torch (a test checks they agree)
+MAX_BLOCKS = 40  # cluster.reduce.MAX_BLOCKS, likewise
 REDUCERS_HELP = "global metric, homogeneity and anisotropy"  # the titles of cluster.reduce.REDUCER_TABLE
 
 
@@ -35,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     from cluster.ray_runtime import CLUSTER_ADDRESS_HELP
 
     p.add_argument("--address", default=None, metavar="CLUSTER", help=CLUSTER_ADDRESS_HELP)
-    p.add_argument("--tile", type=int, default=TILE, help="codes per homogeneity tile")
+    p.add_argument("--tile", type=int, default=None,
+                   help=f"codes per homogeneity tile (default {TILE}; larger past {TILE * MAX_BLOCKS:,} codes, "
+                        f"so that there are at most {MAX_BLOCKS * (MAX_BLOCKS + 1) // 2} tile tasks)")
     p.add_argument("--no-ray", action="store_true", help="compute in this process, without Ray")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--skip-damaged", action="store_true",

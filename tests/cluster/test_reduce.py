@@ -297,3 +297,13 @@ def test_bad_input(tmp_path):
         reduce_group(g, device="gpu", use_ray=False)
     with pytest.raises(StoreError, match="no run 'other'"):
         reduce_run(str(tmp_path), "other", use_ray=False)
+
+
+def test_auto_tile_keeps_64_code_tiles_and_at_most_40_blocks():
+    from cluster.reduce import MAX_BLOCKS, auto_tile
+
+    assert [auto_tile(n) for n in (1, 64, 2560, 2561, 10_000)] == [64, 64, 64, 128, 256]
+    for n in range(1, 30_000, 97):
+        t = auto_tile(n)
+        assert t % 64 == 0 and -(-n // t) <= MAX_BLOCKS
+        assert t == 64 or -(-n // (t - 64)) > MAX_BLOCKS  # the smallest such tile

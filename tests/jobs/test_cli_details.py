@@ -44,10 +44,10 @@ def test_version_and_help_import_no_torch_or_ray():
 
 
 def test_reduce_tile_default_is_the_reducers():
-    from cluster.reduce import DEFAULT_TILE
-    from jobs.reduce_cmd import TILE
+    from cluster.reduce import DEFAULT_TILE, MAX_BLOCKS
+    from jobs import reduce_cmd
 
-    assert TILE == DEFAULT_TILE
+    assert (reduce_cmd.TILE, reduce_cmd.MAX_BLOCKS) == (DEFAULT_TILE, MAX_BLOCKS)
     from cluster.reduce import REDUCER_TABLE
     from jobs.reduce_cmd import REDUCERS_HELP
 
