@@ -26,6 +26,9 @@ _TILE_BYTES = 2**27
 # large enough to keep it busy.
 _PAIR_BYTES = 2**24
 _PAIR_BYTES_GPU = 2**28
+# Largest D for which homogeneity_pairs uses packed outer products (D(D+1)/2 values per eigenvector:
+# 8.4 MB per code at D=128); above it, the overlap products U_aᵀ U_b, already efficient at large D.
+_KRON_MAX_D = 128
 
 
 def homogeneity_tile(
@@ -61,8 +64,7 @@ def homogeneity_tile(
     U = eigvecs_i.to(torch.float64)
     HU = torch.einsum("bde,aek->abdk", H_j.to(U), U)  # H_j u_ik for every pair
     v = (U.unsqueeze(1) * HU).sum(dim=-2)  # (ni, nj, D): u_ik^T H_j u_ik
-    lam = eigvals_j.to(v).unsqueeze(0).expand_as(v)
-    corr_log, corr_lin, masked = _correlate(v, lam)
+    corr_log, corr_lin, masked = _correlate(v, eigvals_j.to(v).unsqueeze(0))
     if offsets is not None:
         i0, j0 = offsets
         rows = torch.arange(i0, i0 + v.shape[0], device=v.device).unsqueeze(1)
@@ -75,11 +77,16 @@ def homogeneity_tile(
 
 
 def _correlate(v: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(corr_log, corr_lin, masked) of ``v`` against ``lam`` over the last axis (module docstring)."""
+    """(corr_log, corr_lin, masked) of ``v`` against ``lam`` over the last axis (module docstring).
+
+    ``lam`` broadcasts against ``v`` (one spectrum per column: (1, nb, D)), so nothing of the
+    size of ``v`` is made for it.
+    """
     corr_lin = pearson(v, lam)
     valid = (v > 0) & (lam > 0)
     tiny = torch.finfo(v.dtype).tiny
-    corr_log = pearson(v.clamp_min(tiny).log10(), lam.clamp_min(tiny).log10(), valid)
+    every = bool(valid.all())  # the usual case: no entry to leave out, so no weights to apply
+    corr_log = pearson(v.clamp_min(tiny).log10_(), lam.clamp_min(tiny).log10(), None if every else valid)
     return corr_log, corr_lin, (~valid).sum(dim=-1)
 
 
@@ -118,10 +125,30 @@ def homogeneity_pairs(
         raise GeometryError(f"homogeneity_pairs: blocks disagree: {tuple(vecs_a.shape)} and {tuple(vecs_b.shape)}")
     na, nb, D = vecs_a.shape[0], vecs_b.shape[0], vecs_a.shape[1]
     lam_a, lam_b = vals_a.to(dtype), vals_b.to(dtype)
-    # Row (a, k) of Ua is u_ak, column (b, m) of Ub is u_bm: one product gives M_km for A x B pairs at once
+    Ua, Ub = vecs_a.to(dtype), vecs_b.to(dtype)
+    if D <= _KRON_MAX_D:
+        v_ab, v_ba = _v_packed(Ua, lam_a, Ub, lam_b, same)
+    else:
+        v_ab, v_ba = _v_overlaps(Ua, lam_a, Ub, lam_b, same)
+    ca = lam_a if corr_vals_a is None else corr_vals_a.to(dtype)
+    cb = lam_b if corr_vals_b is None else corr_vals_b.to(dtype)
+    ab = _correlate(v_ab, cb.unsqueeze(0))
+    # same block, packed: v_ab holds every ordered pair of the block, so it is both directions at once
+    ba = ab if v_ba is None else _correlate(v_ba, ca.unsqueeze(0))
+    if not same:
+        return _as_f64(*ab), _as_f64(*ba)
+    upper = torch.ones(na, nb, dtype=torch.bool, device=Ua.device).triu(1)  # the pairs computed
+    return _as_f64(*ab, skip=~upper), _as_f64(*ba, skip=~upper.T)
+
+
+def _v_overlaps(Ua, lam_a, Ub, lam_b, same):
+    """v(a→b) (na, nb, D) and v(b→a) (nb, na, D) from one product ``M = U_aᵀ U_b`` per unordered pair."""
+    na, nb, D = Ua.shape[0], Ub.shape[0], Ua.shape[1]
+    dtype = Ua.dtype
+    # Row (a, k) of A is u_ak, column (b, m) of B is u_bm: one product gives M_km for A x B pairs at once
     # (few large operations: per-pair ones cost more in dispatch than in arithmetic at small D).
-    Ua = vecs_a.to(dtype).transpose(1, 2).reshape(na * D, D)
-    Ub = vecs_b.to(dtype).permute(1, 0, 2).reshape(D, nb * D)
+    A_ = Ua.transpose(1, 2).reshape(na * D, D)
+    B_ = Ub.permute(1, 0, 2).reshape(D, nb * D)
     v_ab = torch.full((na, nb, D), float("nan"), dtype=dtype, device=Ua.device)
     v_ba = torch.full((nb, na, D), float("nan"), dtype=dtype, device=Ua.device)
     budget = _PAIR_BYTES if Ua.device.type == "cpu" else _PAIR_BYTES_GPU
@@ -131,18 +158,54 @@ def homogeneity_pairs(
         for b0 in range(a0 + 1 if same else 0, nb, step):  # same: every b > a, a = b never
             b1 = min(nb, b0 + step)
             A, B = a1 - a0, b1 - b0
-            sq = (Ua[a0 * D : a1 * D] @ Ub[:, b0 * D : b1 * D]).square_()  # [(a, k), (b, m)] = M_km²
+            sq = (A_[a0 * D : a1 * D] @ B_[:, b0 * D : b1 * D]).square_()  # [(a, k), (b, m)] = M_km²
             v_ba[b0:b1, a0:a1] = torch.bmm(lam_a[a0:a1].unsqueeze(1), sq.view(A, D, B * D)).view(A, B, D) \
                 .transpose(0, 1)
             v_ab[a0:a1, b0:b1] = sq.view(A * D, B, D).mul_(lam_b[b0:b1]).sum(dim=-1).view(A, D, B).transpose(1, 2)
-    ca = lam_a if corr_vals_a is None else corr_vals_a.to(dtype)
-    cb = lam_b if corr_vals_b is None else corr_vals_b.to(dtype)
-    ab = _correlate(v_ab, cb.unsqueeze(0).expand_as(v_ab))
-    ba = _correlate(v_ba, ca.unsqueeze(0).expand_as(v_ba))
-    if not same:
-        return _as_f64(*ab), _as_f64(*ba)
-    upper = torch.ones(na, nb, dtype=torch.bool, device=Ua.device).triu(1)  # the pairs computed
-    return _as_f64(*ab, skip=~upper), _as_f64(*ba, skip=~upper.T)
+    return v_ab, v_ba
+
+
+def _v_packed(Ua, lam_a, Ub, lam_b, same):
+    """v(a→b) and v(b→a) as one matrix product over packed symmetric matrices.
+
+    ``v(a→b)_k = u_akᵀ H_b u_ak = <u_ak u_akᵀ, H_b>``, and both sides are symmetric, so
+    with the upper triangles packed (off-diagonal entries of ``H_b`` doubled) every
+    ordered pair of a block is one row-times-column of a product with inner size
+    D(D+1)/2: the same arithmetic per pair as ``U_aᵀ U_b``, but one large product
+    that BLAS runs near its peak, with no squared overlaps to write and read back.
+    ``H_b = U_b diag(l_b) U_bᵀ`` is formed once per code, not per pair. Used while the
+    packed outer products of a block stay small (D <= _KRON_MAX_D).
+    """
+    D = Ua.shape[1]
+    p, q = torch.triu_indices(D, D, device=Ua.device)
+    weight = torch.where(p == q, 1.0, 2.0).to(Ua)
+
+    def outers(U):  # (n, D, D) -> (n * D, P): row (n, k) is u_k u_kᵀ packed
+        Ut = U.transpose(1, 2).reshape(-1, D)
+        W = torch.empty((Ut.shape[0], p.numel()), dtype=U.dtype, device=U.device)
+        at = 0
+        for i in range(D):  # row i of the upper triangle: contiguous slices, no gather (as costly as the product)
+            torch.mul(Ut[:, i : i + 1], Ut[:, i:], out=W[:, at : at + D - i])
+            at += D - i
+        return W
+
+    def metrics(U, lam):  # (n, D, D), (n, D) -> (P, n): H packed, off-diagonal doubled
+        H = (U * lam.unsqueeze(1)) @ U.transpose(1, 2)
+        return (H[:, p, q] * weight).T
+
+    def v(U_rows, H_cols):  # -> (n_rows, n_cols, D), in row blocks of bounded bytes
+        n, m = U_rows.shape[0], H_cols.shape[1]
+        out = torch.empty((n, m, D), dtype=U_rows.dtype, device=U_rows.device)
+        budget = _PAIR_BYTES if U_rows.device.type == "cpu" else _PAIR_BYTES_GPU
+        step = max(1, budget // (U_rows.element_size() * D * p.numel()))
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            out[r0:r1] = (outers(U_rows[r0:r1]) @ H_cols).view(r1 - r0, D, m) \
+                .transpose(1, 2)
+        return out
+
+    v_ab = v(Ua, metrics(Ub, lam_b))
+    return v_ab, (None if same else v(Ub, metrics(Ua, lam_a)))
 
 
 def _as_f64(corr_log, corr_lin, masked, skip=None):
@@ -157,19 +220,24 @@ def _as_f64(corr_log, corr_lin, masked, skip=None):
 def pearson(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Pearson correlation over the last axis using only ``valid`` entries (default all); NaN if undefined.
 
-    Undefined: fewer than two valid entries, or either side constant over them.
+    Undefined: fewer than two valid entries, or either side constant over them. ``y`` (and
+    ``valid``) may broadcast against ``x``.
     """
-    if valid is None:
-        valid = torch.ones_like(x, dtype=torch.bool)
-    w = valid.to(x.dtype)
-    n = w.sum(dim=-1, keepdim=True)
-    mx = (w * x).sum(dim=-1, keepdim=True) / n.clamp_min(1)
-    my = (w * y).sum(dim=-1, keepdim=True) / n.clamp_min(1)
-    dx, dy = w * (x - mx), w * (y - my)
+    if valid is None:  # same sums as with unit weights, without forming them
+        n = torch.tensor(float(x.shape[-1]), dtype=x.dtype, device=x.device)
+        dx = x - x.sum(dim=-1, keepdim=True) / n
+        dy = y - y.sum(dim=-1, keepdim=True) / n
+    else:
+        w = valid.to(x.dtype)
+        n = w.sum(dim=-1, keepdim=True)
+        mx = (w * x).sum(dim=-1, keepdim=True) / n.clamp_min(1)
+        my = (w * y).sum(dim=-1, keepdim=True) / n.clamp_min(1)
+        dx, dy = w * (x - mx), w * (y - my)
+        n = n[..., 0]
     cov = (dx * dy).sum(dim=-1)
     var = (dx * dx).sum(dim=-1) * (dy * dy).sum(dim=-1)
     corr = cov / var.sqrt()
-    return torch.where((n[..., 0] >= 2) & (var > 0), corr, torch.full_like(corr, float("nan")))
+    return torch.where((n >= 2) & (var > 0), corr, torch.full_like(corr, float("nan")))
 
 
 def homogeneity(

@@ -94,11 +94,15 @@ def test_tiles_assemble_to_the_full_matrix():
     assert bool(torch.isnan(lin_t[2, 0]))  # global entry (4, 4)
 
 
-@pytest.mark.parametrize("pair_bytes", [2**22, 8 * 6 * 6])  # one product for the blocks / one per pair
-def test_pairs_give_both_directions_from_one_product(monkeypatch, pair_bytes):
+# pair_bytes: one product for the blocks / one per pair (overlaps) or one row block per code (packed).
+# kron_max_d: 6 takes the packed outer products at this D, 0 the overlap products U_aᵀ U_b.
+@pytest.mark.parametrize("pair_bytes", [2**22, 8 * 6 * 6])
+@pytest.mark.parametrize("kron_max_d", [6, 0])
+def test_pairs_give_both_directions_from_one_product(monkeypatch, pair_bytes, kron_max_d):
     import sys
 
     monkeypatch.setattr(sys.modules["geometry_core.homogeneity"], "_PAIR_BYTES", pair_bytes)
+    monkeypatch.setattr(sys.modules["geometry_core.homogeneity"], "_KRON_MAX_D", kron_max_d)
     # Rank 5 of 6 stored with an exact zero eigenvalue, so every pair masks >= 1 entry.
     vals = torch.tensor([1.0, 0.2, 3e-2, 1e-3, 1e-4, 0.0], dtype=torch.float64)
     Q = random_rotations(9, 6, 7)
