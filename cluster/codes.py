@@ -15,7 +15,7 @@ before carry no ``code_scheme`` attribute; they drew all ``n`` codes in one call
 keep it (ARCHITECTURE.md, "Store").
 
 A file holds a ``.npy`` array of shape (N, D) (or (D,), one code), floating
-point and finite; it is read with ``allow_pickle=False`` and memory-mapped, so a
+point, finite and within ±MAX_ABS_CODE; it is read with ``allow_pickle=False`` and memory-mapped, so a
 large file is never loaded whole. A run records the sha256 of its codes.
 """
 
@@ -38,6 +38,9 @@ DEFAULT_SCHEME = "per-code"   # new runs
 LEGACY_SCHEME = "batch"       # a run with no recorded scheme
 _BLOCK_ROWS = 65536           # rows hashed or checked at a time
 _NPY_MAGIC = b"\x93NUMPY"
+# Latent codes are of order 1 (Gaussian z, a mapping network's w); past this a code means nothing to a
+# generator, and its float32 copy (and the squares of a distance) head for overflow (3.4e38).
+MAX_ABS_CODE = 1e4
 
 
 def code_seed(seed: int, index: int) -> int:
@@ -102,6 +105,11 @@ def read_codes_file(value, where: str = "codes.file") -> tuple[CodesFile | None,
     if bad is not None:
         return None, [f"{where}: {clip(str(path), bare=True)} has a non-finite value in code {bad}; "
                       "expected finite numbers"]
+    far = _first_beyond(arr, MAX_ABS_CODE)
+    if far is not None:
+        row, value = far
+        return None, [f"{where}: {clip(str(path), bare=True)} has a value of {value:.3g} in code {row}; codes "
+                      f"must lie within ±{MAX_ABS_CODE:g} (latent codes are of order 1)"]
     return CodesFile(str(path), int(arr.shape[0]), int(arr.shape[1]), codes_sha256(arr, arr.shape[0])), []
 
 
@@ -118,6 +126,16 @@ def _first_non_finite(arr: np.ndarray) -> int | None:
         ok = np.isfinite(arr[start:start + _BLOCK_ROWS]).all(axis=1)
         if not ok.all():
             return start + int(np.argmin(ok))
+    return None
+
+
+def _first_beyond(arr: np.ndarray, limit: float) -> tuple[int, float] | None:
+    for start in range(0, arr.shape[0], _BLOCK_ROWS):
+        block = np.abs(arr[start:start + _BLOCK_ROWS])
+        far = (block > limit).any(axis=1)
+        if far.any():
+            row = int(np.argmax(far))
+            return start + row, float(arr[start + row][np.argmax(block[row])])
     return None
 
 

@@ -39,6 +39,9 @@ def _bad_files(tmp_path) -> dict:
     nan = _codes(3)
     nan[2, 4] = np.nan
     np.save(tmp_path / "nan.npy", nan)
+    far = _codes(5).astype(np.float64)
+    far[3, 1] = -1e39  # finite in float64, inf in float32: every chunk would fail
+    np.save(tmp_path / "far.npy", far)
     (tmp_path / "text.npy").write_text("not an array")
     return {
         "missing": ({"file": str(tmp_path / "absent.npy")}, "absent.npy does not exist or is not a file"),
@@ -47,11 +50,13 @@ def _bad_files(tmp_path) -> dict:
         "dtype": ({"file": str(tmp_path / "ints.npy")}, "holds int64 values; expected floating point codes"),
         "nan": ({"file": str(tmp_path / "nan.npy")}, "has a non-finite value in code 2; expected finite"),
         "text": ({"file": str(tmp_path / "text.npy")}, "is not a plain .npy array: unreadable"),
+        "far": ({"file": str(tmp_path / "far.npy")}, "has a value of -1e+39 in code 3; codes must lie within "
+                                                     "±10000 (latent codes are of order 1)"),
         "both": ({"file": str(tmp_path / "nan.npy"), "n": 3}, "codes: give either file or n and seed, not both"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "pickle", "ndim", "dtype", "nan", "text", "both"])
+@pytest.mark.parametrize("case", ["missing", "pickle", "ndim", "dtype", "nan", "text", "far", "both"])
 def test_a_bad_codes_file_is_one_line_exit_4_nothing_written(tmp_path, capsys, case):
     codes, expected = _bad_files(tmp_path)[case]
     store = tmp_path / "s"
