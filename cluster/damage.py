@@ -81,8 +81,29 @@ def _is_damage(exc: BaseException, url=None) -> bool:
                                                             or "decompress" in text)
 
 
-def as_store_error(exc: BaseException, url, run: str | None = None) -> StoreDamagedError | None:
-    """A one-line :class:`StoreDamagedError` for an error raised by damaged or read-only storage, else None."""
+def _unreachable(exc: BaseException, url) -> bool:
+    """An S3 store that stopped answering: a connection, timeout or endpoint error of the S3 client stack."""
+    try:
+        if parse_store_url(url).kind != "s3":
+            return False
+    except Exception:
+        return False
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # the client's error is often the cause of zarr's or fsspec's
+        seen.add(id(exc))
+        module = type(exc).__module__.split(".")[0]
+        if module in ("botocore", "aiobotocore", "aiohttp", "urllib3") or isinstance(exc, (ConnectionError,
+                                                                                              TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def as_store_error(exc: BaseException, url, run: str | None = None) -> StoreError | None:
+    """A one-line :class:`StoreError` for an error raised by damaged, read-only or unreachable storage, else None."""
+    if _unreachable(exc, url):
+        return StoreError(f"the store {parse_store_url(url)} stopped answering ({_line(exc)}); "
+                          "run the command again when it answers")
     if not _is_damage(exc, url):
         return None
     where = f"run {run!r}" if run else "the store"

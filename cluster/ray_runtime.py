@@ -25,7 +25,7 @@ from pathlib import Path
 from geometry_core.errors import GangeoError, clip
 
 __all__ = ["CLUSTER_ADDRESS_HELP", "LOOPBACK", "RayStartError", "as_ray_error", "check_cluster_address",
-           "check_head_answers", "init_ray"]
+           "check_head_answers", "init_ray", "task_cause"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -77,6 +77,15 @@ def check_head_answers(address: str, timeout_s: float = 5.0) -> None:
                             "`ray start --head` there, or give the head's GCS address (HOST:PORT)") from None
 
 
+def task_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task raised, out of the RayTaskError that carries it to the driver (else ``exc``)."""
+    exceptions = sys.modules.get("ray.exceptions")
+    while exceptions is not None and isinstance(exc, exceptions.RayTaskError) and \
+            isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause
+    return exc
+
+
 def as_ray_error(exc: BaseException) -> RayStartError | None:
     """A failure raised inside Ray (a lost head, raylet or GCS; a start that timed out) as one line of kind
     ``ray`` (exit 9), after ending what this process started of Ray; None for anything else."""
@@ -86,6 +95,8 @@ def as_ray_error(exc: BaseException) -> RayStartError | None:
         return None
     ray_dir = str(Path(ray_mod.__file__).parent)
     exceptions = sys.modules.get("ray.exceptions")
+    if exceptions is not None and isinstance(exc, exceptions.RayTaskError):
+        return None  # the task's own error (a bug keeps its traceback), not Ray's
     from_ray = frames[-1].filename.startswith(ray_dir) or (
         exceptions is not None and isinstance(exc, exceptions.RayError))
     if not from_ray:

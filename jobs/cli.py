@@ -405,10 +405,13 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # damaged or read-only storage is the store's error, not a bug; Ray's, Ray's
         from cluster.damage import as_store_error
-        from cluster.ray_runtime import as_ray_error
+        from cluster.ray_runtime import as_ray_error, task_cause
 
-        err = as_ray_error(exc) or as_store_error(exc, getattr(args, "store", None), getattr(args, "run", None))
-        if err is None and isinstance(exc, OSError) and exc.filename is not None:
+        cause = task_cause(exc)  # what a Ray task raised: a store or gangeo error there is that error here
+        if isinstance(cause, GangeoError):
+            return report_error(cmd, cause)
+        err = as_store_error(cause, getattr(args, "store", None), getattr(args, "run", None)) or as_ray_error(exc)
+        if err is None and cause is exc and isinstance(exc, OSError) and exc.filename is not None:
             # a file the user named (an --out target, an input) that the system refuses
             err = UsageError(f"cannot use {clip(os.fsdecode(exc.filename), bare=True)}: "
                              f"{exc.strerror or type(exc).__name__}")

@@ -106,3 +106,23 @@ def test_a_failure_inside_ray_is_one_line_of_kind_ray(capsys):
         raise ValueError("not Ray's")
     except ValueError as exc:
         assert as_ray_error(exc) is None
+
+
+def test_an_error_a_ray_task_raised_is_that_error_and_a_bug_keeps_its_traceback(capsys):
+    import argparse
+
+    import ray.exceptions
+
+    from cluster.storage import StoreError
+    from jobs.cli import run_command
+
+    def task_failed(cause):
+        def func(args):
+            raise ray.exceptions.RayTaskError("_tile", "Traceback (most recent call last): ...", cause)
+        return func
+
+    rc = run_command(argparse.Namespace(command="reduce", func=task_failed(StoreError("run 'x' is locked"))))
+    assert rc == 5
+    assert capsys.readouterr().err.strip().splitlines() == ["gangeo reduce: run 'x' is locked"]
+    with pytest.raises(ray.exceptions.RayTaskError):  # a bug in a task is not Ray failing
+        run_command(argparse.Namespace(command="reduce", func=task_failed(ZeroDivisionError("bug"))))

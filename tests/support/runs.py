@@ -34,14 +34,14 @@ def analytic(z: np.ndarray) -> np.ndarray:
     return np.stack([np.diag(2.0 / 12 * np.cosh(row.astype(np.float64)) ** -4) for row in z])
 
 
-def build_run(store: Path, name: str = "v") -> RunStore:
-    """A finished run written through RunStore, chunk by chunk, as a worker does."""
+def build_run(store: Path | str, name: str = "v") -> RunStore:
+    """A finished run written through RunStore, chunk by chunk, as a worker does (a directory or an s3:// URL)."""
     import geometry_core as gc
 
     spec = parse_spec(tanh_spec(name))
     G = gc.load_generator("module", **spec.generators[0].options)
     dist = gc.load_distance("mse")
-    rs = RunStore(str(store))
+    rs = RunStore(store if isinstance(store, str) else str(store))
     plan = GroupLayout("module", "z", "mse", n=N, dim=D, chunk_size=C)
     rs.create(name, spec, [plan])
     z = G.sample(N, seed=3)
