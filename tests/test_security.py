@@ -91,3 +91,44 @@ def test_credentials_never_written_or_printed(ray_local, s3_server, tmp_path, mo
     assert logs, "expected Ray session logs to search"
     leaked_logs = [str(p.name) for p in logs if secret.encode() in p.read_bytes()]
     assert leaked_logs == []
+
+
+def _rezip(src: Path, dst: Path, *, compress: int, extra: tuple[str, bytes] | None = None) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression=compress) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+        if extra:
+            zout.writestr(extra[0], extra[1])
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_it_expands(tmp_path):
+    import zipfile
+
+    import torch
+
+    from geometry_core.generators.checkpoint import safe_load
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    bomb = tmp_path / "bomb.pt"  # 64 MiB of zeros deflate to ~64 KiB: the file is small, the member is not
+    _rezip(good, bomb, compress=zipfile.ZIP_DEFLATED, extra=("good/data/9", bytes(64 << 20)))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(GeometryError, match=r"holds a compressed member .* torch checkpoints are stored "
+                                            r"uncompressed, refused"):
+        safe_load(bomb, what="w")
+    assert torch.equal(safe_load(good, what="w")["w"], torch.ones(3))
+
+
+def test_a_tensor_larger_than_its_storage_is_refused(tmp_path):
+    import torch
+
+    from geometry_core.generators.checkpoint import safe_load
+
+    path = tmp_path / "stride0.pt"
+    torch.save({"w": torch.zeros(1).expand(1 << 30)}, path)  # a few hundred bytes on disk, 4 GiB as a copy
+    assert path.stat().st_size < 1 << 16
+    with pytest.raises(GeometryError, match=r"holds a tensor of shape \(1073741824,\) \(4294967296 bytes\) over a "
+                                            r"storage of 4 bytes \(strides \(0,\)\); refused"):
+        safe_load(path, what="w")

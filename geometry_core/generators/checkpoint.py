@@ -92,9 +92,13 @@ def safe_load(
         raise MissingWeightsError(f"{what}: weight file not found: {path}")
     if not path.is_file():
         raise GeometryError(f"{what}: expected a checkpoint file, got a directory or special file: {path}")
+    _check_zip_members(path, what)
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise GeometryError(f"{what}: {path} declares more data than fits in memory; refused "
+                            "(a damaged or hostile file?)") from None
     except pickle.UnpicklingError as err:
         found = _GLOBAL.search(str(err))
         code = found.group(1) if found else _foreign_global(path)
@@ -110,6 +114,52 @@ def safe_load(
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, struct.error) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {first}") from None
+    _check_tensor_extents(state, path, what)
+    return state
+
+
+def _check_zip_members(path: Path, what: str) -> None:
+    """Refuse a zip checkpoint whose members would expand past the file before torch reads them.
+
+    torch.save stores its records uncompressed, so a compressed member (a zip bomb's
+    way to become gigabytes) or declared sizes beyond the file's own are not its own.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise GeometryError(f"{what}: {path} is not a readable torch checkpoint: {err}") from None
+    size = path.stat().st_size
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED:
+            raise GeometryError(f"{what}: {path} holds a compressed member {m.filename!r} "
+                                f"({m.file_size} bytes expanded); torch checkpoints are stored uncompressed, refused")
+    declared = sum(m.file_size for m in members)
+    if declared > size:
+        raise GeometryError(f"{what}: {path} declares {declared} bytes of members in a file of {size}; refused")
+
+
+def _check_tensor_extents(state: object, path: Path, what: str, _depth: int = 0) -> None:
+    """Every tensor must fit in its storage: a zero or overlapping stride makes a small file a view of
+    gigabytes, which the first copy would allocate."""
+    if _depth > 32:
+        return
+    if isinstance(state, torch.Tensor):
+        extent = state.numel() * state.element_size()
+        if extent > state.untyped_storage().nbytes():
+            raise GeometryError(f"{what}: {path} holds a tensor of shape {tuple(state.shape)} ({extent} bytes) "
+                                f"over a storage of {state.untyped_storage().nbytes()} bytes (strides "
+                                f"{state.stride()}); refused")
+    elif isinstance(state, dict):
+        for value in state.values():
+            _check_tensor_extents(value, path, what, _depth + 1)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            _check_tensor_extents(value, path, what, _depth + 1)
 
 
 def _unpickler_reason(text: str) -> str:
