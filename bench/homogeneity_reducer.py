@@ -1,6 +1,6 @@
 """The homogeneity reducer, old against new, in pairs per second at D=100 and D=512; prints one JSON object.
 
-    python bench/homogeneity_reducer.py [--dims 100 512] [--n 96 24] [--tiles 32 8] [--threads 1] [--repeats 3]
+    python bench/homogeneity_reducer.py [--dims 64 100 512] [--n 192 96 24] [--tiles 64 32 8] [--threads 1] [--repeats 3]
     python bench/homogeneity_reducer.py --device cuda --dims 512 --n 256 --tiles 64 --no-baseline
 
 Each case writes N synthetic metrics (random orthonormal eigenbases, spectra falling
@@ -10,8 +10,10 @@ reduces the homogeneity twice, in this process:
 - ``old``: the reducer before one product per unordered pair (kept here only as the
   baseline): one task per ordered tile, ``H_j`` rebuilt as ``V diag(l) Vᵀ`` and
   ``H_j U_i`` formed for every ordered pair;
-- ``new``: :func:`cluster.reduce.reduce_group`, one product ``U_iᵀ U_j`` per
-  unordered pair giving both ordered entries.
+- ``overlaps`` (D <= 128 only): the reducer with one product ``U_iᵀ U_j`` per
+  unordered pair giving both ordered entries, as before the packed form;
+- ``new``: :func:`cluster.reduce.reduce_group` as it is: at D <= 128 packed
+  symmetric outer products against packed metrics, above that the overlaps.
 
 Both read and write the store the same way, so ``speedup`` is the ratio of the two
 times measured in the same run, alternating, best of ``--repeats`` each (``--threads 1``: one BLAS thread, as a Ray task with
@@ -26,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -129,21 +132,37 @@ def case(n: int, d: int, tile: int, device: str, baseline: bool, loop_pairs: int
     with tempfile.TemporaryDirectory() as tmp:
         g = write_store(tmp, vals, vecs, chunk=min(16, tile))
         reduce_group(g, reducers=("homogeneity",), tile=tile, ex=ex)  # warm-up (CUDA context, allocator)
-        # Old and new alternate and each keeps its best time: a shared machine's load drifts over a run.
-        t_old = t_new = math.inf
+        # Old, overlaps and new alternate and each keeps its best time: a shared machine's load drifts over a run.
+        t_old = t_new = t_overlaps = math.inf
+        hom = sys.modules["geometry_core.homogeneity"]
+        packed = d <= hom._KRON_MAX_D
         for _ in range(repeats):
             if baseline:
                 t0 = time.perf_counter()
                 old_summary = old_reduce(g, tile)
                 t_old = min(t_old, time.perf_counter() - t0)
                 old = {k: g["reduce"][k][:] for k in NAMES}
+            if baseline and packed:  # the overlap products U_iᵀ U_j at this D, as before the packed form
+                saved, hom._KRON_MAX_D = hom._KRON_MAX_D, 0
+                try:
+                    t0 = time.perf_counter()
+                    reduce_group(g, reducers=("homogeneity",), tile=tile, ex=ex)
+                    t_overlaps = min(t_overlaps, time.perf_counter() - t0)
+                    overlaps = {k: g["reduce"][k][:] for k in NAMES}
+                finally:
+                    hom._KRON_MAX_D = saved
             t0 = time.perf_counter()
             new_summary = reduce_group(g, reducers=("homogeneity",), tile=tile, ex=ex)["homogeneity"]
             t_new = min(t_new, time.perf_counter() - t0)
         new = {k: g["reduce"][k][:] for k in NAMES}
+        out["kernel"] = "packed outer products" if packed else "overlaps U_iᵀ U_j"
     if baseline:
         out.update(old_seconds=round(t_old, 3), old_pairs_per_s=round(pairs / t_old, 1))
     out.update(new_seconds=round(t_new, 3), new_pairs_per_s=round(pairs / t_new, 1))
+    if math.isfinite(t_overlaps):
+        out.update(overlaps_seconds=round(t_overlaps, 3), overlaps_pairs_per_s=round(pairs / t_overlaps, 1),
+                   speedup_over_overlaps=round(t_overlaps / t_new, 2),
+                   max_abs_diff_overlaps_new={k: float(np.nanmax(np.abs(new[k] - overlaps[k]))) for k in NAMES[:2]})
     if baseline:
         out["speedup"] = round(t_old / t_new, 2)
         out["max_abs_diff_old_new"] = {k: float(np.nanmax(np.abs(new[k] - old[k]))) for k in NAMES[:2]}
@@ -163,9 +182,9 @@ def case(n: int, d: int, tile: int, device: str, baseline: bool, loop_pairs: int
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dims", type=int, nargs="+", default=[100, 512])
-    ap.add_argument("--n", type=int, nargs="+", default=[96, 24], help="codes per case (one per --dims)")
-    ap.add_argument("--tiles", type=int, nargs="+", default=[32, 8],
+    ap.add_argument("--dims", type=int, nargs="+", default=[64, 100, 512])
+    ap.add_argument("--n", type=int, nargs="+", default=[192, 96, 24], help="codes per case (one per --dims)")
+    ap.add_argument("--tiles", type=int, nargs="+", default=[64, 32, 8],
                     help="tile per case (the old tile holds tile² D² floats: 8 at D=512 keeps it at 128 MiB)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as a Ray task with num_cpus=1)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the new tiles run")
