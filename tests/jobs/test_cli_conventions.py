@@ -212,7 +212,8 @@ def test_every_option_with_a_default_shows_it_in_help():
                     and a.help != argparse.SUPPRESS and "default" not in (a.help or "").lower()]
     assert not missing, missing
     assert "--format {json,table,npy} (default: json)" in helps["query"]
-    assert "--tile TILE codes per homogeneity tile (default: 64)" in helps["reduce"]
+    assert ("--tile TILE codes per homogeneity tile (default 64; larger past 2,560 codes, so that there are at "
+            "most 820 tile tasks)") in helps["reduce"]
     assert "--topk TOPK (default: 5)" in helps["axes"]  # an option written without help
 
 
