@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import GeometryError
-from ..errors import UnsafeCheckpointError
+from ..errors import GeometryError, UnsafeCheckpointError
 from ..generators.checkpoint import safe_load
 
 __all__ = [

@@ -10,10 +10,9 @@ Table cells show 4 significant digits, so floats compare at rtol 1e-3
 
 from __future__ import annotations
 
-import os
-
 import argparse
 import base64
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from geometry_core.errors import GeometryError
-from geometry_core.homogeneity import (global_metric, homogeneity, homogeneity_pairs, homogeneity_summary,
-                                      homogeneity_tile)
+from geometry_core.homogeneity import (
+    global_metric,
+    homogeneity,
+    homogeneity_pairs,
+    homogeneity_summary,
+    homogeneity_tile,
+)
 from geometry_core.spectrum import eigen
 
 
