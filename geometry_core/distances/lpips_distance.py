@@ -210,7 +210,8 @@ class LPIPSDistance(Distance):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise GeometryError(f"{self.name}: expected a floating torch.Tensor image batch, got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != 3:
-            raise GeometryError(f"{self.name}: expected images of shape (B, 3, H, W) or (3, H, W), got {tuple(x.shape)}")
+            raise GeometryError(f"{self.name}: expected images of shape (B, 3, H, W) or (3, H, W), "
+                                f"got {tuple(x.shape)}")
         return x
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:

@@ -169,7 +169,8 @@ def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp
 
 
 def test_run_name_flag_names_the_run(ray_local, tmp_path, capsys):
-    """`gangeo run --name` (one run per scheduled fire): the run is stored under that name; a bad name writes nothing."""
+    """`gangeo run --name` (one run per scheduled fire): the run is stored under that name;
+    a bad name writes nothing."""
     from jobs.cli import EXIT_CODES, main
     from tests.support.runs import tanh_spec
 

@@ -160,4 +160,5 @@ def test_bad_stacks_raise():
     with pytest.raises(GeometryError, match="symmetric"):
         homogeneity(bad)
     with pytest.raises(GeometryError, match="eigvals"):
-        homogeneity(torch.eye(3, dtype=torch.float64).repeat(2, 1, 1), eigvals=torch.ones(2, 2), eigvecs=torch.ones(2, 3, 3))
+        homogeneity(torch.eye(3, dtype=torch.float64).repeat(2, 1, 1),
+                    eigvals=torch.ones(2, 2), eigvecs=torch.ones(2, 3, 3))

@@ -245,7 +245,8 @@ def ray_head(tmp_path, monkeypatch):
 
     bindir = str(Path(sys.executable).parent)
     bare = _bare_python_dir(tmp_path)
-    path = ":".join(p for p in os.environ.get("PATH", "").split(":") if p and Path(p).resolve() != Path(bindir).resolve())
+    path = ":".join(p for p in os.environ.get("PATH", "").split(":")
+                    if p and Path(p).resolve() != Path(bindir).resolve())
     env = {**os.environ, "PATH": f"{bare}:{path}", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
     env.pop("VIRTUAL_ENV", None)
