@@ -67,7 +67,8 @@ def main() -> None:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     small, large = results
     print(json.dumps({"benchmark": "driver_memory", "sizes": results,
-                      "rss_ratio_large_over_small": round(large["driver_peak_rss_mib"] / small["driver_peak_rss_mib"], 3),
+                      "rss_ratio_large_over_small": round(
+                          large["driver_peak_rss_mib"] / small["driver_peak_rss_mib"], 3),
                       "tracemalloc_ratio_large_over_small": round(
                           large["driver_tracemalloc_peak_mib"] / max(small["driver_tracemalloc_peak_mib"], 1e-9), 3)},
                      indent=2))

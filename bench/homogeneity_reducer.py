@@ -1,6 +1,7 @@
 """The homogeneity reducer, old against new, in pairs per second at D=100 and D=512; prints one JSON object.
 
-    python bench/homogeneity_reducer.py [--dims 64 100 512] [--n 192 96 24] [--tiles 64 32 8] [--threads 1] [--repeats 3]
+    python bench/homogeneity_reducer.py [--dims 64 100 512] [--n 192 96 24] [--tiles 64 32 8]
+        [--threads 1] [--repeats 3]
     python bench/homogeneity_reducer.py --device cuda --dims 512 --n 256 --tiles 64 --no-baseline
 
 Each case writes N synthetic metrics (random orthonormal eigenbases, spectra falling
@@ -16,8 +17,8 @@ reduces the homogeneity twice, in this process:
   symmetric outer products against packed metrics, above that the overlaps.
 
 Both read and write the store the same way, so ``speedup`` is the ratio of the two
-times measured in the same run, alternating, best of ``--repeats`` each (``--threads 1``: one BLAS thread, as a Ray task with
-``num_cpus=1`` runs). Agreement: old against new on every entry, and new against the
+times measured in the same run, alternating, best of ``--repeats`` each (``--threads 1``:
+one BLAS thread, as a Ray task with ``num_cpus=1`` runs). Agreement: old against new on every entry, and new against the
 paper's loop (``v = diag(U_iᵀ H_j U_i)``, ``np.corrcoef``) on a sample of pairs.
 The JSON also goes to ``--out`` (default ``bench/results/homogeneity_reducer.json``).
 """

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from common import make_distance
-from real_size import build, restrict
 from geometry_core.distances import load_distance
 from geometry_core.metric import metric_tensor, metric_tensors
+from real_size import build, restrict
 
 IMAGE_TARGETS = ("mse", "lpips-alex", "ssim")
 

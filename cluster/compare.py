@@ -20,8 +20,8 @@ Per run and group:
   ``reduce/homogeneity_log`` and ``reduce/homogeneity_lin`` (the reducer's summary).
 
 ``codes`` counts the done codes each statistic uses, ``codes_not_done`` those left out
-because their chunk is not done (never read). A value that is absent or not finite is None (JSON null). Both runs must be
-``complete`` (:func:`cluster.run_state.run_state`) and each compared group reduced;
+because their chunk is not done (never read). A value that is absent or not finite is None
+(JSON null). Both runs must be ``complete`` (:func:`cluster.run_state.run_state`) and each compared group reduced;
 otherwise :class:`~cluster.storage.StoreError` names the run and what it lacks.
 """
 

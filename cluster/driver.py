@@ -252,7 +252,6 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
     its ``done`` entry here, so it is recomputed and never read meanwhile.
     """
     from .view import damaged_chunks
-
     from .weights_identity import weights_digests
 
     layouts, weights = [lay for _, lay in plans], weights_digests(spec)

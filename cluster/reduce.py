@@ -31,8 +31,8 @@ import math
 import operator
 import os
 from dataclasses import astuple, dataclass
-from typing import Callable
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,9 +41,9 @@ import zarr
 from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
+from .consolidated import consolidate_group, drop_consolidated
 from .executor import DEVICES, Executor, executor
 from .view import GroupView, open_run
-from .consolidated import consolidate_group, drop_consolidated
 
 __all__ = [
     "ARRAYS",

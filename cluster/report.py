@@ -314,9 +314,9 @@ def _run_section(doc: Doc, run: str, attrs: dict) -> None:
         doc.add(table(["timing", "value"], trows, [[None, f"timing:{k}"] for k, _ in trows]))
     attempts = timing_report(attrs)["attempts"]  # each run or resume of the run (cluster.run_state)
     if attempts:
+        cols = ("started", "seconds", "points", "chunks_computed", "chunks_skipped", "status")
         doc.add(table(["attempt", "started", "seconds", "points", "chunks computed", "chunks skipped", "status"],
-                      [[i + 1, *("" if a.get(k) is None else a.get(k) for k in ("started", "seconds", "points", "chunks_computed",
-                                                     "chunks_skipped", "status"))] for i, a in enumerate(attempts)]))
+                      [[i + 1, *("" if a.get(k) is None else a.get(k) for k in cols)] for i, a in enumerate(attempts)]))
     spec = attrs.get("spec")
     doc.add("<h3>Spec</h3>")
     text = yaml.safe_dump(spec, sort_keys=False) if spec is not None else "(no spec in the run's attributes)"

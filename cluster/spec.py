@@ -22,10 +22,10 @@ from typing import Any
 from geometry_core.errors import GeometryError, UsageError, clip
 
 from .executor import DEVICES as REDUCE_DEVICES
-from .reduce import REDUCER_TABLE
-from .storage import DEFAULT_STORE
 from .layout import default_label
+from .reduce import REDUCER_TABLE
 from .spec_yaml import read_spec_yaml
+from .storage import DEFAULT_STORE
 
 __all__ = [
     "ALL_LAYERS",

@@ -109,7 +109,8 @@ def read_spec_yaml(path: str | Path, error: type[Exception]):
     except OSError as exc:
         raise error([f"spec: cannot read {clip(str(path), bare=True)}: {exc.strerror or exc}"]) from None
     if len(data) > MAX_SPEC_BYTES:
-        raise error([f"spec: {clip(str(path), bare=True)} is larger than {MAX_SPEC_BYTES} bytes; a spec is a short YAML file"])
+        raise error([f"spec: {clip(str(path), bare=True)} is larger than {MAX_SPEC_BYTES} bytes; "
+                     "a spec is a short YAML file"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -30,8 +30,15 @@ import zarr
 
 from geometry_core.spectrum import from_eigen
 
-from .integrity import (DamagedChunkError, counted_chunks, damaged_chunks, reduce_state, refuse_damaged,
-                        refuse_unsettled, require_reduced)
+from .integrity import (
+    DamagedChunkError,
+    counted_chunks,
+    damaged_chunks,
+    reduce_state,
+    refuse_damaged,
+    refuse_unsettled,
+    require_reduced,
+)
 from .layout import ARRAYS, GroupLayout
 from .storage import StoreError, subgroup
 

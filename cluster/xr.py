@@ -36,16 +36,15 @@ run or a reduce has finished writing, and a reduce removes it before it rewrites
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import zarr
 
 from geometry_core.spectrum import FRACTIONS
 
-from .layout import GroupLayout
 from .consolidated import consolidate_group, consolidate_run, drop_consolidated
-from .storage import StoreError, plain_group
+from .layout import GroupLayout
+from .storage import StoreError
 
 __all__ = ["consolidate_group", "consolidate_run", "drop_consolidated", "open_run_xarray"]
 

@@ -57,7 +57,8 @@ def calibrated_steps(eigvals, *, delta: float, n_steps: int, max_step: float | N
     if not delta > 0 or not isinstance(n_steps, int) or n_steps < 1:
         raise GeometryError(f"need delta > 0 and an int n_steps >= 1, got delta={delta}, n_steps={n_steps!r}")
     if max_step is None and not (lam > 0).all():
-        raise GeometryError(f"eigenvalues must be positive to calibrate steps (got min {float(lam.min()):.3g}); pass max_step")
+        raise GeometryError(f"eigenvalues must be positive to calibrate steps (got min {float(lam.min()):.3g}); "
+                            "pass max_step")
     j = torch.arange(-n_steps, n_steps + 1, dtype=torch.float64)
     t = j.sign() * step_for_distance(lam.clamp_min(1e-300).unsqueeze(1), j.abs() * delta)
     return t.clamp(-max_step, max_step) if max_step is not None else t
@@ -93,7 +94,8 @@ def traverse(z: torch.Tensor, directions: torch.Tensor, steps: torch.Tensor, *, 
     if mode not in MODES:
         raise GeometryError(f"mode must be one of {MODES}, got {mode!r}")
     if z.ndim != 1 or directions.ndim != 2 or directions.shape[1] != z.shape[0]:
-        raise GeometryError(f"expected z (D,) and directions (K, D), got {tuple(z.shape)} and {tuple(directions.shape)}")
+        raise GeometryError(f"expected z (D,) and directions (K, D), "
+                            f"got {tuple(z.shape)} and {tuple(directions.shape)}")
     if steps.ndim != 2 or steps.shape[0] != directions.shape[0]:
         raise GeometryError(f"expected steps (K={directions.shape[0]}, S), got {tuple(steps.shape)}")
     v = directions.to(z) / directions.to(z).norm(dim=1, keepdim=True)  # z's dtype and device

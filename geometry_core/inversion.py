@@ -126,7 +126,8 @@ def latent_basis(
             raise GeometryError(f"power={power} needs eigvals; got None")
         lam = torch.as_tensor(eigvals, dtype=torch.float64)
         if lam.shape != (D,) or not torch.isfinite(lam).all() or lam.max() <= 0:
-            raise GeometryError(f"eigvals: expected {D} finite values with a positive maximum, got shape {tuple(lam.shape)}")
+            raise GeometryError(f"eigvals: expected {D} finite values with a positive maximum, "
+                                f"got shape {tuple(lam.shape)}")
         if not 0 < floor < 1:
             raise GeometryError(f"floor: expected a ratio in (0, 1), got {floor}")
         s = lam.clamp_min(floor * lam.max()).pow(-float(power))
@@ -164,11 +165,13 @@ def image_loss(
         raise GeometryError(f"target_image: expected a (3, H, W) or (N, 3, H, W) tensor in [-1, 1], got {got}")
     x0 = target_image if target_image.ndim == 4 else target_image.unsqueeze(0)
     if type(distance).phi is Distance.phi:
-        raise GeometryError(f"distance {distance.name!r} has no image representation phi; inversion needs an image distance")
+        raise GeometryError(f"distance {distance.name!r} has no image representation phi; "
+                            "inversion needs an image distance")
     with torch.no_grad():
         probe = G(torch.zeros(1, G.latent_dim, dtype=G.dtype, device=G.device))
         if probe.shape[1:] != x0.shape[1:]:
-            raise GeometryError(f"target_image: expected images of shape {tuple(probe.shape[1:])} like G's, got {tuple(x0.shape[1:])}")
+            raise GeometryError(f"target_image: expected images of shape {tuple(probe.shape[1:])} like G's, "
+                                f"got {tuple(x0.shape[1:])}")
         phi0 = distance.phi(x0.to(dtype=probe.dtype, device=probe.device))
 
     def loss(z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -385,7 +388,8 @@ def invert(
     ``z_init`` defaults to ``G.sample(1, options.seed)``. ``callback`` gets the result.
     """
     if isinstance(target_image, torch.Tensor) and target_image.ndim == 4 and target_image.shape[0] != 1:
-        raise GeometryError(f"target_image: expected one image, got a batch of {target_image.shape[0]}; use invert_many")
+        raise GeometryError(f"target_image: expected one image, got a batch of {target_image.shape[0]}; "
+                            "use invert_many")
     if isinstance(target_image, torch.Tensor) and target_image.ndim == 3:
         target_image = target_image.unsqueeze(0)
     z = None if z_init is None else torch.as_tensor(z_init).reshape(1, -1)

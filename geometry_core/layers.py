@@ -77,7 +77,9 @@ def layer_map(G: nn.Module, layer: str | None) -> Callable[[torch.Tensor], torch
     return lambda z: f(z)[0]
 
 
-def jacobian(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+def jacobian(
+    f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None
+) -> torch.Tensor:
     """Jacobian of a batched map ``f: (B, D) -> (B, M)`` at each code, by forward mode.
 
     ``z`` of shape ``(D,)`` gives ``(M, D)``; ``(B, D)`` gives ``(B, M, D)``. A map
@@ -185,7 +187,8 @@ def amplification(H_by_layer: Mapping[str, torch.Tensor]) -> dict:
     tiny = torch.finfo(energy.dtype).tiny  # masked entries are dropped; the clamp only keeps log10 finite
     corr_log = pearson(energy.clamp_min(tiny).log10(), lam_b.clamp_min(tiny).log10(), (energy > 0) & (lam_b > 0))
     corr_lin = pearson(energy, lam_b)
-    out = {"layers": names, "eigvals": lam, "energy": energy, "ratio": ratio, "corr_log": corr_log, "corr_lin": corr_lin}
+    out = {"layers": names, "eigvals": lam, "energy": energy, "ratio": ratio,
+           "corr_log": corr_log, "corr_lin": corr_lin}
     if len(shape) == 2:
         return {k: (v[0] if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
     out["corr_log_mean"] = torch.nanmean(corr_log, dim=0)

@@ -84,12 +84,15 @@ def optimal_hard_threshold(sigmas, shape: tuple[int, int]) -> float:
         raise GeometryError(f"shape must be (M, D) with positive sizes, got {tuple(shape)}")
     s = np.asarray(torch.as_tensor(sigmas).detach().cpu().double())
     if s.ndim != 1 or s.size != min(shape):
-        raise GeometryError(f"expected {min(shape)} singular values for shape {tuple(shape)}, got array of shape {s.shape}")
+        raise GeometryError(f"expected {min(shape)} singular values for shape {tuple(shape)}, "
+                            f"got array of shape {s.shape}")
     beta = min(shape) / max(shape)
     return float(omega(beta) * np.median(s))
 
 
-def jacobian_singular_values(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+def jacobian_singular_values(
+    f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None
+) -> torch.Tensor:
     """Singular values (descending, float64) of the Jacobian of ``f: (B, D) -> (B, M)``.
 
     ``z`` of shape ``(D,)`` gives ``(min(M, D),)``; ``(B, D)`` gives ``(B, min(M, D))``.

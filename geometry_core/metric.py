@@ -439,7 +439,8 @@ def _raise_if_no_forward_ad(err: RuntimeError, caller: str) -> None:
         first = str(err).splitlines()[0][:200]
         hint = "use method='bp'" if caller.startswith("metric_tensor") else "this map cannot be differentiated forward"
         what = "method 'exact'" if caller.startswith("metric_tensor") else "forward-mode Jacobians"
-        raise GeometryError(f"{caller}: {what} needs forward-mode AD, which this model lacks ({first}); {hint}") from None
+        raise GeometryError(
+            f"{caller}: {what} needs forward-mode AD, which this model lacks ({first}); {hint}") from None
 
 
 # --- bp: the paper's double-backward reference ---------------------------------------

@@ -57,7 +57,8 @@ def frame_scales(eigvals: np.ndarray, *, power: float = 0.5, cutoff: int | None 
     if not 1 <= k <= D:
         raise GeometryError(f"cutoff: expected 1 <= cutoff <= {D}, got {cutoff}")
     if np.any(np.diff(lam) > 1e-12 * abs(lam[0])) or lam[k - 1] <= 0:
-        raise GeometryError(f"eigvals: expected descending order with the top {k} positive, got min {lam[:k].min():.3g}")
+        raise GeometryError(f"eigvals: expected descending order with the top {k} positive, "
+                            f"got min {lam[:k].min():.3g}")
     s = np.empty(D)
     s[:k] = lam[:k] ** -float(power)
     s[k:] = s[k - 1]

@@ -205,7 +205,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_pin(path: Path, sha256: str, url: str, size: int) -> None:
-    record = {"sha256": sha256, "url": public_url(url), "size": size, "pinned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {"sha256": sha256, "url": public_url(url), "size": size,
+              "pinned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _atomic_write(_pin_path(path), lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
 

@@ -39,11 +39,14 @@ DEFAULTS = {
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``invert`` and ``search`` on a ``gangeo`` subparsers object."""
-    p = subparsers.add_parser("invert", help="invert an image with Adam or BasinCMA, optionally in the metric's eigenbasis")
+    p = subparsers.add_parser("invert",
+                              help="invert an image with Adam or BasinCMA, optionally in the metric's eigenbasis")
     _common(p, basis="global")
-    p.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"], help="seed of the code that makes the target")
+    p.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"],
+                   help="seed of the code that makes the target")
     p.add_argument("--target-image", default=None, help="PNG to invert instead (resized to G's size)")
-    p.add_argument("--init-seed", type=int, default=DEFAULTS["init_seed"], help="seed of the initial code and of CMA-ES")
+    p.add_argument("--init-seed", type=int, default=DEFAULTS["init_seed"],
+                   help="seed of the initial code and of CMA-ES")
     p.add_argument("--optimizer", choices=("adam", "basincma"), default="adam")
     p.add_argument("--power", type=float, default=DEFAULTS["power"], help="scale direction i by eigval_i^-power")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="evaluation budget")
@@ -56,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser("search", help="CMA-ES with and without the metric's eigenframe on a black-box objective")
     _common(q, basis="both")
     q.add_argument("--objective", choices=("unit", "target"), default="unit")
-    q.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"], help="target code seed (--objective target)")
+    q.add_argument("--target-seed", type=int, default=DEFAULTS["target_seed"],
+                   help="target code seed (--objective target)")
     q.add_argument("--layer", default=DEFAULTS["layer"], help="module of the random-weight AlexNet (--objective unit)")
     q.add_argument("--unit", type=int, default=DEFAULTS["unit"])
     q.add_argument("--cnn-seed", type=int, default=DEFAULTS["cnn_seed"])
@@ -115,7 +119,8 @@ def _eigenbasis(args, G, d, stored):
     except (OSError, ValueError) as exc:  # absent, not .npy, or pickled objects
         raise UsageError(f"--metric {args.metric}: cannot read a .npy matrix ({exc})") from None
     if H.shape != (G.latent_dim, G.latent_dim):
-        raise UsageError(f"--metric {args.metric}: expected a ({G.latent_dim}, {G.latent_dim}) matrix, got {tuple(H.shape)}")
+        raise UsageError(f"--metric {args.metric}: expected a ({G.latent_dim}, {G.latent_dim}) matrix, "
+                         f"got {tuple(H.shape)}")
     return eigen(H)
 
 
@@ -198,7 +203,8 @@ def search_objective(args, G, d):
     from geometry_core.search import random_alexnet, target_distance_objective, unit_activation_objective
 
     if args.objective == "unit":
-        return unit_activation_objective(G, random_alexnet(args.cnn_seed), args.layer, args.unit, input_size=args.input_size)
+        return unit_activation_objective(G, random_alexnet(args.cnn_seed), args.layer, args.unit,
+                                         input_size=args.input_size)
     with torch.no_grad():
         target = G(G.sample(1, seed=args.target_seed, dtype=G.dtype).to(G.device))[0]
     return target_distance_objective(G, d, target)

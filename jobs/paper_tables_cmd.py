@@ -37,8 +37,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from jobs.output import dumps_json
+
+if TYPE_CHECKING:  # annotations only: torch is imported lazily so `gangeo -h` stays light
+    import torch
 
 __all__ = ["DEFAULTS", "add_parser", "format_table", "main", "paper_tables", "table2", "table3", "table5"]
 

@@ -19,8 +19,8 @@ __all__ = ["add_parser", "run_report"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``report RUN [--store URL] [--s3-endpoint URL] [--out DIR] [--no-traversals] [--quiet]``."""
-    from cluster.report_html import DEFAULT_REPORT_DIR
     from cluster.defaults import DEFAULT_STORE
+    from cluster.report_html import DEFAULT_REPORT_DIR
     from jobs.cli import allow_import_arg, store_args
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a run (figures also as PNG files)")

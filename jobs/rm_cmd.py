@@ -68,8 +68,8 @@ def delete_run(rs, run: str) -> None:
 def run_rm(args: argparse.Namespace) -> int:
     """Check (the run exists, no live driver), confirm, delete; print the JSON result."""
     from cluster.run_state import live_driver
-    from cluster.store import RunStore
     from cluster.storage import StoreError
+    from cluster.store import RunStore
 
     rs = RunStore(args.store, s3_endpoint=args.s3_endpoint, create=False)
     if not rs.has_run(args.run):

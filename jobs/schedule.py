@@ -50,8 +50,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import math
+import re
 import sys
 import tempfile
 import time

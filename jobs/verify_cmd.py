@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 from jobs.output import print_json
 
 __all__ = ["add_parser", "cmd_verify"]

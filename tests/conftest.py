@@ -17,7 +17,6 @@ from torch import nn
 from geometry_core.distances.mse import MSEDistance
 from geometry_core.generators.base import Generator
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
-
 from tests.support.ray_cluster import ray_cluster
 from tests.support.ray_fixture import ray_local
 from tests.support.s3_server import DUMMY_ENV, s3_server

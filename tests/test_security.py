@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.spec import SpecError, load_spec
 from geometry_core.errors import GeometryError
 from jobs.cli import EXIT_CODES, main
-from cluster.spec import SpecError, load_spec
 from tests.support.runs import tanh_spec
 
 REPO = Path(__file__).resolve().parent.parent

@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
 
-from .base import Distance
-from .base import ScalarDistance
 from ..errors import GeometryError
+from .base import Distance, ScalarDistance
 
 __all__ = ["Distance", "LAYER_PREFIX", "ScalarDistance", "list_distances", "load_distance", "register_distance"]
 

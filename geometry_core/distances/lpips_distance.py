@@ -32,20 +32,13 @@ from pathlib import Path
 import lpips
 import torch
 import torch.nn.functional as F
-from torchvision.models import AlexNet_Weights
-from torchvision.models import SqueezeNet1_1_Weights
-from torchvision.models import VGG16_Weights
+from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
-from ..errors import GeometryError
-from ..errors import MissingWeightsError
+from ..errors import GeometryError, MissingWeightsError
 from ..generators.checkpoint import safe_load
-from ..weights_cache import OFFLINE_ENV_VARS  # noqa: F401  (re-exported: one offline switch for all weights)
-from ..weights_cache import is_offline
+from ..weights_cache import OFFLINE_ENV_VARS, is_offline  # OFFLINE_ENV_VARS re-exported: one offline switch
 from .base import Distance
-from .lpips_weights import SOURCE_PACKAGE
-from .lpips_weights import TRUNKS
-from .lpips_weights import cached_or_converted
-from .lpips_weights import project_trunk_path
+from .lpips_weights import SOURCE_PACKAGE, TRUNKS, cached_or_converted, project_trunk_path
 
 __all__ = [
     "BACKBONE_WEIGHTS",
@@ -217,7 +210,8 @@ class LPIPSDistance(Distance):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise GeometryError(f"{self.name}: expected a floating torch.Tensor image batch, got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != 3:
-            raise GeometryError(f"{self.name}: expected images of shape (B, 3, H, W) or (3, H, W), got {tuple(x.shape)}")
+            raise GeometryError(f"{self.name}: expected images of shape (B, 3, H, W) or (3, H, W), "
+                                f"got {tuple(x.shape)}")
         return x
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import GeometryError
-from ..errors import UnsafeCheckpointError
+from ..errors import GeometryError, UnsafeCheckpointError
 from ..generators.checkpoint import safe_load
 
 __all__ = [
@@ -87,7 +86,8 @@ def _check_tree(tree: object, path: str, where: Path) -> None:
     if isinstance(tree, dict):
         for key, value in tree.items():
             if not isinstance(key, str):
-                raise UnsafeCheckpointError(f"{where}: expected string keys, got {type(key).__name__} under {path or '/'}")
+                raise UnsafeCheckpointError(f"{where}: expected string keys, "
+                                            f"got {type(key).__name__} under {path or '/'}")
             _check_tree(value, f"{path}/{key}", where)
     elif not (type(tree) is np.ndarray and tree.dtype == np.float32):
         got = f"ndarray of {tree.dtype}" if isinstance(tree, np.ndarray) else type(tree).__name__
@@ -189,7 +189,8 @@ def convert_trunk(net: str, src: str | Path) -> dict[str, torch.Tensor]:
 
 
 def project_cache_dir() -> Path:
-    """The project's own cache: ``$GANGEO_CACHE``, else ``$XDG_CACHE_HOME/gan-geometry`` or ``~/.cache/gan-geometry``."""
+    """The project's own cache: ``$GANGEO_CACHE``, else ``$XDG_CACHE_HOME/gan-geometry``
+    or ``~/.cache/gan-geometry``."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

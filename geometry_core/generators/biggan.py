@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 from pytorch_pretrained_biggan.model import BigGANBatchNorm
+from torch import nn
 
 from ..errors import GeometryError, MissingWeightsError
 from .base import Generator

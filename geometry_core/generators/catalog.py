@@ -203,8 +203,9 @@ def entry_status(name: str) -> dict:
                           else f"pinned on first use: {pin['sha256'][:16]}..." if pin
                           else "pinned on first use (at the next load)" if path.is_file()
                           else "pinned on first use (not yet fetched)")
-        files.append({"option": f.option, "path": str(path), "cached": path.is_file(), "url": public_url(file_url(entry, f)),
-                      "sha256": f.sha256 or (pin or {}).get("sha256"), "pinned_on_first_use": f.sha256 is None,
+        files.append({"option": f.option, "path": str(path), "cached": path.is_file(),
+                      "url": public_url(file_url(entry, f)), "sha256": f.sha256 or (pin or {}).get("sha256"),
+                      "pinned_on_first_use": f.sha256 is None,
                       "check": check})
     return {"name": entry.name, "arch": entry.arch, "spaces": dict(entry.spaces), "resolution": entry.resolution,
             "cached": all(f["cached"] for f in files), "description": entry.description, "source": entry.source,

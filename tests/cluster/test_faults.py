@@ -20,11 +20,11 @@ import zarr
 from cluster.driver import run_sweep
 from cluster.lock import RunLock, RunLockedError, lock_info
 from cluster.retry import RetryPolicy, is_transient, retry_call
+from cluster.spec import parse_spec
 from cluster.storage import StoreError
 from cluster.store import RunStore
 from cluster.verify import verify_run
 from jobs.cli import EXIT_CODES, main
-from cluster.spec import parse_spec
 from tests.support.fault_proxy import FaultProxy
 from tests.support.runs import analytic, tanh_spec
 

@@ -12,14 +12,13 @@ import numpy as np
 import torch
 import zarr
 
+from cluster.layout import GroupLayout
 from cluster.reduce import reduce_group
 from cluster.spec import parse_spec
-from cluster.layout import GroupLayout
 from cluster.store import RunStore
 from cluster.verify import verify_run
 from cluster.worker import ChunkTask, compute_chunk
-from geometry_core.homogeneity import global_metric
-from geometry_core.homogeneity import homogeneity
+from geometry_core.homogeneity import global_metric, homogeneity
 from geometry_core.metric import metric_tensor
 from geometry_core.spectrum import eigen
 

@@ -10,10 +10,9 @@ Table cells show 4 significant digits, so floats compare at rtol 1e-3
 
 from __future__ import annotations
 
-import os
-
 import argparse
 import base64
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -372,7 +371,7 @@ def test_amplification_ratio_cells(multi):
     cells = _parse(report.read_text(encoding="utf-8")).cells
     run = zarr.open_group(str(path), mode="r", zarr_format=3)["multi"]
     a_key, b_key = _multi_key(MODELS[0], "layer:main.2"), _multi_key(MODELS[0], "layer:main.11")
-    la, va = run[a_key]["eigvals"][:], run[a_key]["eigvecs"][:]
+    va = run[a_key]["eigvecs"][:]
     lb, vb = run[b_key]["eigvals"][:], run[b_key]["eigvecs"][:]
     hb = np.einsum("nik,nk,njk->nij", vb, lb, vb)
     ratio = np.einsum("nik,nij,njk->nk", va, hb, va) / lb

@@ -103,7 +103,8 @@ def test_long_messages_are_cut_between_sentences_only():
 def _no_ray(monkeypatch) -> None:
     import cluster.driver as driver
 
-    monkeypatch.setattr(driver, "init_ray", lambda *a, **k: pytest.fail("Ray started before a check that needs no worker"))
+    monkeypatch.setattr(driver, "init_ray",
+                        lambda *a, **k: pytest.fail("Ray started before a check that needs no worker"))
 
 
 def test_a_layer_one_of_two_generators_lacks_is_refused_before_ray_listing_its_layers(tmp_path, monkeypatch):

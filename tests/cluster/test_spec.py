@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.cli import EXIT_CODES, main
 from cluster.spec import DEFAULTS, SpecError, load_spec, parse_spec
+from jobs.cli import EXIT_CODES, main
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import zarr
 
-from cluster.storage import StoreError, open_root, parse_store_url, store_env
 from cluster.layout import GroupLayout, safe_name
+from cluster.spec import parse_spec
+from cluster.storage import StoreError, open_root, parse_store_url, store_env
 from cluster.store import RunExistsError, RunStore
 from jobs.cli import EXIT_CODES, main
-from cluster.spec import parse_spec
 
 D = 5
 

@@ -17,9 +17,9 @@ import yaml
 import zarr
 
 from cluster.driver import run_sweep
-from tests.support.faults import always_fail, crash_after_write
-from jobs.cli import main
 from cluster.spec import parse_spec
+from jobs.cli import main
+from tests.support.faults import always_fail, crash_after_write
 
 N, SEED = 6, 11
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,6 @@ def _raw(name: str, n: int = 4, **patch) -> dict:
 def reference():
     """In-memory geometry_core results for the first N codes of the seed (one batch), drawn one by one."""
     import geometry_core as gc
-
     from cluster.codes import seed_codes
 
     G = gc.load_generator("dcgan-faces")
@@ -170,7 +169,8 @@ def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp
 
 
 def test_run_name_flag_names_the_run(ray_local, tmp_path, capsys):
-    """`gangeo run --name` (one run per scheduled fire): the run is stored under that name; a bad name writes nothing."""
+    """`gangeo run --name` (one run per scheduled fire): the run is stored under that name;
+    a bad name writes nothing."""
     from jobs.cli import EXIT_CODES, main
     from tests.support.runs import tanh_spec
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 import zarr
 
+from cluster.spec import parse_spec
 from cluster.trust import ImportNotAllowedError, gate_stored_spec
 from jobs.cli import EXIT_CODES, main
-from cluster.spec import parse_spec
 from tests.support.processes import is_loopback, listening
 from tests.support.runs import tanh_spec
 

@@ -20,7 +20,7 @@ import zarr
 from cluster.reduce import reduce_run
 from cluster.store import RunStore
 from jobs.cli import main
-from tests.support.runs import C, N, build_run
+from tests.support.runs import N, build_run
 
 KEY = "module/z/mse"
 NOT_DONE = [2, 3, 4, 5]  # the codes of chunks 1 and 2

@@ -7,8 +7,6 @@ before hashes existed is accepted with a warning and its hashes recorded.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 

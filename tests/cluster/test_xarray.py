@@ -16,8 +16,8 @@ import xarray as xr
 import zarr
 
 from cluster.reduce import reduce_group
-from cluster.xr import open_run_xarray
 from cluster.storage import StoreError
+from cluster.xr import open_run_xarray
 from geometry_core.spectrum import FRACTIONS
 from tests.support.stores import write_group
 

@@ -358,9 +358,11 @@ def test_download_slower_than_the_deadline_is_stopped(mirror, monkeypatch):
     mirror.files[path] = b"\x80" * 200
     mirror.trickle[path] = 0.05  # 10 s in all, each read well within the per-read timeout
     monkeypatch.setenv("GANGEO_DOWNLOAD_TIMEOUT", "1")
-    with pytest.raises(MissingWeightsError, match=r"took longer than 1 s \((\d+) bytes; GANGEO_DOWNLOAD_TIMEOUT") as info:
+    with pytest.raises(MissingWeightsError,
+                       match=r"took longer than 1 s \((\d+) bytes; GANGEO_DOWNLOAD_TIMEOUT") as info:
         fetch_entry(entry.name)
-    assert int(re.search(r"\((\d+) bytes;", str(info.value)).group(1)) < 200  # stopped at the deadline, not at the end of the body
+    # stopped at the deadline, not at the end of the body
+    assert int(re.search(r"\((\d+) bytes;", str(info.value)).group(1)) < 200
     assert _cache_listing(entry) == []
     monkeypatch.setenv("GANGEO_DOWNLOAD_TIMEOUT", "nan")
     with pytest.raises(GeometryError, match=r"GANGEO_DOWNLOAD_TIMEOUT must be seconds"):

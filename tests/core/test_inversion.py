@@ -164,7 +164,8 @@ def test_cli_invert_and_search(tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["evaluations"] == 4 and summary["final_distance"] <= summary["initial_distance"]
-    assert sorted(p.name for p in out.iterdir()) == ["reconstruction.png", "result.json", "target.png", "trajectory.npy", "z.npy"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "reconstruction.png", "result.json", "target.png", "trajectory.npy", "z.npy"]
 
     rc = main(["search", "--objective", "target", "--basis", "none", "--budget", "6", "--seeds", "2", "--popsize", "3"])
     assert rc == 0
@@ -173,7 +174,8 @@ def test_cli_invert_and_search(tmp_path, capsys):
 
     np.save(tmp_path / "bad.npy", np.eye(3))
     bad_out = tmp_path / "never"
-    rc = main(["invert", "--metric", str(tmp_path / "bad.npy"), "--basis", "global", "--steps", "2", "--out", str(bad_out)])
+    rc = main(["invert", "--metric", str(tmp_path / "bad.npy"), "--basis", "global", "--steps", "2",
+               "--out", str(bad_out)])
     captured = capsys.readouterr()
     assert rc == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert "(100, 100)" in captured.err and not bad_out.exists()

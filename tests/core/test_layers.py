@@ -103,7 +103,8 @@ def test_amplification_analytic_cases():
 
 def test_amplification_batched_matches_single():
     D = 8
-    mats = {n: torch.stack([(_frame(D, s) * torch.rand(D, dtype=torch.float64)) @ _frame(D, s).T for s in (1, 2)]) for n in "xy"}
+    mats = {n: torch.stack([(_frame(D, s) * torch.rand(D, dtype=torch.float64)) @ _frame(D, s).T for s in (1, 2)])
+            for n in "xy"}
     mats = {n: 0.5 * (H + H.transpose(-1, -2)) for n, H in mats.items()}
     batched = amplification(mats)
     assert batched["corr_log"].shape == (2, 2, 2)

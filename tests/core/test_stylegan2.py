@@ -15,7 +15,6 @@ from geometry_core.errors import GeometryError
 from geometry_core.generators import load_generator
 from geometry_core.generators.stylegan2 import build_stylegan2
 from geometry_core.layers import layers_map
-
 from tests.support.references import assert_matches_float32_reference
 from tests.support.stylegan2_helpers import DATA, load_ref, save_variant
 

@@ -25,7 +25,6 @@ from torch import nn
 
 from geometry_core.errors import GeometryError, UnsafeCheckpointError
 from geometry_core.generators import load_generator
-
 from tests.support.references import assert_matches_float32_reference
 from tests.support.stylegan2_helpers import DATA, load_ref
 

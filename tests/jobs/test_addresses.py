@@ -28,8 +28,8 @@ def _files(root: Path) -> dict:
 def test_job_server_url_where_a_cluster_is_needed(argv, tmp_path, capsys):
     store = tmp_path / "store"
     if argv[0] != "run":  # resume and reduce need an existing run: a store with one, not touched
-        from cluster.store import RunStore
         from cluster.spec import load_spec
+        from cluster.store import RunStore
 
         RunStore(str(store)).create("quickstart", load_spec(QUICKSTART).with_store(str(store)), [])
     before = _files(tmp_path)
@@ -72,8 +72,8 @@ def test_cluster_address_where_no_head_answers(argv, tmp_path, capsys):
 
     store = tmp_path / "store"
     if argv[0] != "run":
-        from cluster.store import RunStore
         from cluster.spec import load_spec
+        from cluster.store import RunStore
 
         RunStore(str(store)).create("quickstart", load_spec(QUICKSTART).with_store(str(store)), [])
     before = _files(tmp_path)

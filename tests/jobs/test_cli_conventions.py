@@ -338,7 +338,8 @@ def test_a_sweep_reports_progress_from_its_start_on_a_pipe(tmp_path):
 @pytest.mark.parametrize("command", [["axes"], ["invert", "--steps", "1"]])
 @pytest.mark.parametrize("out", ["/proc/gangeo-test-out", "FILE/sub"])
 def test_an_out_folder_that_takes_no_files_is_refused_before_any_work(command, out, tmp_path, capsys, monkeypatch):
-    """procfs takes no new files (even for root); a folder under a file cannot be made: one line, no generator loaded."""
+    """procfs takes no new files (even for root); a folder under a file cannot be made:
+    one line, no generator loaded."""
     import geometry_core
 
     def no_work(*_args, **_kw):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from geometry_core.spectrum import eigen
 from jobs.cli import EXIT_CODES
 from jobs.paper_tables_cmd import main, table2, table5
-from geometry_core.spectrum import eigen
 
 
 def _stack(U: torch.Tensor, L: torch.Tensor):

@@ -41,8 +41,8 @@ def test_python_api_example_runs():
 
 def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):
     from cluster.driver import run_sweep
-    from jobs.demo import QUICKSTART
     from cluster.spec import load_spec, parse_spec
+    from jobs.demo import QUICKSTART
 
     monkeypatch.chdir(tmp_path)
     raw = load_spec(QUICKSTART).to_dict()

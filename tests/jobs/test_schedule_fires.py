@@ -63,7 +63,8 @@ def test_three_fires_across_a_day_make_three_complete_runs(tmp_path, ray_local):
              now=DAY - timedelta(minutes=30))
     clock = iter([DAY + timedelta(hours=h) for h in range(24)])  # 00:00 .. 23:00, one check an hour
     out = LineSink()
-    daemon(book, RayJobs(Firer("http://127.0.0.1:8265"), client), clock=lambda: next(clock), sleep=lambda s: None, iterations=24, out=out)
+    daemon(book, RayJobs(Firer("http://127.0.0.1:8265"), client), clock=lambda: next(clock), sleep=lambda s: None,
+           iterations=24, out=out)
     want = ["day-20261126T0000Z", "day-20261126T0800Z", "day-20261126T1600Z"]
     assert [json.loads(x)["run"] for x in out.lines] == want
     assert client.accepted == want

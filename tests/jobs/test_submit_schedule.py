@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import zarr
 
-from jobs.schedule import Firer, RayJobs, ScheduleBook, ScheduleError, daemon, submission_id
 from cluster.spec import SpecError, load_spec
+from jobs.schedule import Firer, RayJobs, ScheduleBook, ScheduleError, daemon, submission_id
 from jobs.submit import PROJECT_MODULES, SubmitError, submit_job, submit_spec
 from tests.support.job_client import FakeJobClient, LineSink
 from tests.support.processes import free_port, stop_tree
@@ -245,7 +245,8 @@ def ray_head(tmp_path, monkeypatch):
 
     bindir = str(Path(sys.executable).parent)
     bare = _bare_python_dir(tmp_path)
-    path = ":".join(p for p in os.environ.get("PATH", "").split(":") if p and Path(p).resolve() != Path(bindir).resolve())
+    path = ":".join(p for p in os.environ.get("PATH", "").split(":")
+                    if p and Path(p).resolve() != Path(bindir).resolve())
     env = {**os.environ, "PATH": f"{bare}:{path}", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
     env.pop("VIRTUAL_ENV", None)
@@ -281,11 +282,11 @@ def test_submit_end_to_end_on_a_head_without_the_venv_on_path(ray_head, tmp_path
     """The job finds its interpreter on a head whose PATH python lacks zarr; a resubmission is idempotent."""
     import numpy as np
 
+    from cluster.codes import seed_codes
     from cluster.view import find_target_groups
     from geometry_core.distances import load_distance
     from geometry_core.generators import load_generator
     from geometry_core.metric import metric_tensor
-    from cluster.codes import seed_codes
     from geometry_core.spectrum import eigen
     from jobs.submit import follow_job
 
