@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/python -m jobs.demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Three Ray nodes on 127.0.0.1 (tests/cluster/test_multinode.py); heavy on a 2-core machine.
 test-multinode: install
