@@ -11,9 +11,9 @@ reduces the homogeneity twice, in this process:
 - ``old``: the reducer before one product per unordered pair (kept here only as the
   baseline): one task per ordered tile, ``H_j`` rebuilt as ``V diag(l) Vᵀ`` and
   ``H_j U_i`` formed for every ordered pair;
-- ``overlaps`` (D <= 128 only): the reducer with one product ``U_iᵀ U_j`` per
+- ``overlaps`` (D <= 64 only): the reducer with one product ``U_iᵀ U_j`` per
   unordered pair giving both ordered entries, as before the packed form;
-- ``new``: :func:`cluster.reduce.reduce_group` as it is: at D <= 128 packed
+- ``new``: :func:`cluster.reduce.reduce_group` as it is: at D <= 64 packed
   symmetric outer products against packed metrics, above that the overlaps.
 
 Both read and write the store the same way, so ``speedup`` is the ratio of the two

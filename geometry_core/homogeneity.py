@@ -26,9 +26,10 @@ _TILE_BYTES = 2**27
 # large enough to keep it busy.
 _PAIR_BYTES = 2**24
 _PAIR_BYTES_GPU = 2**28
-# Largest D for which homogeneity_pairs uses packed outer products (D(D+1)/2 values per eigenvector:
-# 8.4 MB per code at D=128); above it, the overlap products U_aᵀ U_b, already efficient at large D.
-_KRON_MAX_D = 128
+# Largest D for which homogeneity_pairs uses packed outer products (D(D+1)/2 values per eigenvector).
+# Measured on one CPU thread (bench/homogeneity_reducer.py): 1.3x the overlap products at D=64 in blocks
+# of 256 codes, even at D=100; above it the overlap products U_aᵀ U_b, efficient at large D.
+_KRON_MAX_D = 64
 
 
 def homogeneity_tile(
