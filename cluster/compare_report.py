@@ -104,7 +104,7 @@ def write_compare_report(result: dict, arrays: list[tuple], out_dir: Path, *, pr
     doc.add(f"<p>Run A: <b>{esc(runs[0])}</b>, run B: <b>{esc(runs[1])}</b>, store {esc(result['store'])}.</p>")
     for entry, arr in zip(result["groups"], arrays):
         _pair_section(doc, runs, entry, arr, result["fractions"])
-    render_figures(doc.figures, progress)
+    render_figures(doc.figures, progress, "compare")
     out_dir.mkdir(parents=True, exist_ok=True)
     for fig in doc.figures:
         (out_dir / f"{fig.slug}.png").write_bytes(fig.png)

@@ -20,7 +20,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-__all__ = ["SweepProgress"]
+__all__ = ["Steps", "SweepProgress"]
 
 
 class SweepProgress:
@@ -91,3 +91,57 @@ class SweepProgress:
         elif not self.tty:
             took = f", {seconds:.1f} s" if seconds is not None else ""
             self.say(f"chunk {self.finished}/{self.total} done (group {key} chunk {chunk}, {codes} codes{took})")
+
+
+class Steps:
+    """A long command's progress on stderr: ``gangeo CMD: ...`` lines, and its steps as a tqdm bar on a
+    terminal or one line each elsewhere (a pipe, a log), so a log shows where a command is.
+
+    Example::
+
+        steps = Steps("search", enabled=not args.quiet)
+        steps.say("loading dcgan-faces")
+        with steps.over(20, "CMA-ES runs") as step:
+            for s in range(20):
+                ...
+                step(f"cma seed {s}: {value:.4g}")
+    """
+
+    def __init__(self, command: str, *, enabled: bool = True, stream=None, tty: bool | None = None) -> None:
+        self.command, self.enabled = command, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(tty if tty is not None else getattr(self.stream, "isatty", lambda: False)())
+        self._t0 = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        """One line ``gangeo CMD: text``."""
+        if self.enabled:
+            print(f"gangeo {self.command}: {text}", file=self.stream, flush=True)
+
+    @contextmanager
+    def over(self, total: int, what: str):
+        """Around ``total`` steps; yields ``step(note)``, called after each step."""
+        bar = None
+        if self.enabled and self.tty:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=f"{self.command} {what}", file=self.stream, dynamic_ncols=True)
+        t0, done = time.perf_counter(), 0
+
+        def step(note: str = "") -> None:
+            nonlocal done
+            done += 1
+            if bar is not None:
+                bar.update(1)
+            else:
+                self.say(f"{what} {done}/{total}{': ' + note if note else ''} ({time.perf_counter() - t0:.1f} s)")
+
+        try:
+            yield step
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def finished(self) -> None:
+        """The last line: how long the command took."""
+        self.say(f"done in {time.perf_counter() - self._t0:.1f} s")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import re
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -118,9 +117,11 @@ def page(run: str, doc: Doc) -> str:
             + "".join(body) + _SELFCHECK + "</body></html>")
 
 
-def render_figures(figures: list[Figure], progress: bool) -> None:
-    from tqdm import tqdm
+def render_figures(figures: list[Figure], progress: bool, command: str = "report") -> None:
+    """Draw every figure; ``progress``: a bar on a terminal, a line per figure elsewhere (stderr)."""
+    from .progress import Steps
 
-    quiet = not progress or not sys.stderr.isatty()
-    for fig in tqdm(figures, desc="report figures", unit="fig", file=sys.stderr, disable=quiet):
-        fig.png = fig.render()
+    with Steps(command, enabled=progress).over(len(figures), "figure") as step:
+        for fig in figures:
+            fig.png = fig.render()
+            step(fig.slug)

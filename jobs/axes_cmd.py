@@ -55,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     q.add_argument("--n", type=int, default=4, help="number of codes")
     q.add_argument("--layers", nargs="*", default=None, help="layer names ('image' for the output)")
+    q.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     q.add_argument("--distortion", action="store_true", help="also compute Distortion per layer")
     q.set_defaults(func=run_localdim)
 
@@ -187,6 +188,7 @@ def run_axes(args: argparse.Namespace) -> int:
 
 def run_localdim(args: argparse.Namespace) -> int:
     """Print ``{layer: {dims, mean, median, min, max, shape[, distortion]}}`` as JSON."""
+    from cluster.progress import Steps
     from geometry_core import load_generator
     from geometry_core.local_dim import distortion, local_dimension_table
 
@@ -194,6 +196,7 @@ def run_localdim(args: argparse.Namespace) -> int:
         raise UsageError(f"--distortion needs --n >= 2, got {args.n}")
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
+    steps = Steps("localdim", enabled=not args.quiet)
     G = load_generator(args.generator, space=args.space)
     names = args.layers if args.layers else list(G.layer_names) + ["image"]
     layers = [None if n == "image" else n for n in names]
@@ -201,12 +204,16 @@ def run_localdim(args: argparse.Namespace) -> int:
         if layer is not None:
             G.layer(layer)
     zs = G.sample(args.n, seed=args.seed)
+    steps.say(f"local dimension of {args.n} codes at {len(names)} layers")
     table = local_dimension_table(G, zs, layers)
     out = {("image" if k is None else k): v for k, v in table.items()}
     if args.distortion:
-        for name, layer in zip(names, layers):
-            out[name]["distortion"] = distortion(G, zs, layer)["distortion"]
+        with steps.over(len(names), "distortion of layer") as step:
+            for name, layer in zip(names, layers):
+                out[name]["distortion"] = distortion(G, zs, layer)["distortion"]
+                step(name)
     print_json(out, indent=None)
+    steps.finished()
     return 0
 
 

@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 
+from cluster.progress import Steps
 from geometry_core.errors import UsageError
 from jobs.output import dumps_json, print_json
 
@@ -88,6 +89,7 @@ def _common(p: argparse.ArgumentParser, *, basis: str) -> None:
                    help=".npy (D, D) global metric, or run:NAME[/GROUP] (a reduced run's in --store), "
                         "to use instead of computing it")
     store_args(p, default=DEFAULT_STORE)
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--metric-codes", type=int, default=DEFAULTS["metric_codes"])
     p.add_argument("--metric-seed", type=int, default=DEFAULTS["metric_seed"])
 
@@ -103,7 +105,7 @@ def _load(args):
     return G, metric_distance(args, G, stored), stored
 
 
-def _eigenbasis(args, G, d, stored):
+def _eigenbasis(args, G, d, stored, steps):
     """(eigvals, eigvecs) of the global metric, from --metric (a .npy file or a stored run) or computed."""
     import torch
 
@@ -113,6 +115,7 @@ def _eigenbasis(args, G, d, stored):
     if stored is not None:
         return stored.eigvals, stored.eigvecs
     if args.metric is None:
+        steps.say(f"global metric of {d.name} from {args.metric_codes} codes (seed {args.metric_seed})")
         return metric_eigenbasis(G, d, n_codes=args.metric_codes, seed=args.metric_seed)
     try:
         H = torch.as_tensor(np.load(args.metric, allow_pickle=False), dtype=torch.float64)
@@ -149,17 +152,20 @@ def run_invert(args: argparse.Namespace) -> int:
     if basis == "both":
         raise UsageError("--basis: invert takes global or none")
     check_out_dir(args.out)  # before any computing: a refused folder costs nothing
+    steps = Steps("invert", enabled=not args.quiet)
     G, d, stored = _load(args)
     with torch.no_grad():
         probe = G(G.sample(1, seed=args.target_seed, dtype=G.dtype).to(G.device))
     target = probe[0] if args.target_image is None else _read_png(args.target_image, tuple(probe.shape[-2:]))
     eigvals = eigvecs = None
     if basis == "global":
-        eigvals, eigvecs = _eigenbasis(args, G, d, stored)
+        eigvals, eigvecs = _eigenbasis(args, G, d, stored, steps)
     options = InversionOptions(basis=eigvecs, eigvals=eigvals, power=args.power, optimizer=args.optimizer,
                                steps=args.steps, lr=args.lr, seed=args.init_seed, population=args.population,
                                inner_steps=args.inner_steps)
+    steps.say(f"inverting with {args.optimizer}, {args.steps} evaluations of {d.name}, basis {basis}")
     res = invert(G, d, target.to(dtype=G.dtype, device=G.device), options)
+    steps.say(f"distance {float(res.trajectory[0]):.4g} -> {res.value:.4g}")
     summary = {
         "generator": args.generator, "distance": d.name, "optimizer": args.optimizer, "basis": basis,
         "power": args.power, "target": args.target_image or {"seed": args.target_seed},
@@ -171,6 +177,7 @@ def run_invert(args: argparse.Namespace) -> int:
     if args.out is not None:
         _write_inversion(args.out, G, target, res, summary)
     print_json(summary, indent=None)
+    steps.finished()
     return 0
 
 
@@ -217,26 +224,29 @@ def run_search(args: argparse.Namespace) -> int:
     basis = args.basis
     if args.budget < 1 or args.seeds < 1:
         raise UsageError(f"need --budget >= 1 and --seeds >= 1; got {args.budget}, {args.seeds}")
+    steps = Steps("search", enabled=not args.quiet)
     G, d, stored = _load(args)
     objective = search_objective(args, G, d)
     frames = {}
     if basis in ("none", "both"):
         frames["cma"] = {}
     if basis in ("global", "both"):
-        lam, V = _eigenbasis(args, G, d, stored)
+        lam, V = _eigenbasis(args, G, d, stored, steps)
         frames["cma-hessian"] = dict(eigvecs=V, eigvals=lam, power=args.power, cutoff=args.cutoff)
     out = {}
-    for name, frame in frames.items():
-        finals = [
-            cma_search(objective, G.latent_dim, budget=args.budget, seed=s, sigma0=args.sigma0,
-                       popsize=args.popsize, **frame).value
-            for s in range(args.seeds)
-        ]
-        out[name] = mean_sem(finals)
+    with steps.over(len(frames) * args.seeds, f"CMA-ES run of {args.budget} evaluations") as step:
+        for name, frame in frames.items():
+            finals = []
+            for s in range(args.seeds):
+                finals.append(cma_search(objective, G.latent_dim, budget=args.budget, seed=s, sigma0=args.sigma0,
+                                         popsize=args.popsize, **frame).value)
+                step(f"{name} seed {s}: {finals[-1]:.4g}")
+            out[name] = mean_sem(finals)
     print_json(indent=None, obj={"objective": args.objective, "generator": args.generator, "budget": args.budget,
                       "popsize": args.popsize, "sigma0": args.sigma0, "power": args.power,
                       "cutoff": args.cutoff, "metric": args.metric if "cma-hessian" in frames else None,
                       "methods": out})
+    steps.finished()
     return 0
 
 

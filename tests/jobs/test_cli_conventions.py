@@ -364,3 +364,37 @@ def test_ray_cluster_messages_go_to_stderr_not_the_result(ray_local, capsys):
                                   ignore_prefix=False)
     captured = capsys.readouterr()
     assert captured.out == "" and "node 42 has been marked dead" in captured.err
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["search", "--basis", "none", "--objective", "target", "--budget", "4", "--popsize", "2", "--seeds", "2"],
+     [r"gangeo search: CMA-ES run of 4 evaluations 1/2: cma seed 0: \S+ \([\d.]+ s\)",
+      r"gangeo search: CMA-ES run of 4 evaluations 2/2: cma seed 1: \S+ \([\d.]+ s\)"]),
+    (["invert", "--basis", "none", "--steps", "2"],
+     [r"gangeo invert: inverting with adam, 2 evaluations of mse, basis none", r"gangeo invert: distance \S+ -> \S+"]),
+    (["localdim", "--n", "2", "--layers", "image", "--distortion"],
+     [r"gangeo localdim: local dimension of 2 codes at 1 layers",
+      r"gangeo localdim: distortion of layer 1/1: image \([\d.]+ s\)"]),
+])
+def test_long_commands_say_where_they_are_off_a_terminal(argv, want, capsys):
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(want) + 1, err
+    for pattern, line in zip(want, err):
+        assert re.fullmatch(pattern, line), (pattern, line)
+    assert re.fullmatch(rf"gangeo {argv[0]}: done in [\d.]+ s", err[-1]), err
+    assert main([*argv, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_report_figures_are_a_line_each_off_a_terminal(capsys):
+    from cluster.report_html import Figure, render_figures
+
+    figures = [Figure("spectrum", "", lambda: b"png1"), Figure("homogeneity", "", lambda: b"png2")]
+    render_figures(figures, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert [re.sub(r"\([\d.]+ s\)", "(T)", line) for line in err] == [
+        "gangeo report: figure 1/2: spectrum (T)", "gangeo report: figure 2/2: homogeneity (T)"]
+    assert [f.png for f in figures] == [b"png1", b"png2"]
+    render_figures(figures, progress=False)
+    assert capsys.readouterr().err == ""
