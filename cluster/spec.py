@@ -67,8 +67,9 @@ LIMITS: dict[str, int] = {
 }
 _TOP_KEYS = ("name", "store", "generators", "targets", "codes", "method", "topk", "keep",
              "chunk_size", "reducers", "resources")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/\[\]]*$")
+# \Z, not $: "$" also matches before a final newline, and "trail\n" made a run directory
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/\[\]]*\Z")
 
 
 class SpecError(GeometryError):

@@ -62,7 +62,7 @@ _ENV_KEYS = (
 _SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SHIP_CREDENTIALS_ENV = "GANGEO_SHIP_AWS_CREDENTIALS"
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]\Z")
 
 
 class StoreError(GangeoError, RuntimeError):

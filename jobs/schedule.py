@@ -84,7 +84,7 @@ __all__ = [
 ]
 
 STATE_GROUP = "_schedules"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _MAX_MISSED_COUNT = 10_000
 OVERLAP = ("skip", "queue")
 _ACTIVE = ("PENDING", "RUNNING")  # a Ray job in these states is still the previous fire
@@ -382,7 +382,7 @@ _CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 
                 ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
                                   "dec")),
                 ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
-_CRON_ITEM = re.compile(r"^(?:\*|([^-/]+)(?:-([^-/]+))?)(?:/(.*))?$")
+_CRON_ITEM = re.compile(r"^(?:\*|([^-/]+)(?:-([^-/]+))?)(?:/(.*))?\Z")
 
 
 def say_error(rec: dict) -> None:

@@ -169,6 +169,8 @@ def _bounds_inputs(w: Path, spec, good: dict) -> dict:
                             "options": {**opts, "weights": str(w / "reduce.pt")}}]}),
         "ckpt_reduce4": spec("reduce4.yaml", {**good, "generators": [{"name": "module", "spaces": ["z"],
                              "options": {**opts, "weights": str(w / "reduce4.pt")}}]}),
+        "name_newline": spec("newline.yaml", {**good, "name": "trail\n"}),
+        "int_5000_digits": spec("digits.yaml", yaml.safe_dump(good) + "topk: " + "9" * 5000 + "\n"),
         "good": spec("good.yaml", good),
     }
 
@@ -200,6 +202,8 @@ def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
         run("layer_unknown", "has no layer 'no.such.layer'"),
         run("chunk_memory", "of memory"),
         run("stored_bytes", "would store"),
+        run("name_newline", "name: expected a run name"),
+        run("int_5000_digits", "a value cannot be read (Exceeds the limit (4300 digits)"),
         run("ckpt_reduce", "contains pickled code (os.getcwd) and is refused", 6),
         run("ckpt_reduce4", "contains pickled code (posix.getcwd) and is refused", 6),
         ("run_name_parent_status", ["status", "..", "--store", store], "RUN: expected a run name", 2),
@@ -218,7 +222,7 @@ def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
     ]
 
 
-N_BOUNDS_CASES = 29
+N_BOUNDS_CASES = 31
 
 
 @pytest.mark.parametrize("index", range(N_BOUNDS_CASES))
