@@ -127,8 +127,8 @@ def read_spec_yaml(path: str | Path, error: type[Exception]):
     except _SpecProblem as exc:
         raise error([f"spec: {clip(str(path), bare=True)}: {exc}"]) from None
     except ValueError as exc:  # an integer of more digits than Python converts (4,300), and the like
-        raise error([f"spec: {clip(str(path), bare=True)}: a value cannot be read ({clip(str(exc), 120, bare=True)})"]) \
-            from None
+        why = clip(str(exc), 120, bare=True)
+        raise error([f"spec: {clip(str(path), bare=True)}: a value cannot be read ({why})"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
