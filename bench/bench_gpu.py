@@ -1,14 +1,18 @@
-"""`make bench-gpu`: the real-size metric table on CUDA, a sweep on GPU-pinned workers, homogeneity tiles.
+"""`make bench-gpu`: real-size metrics on CUDA, a GPU sweep, one pass for all targets, homogeneity tiles.
 
 One JSON file (``--out``) holds the parts, rewritten as each part finishes so a
 run stopped by its time limit keeps what it measured. The real-size part stops
 starting new cases after ``--budget`` seconds (the sweep keeps about two minutes);
 the whole run is meant to stay under 8 minutes on one H100. The homogeneity part
 times the reducer's tiles on CUDA at D=512 (float64; ``--homog-n`` codes, about a
-minute) and checks them against the paper's loop (bench/homogeneity_reducer.py).
+minute) and checks them against the paper's loop (bench/homogeneity_reducer.py). The
+multi-target part times StyleGAN2-256 in W with ``mse``, ``lpips-alex``, ``ssim`` and its
+layers from one pass against each image target alone (bench/multi_target.py, ``--mt-tangents``
+latent axes).
 
     python bench/bench_gpu.py --out bench/results/real_size_gpu.json
-    python bench/bench_gpu.py --parts homogeneity --device cpu --homog-n 16 --out /tmp/h.json  # dry run, no GPU
+    python bench/bench_gpu.py --parts homogeneity multi_target --device cpu --homog-n 16 --mt-tangents 2 \\
+        --out /tmp/h.json                                                  # dry run, no GPU
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gpu_sweep  # noqa: E402
 import homogeneity_reducer  # noqa: E402
+import multi_target  # noqa: E402
 import real_size  # noqa: E402
 
-PARTS = ("real_size", "sweep", "homogeneity")
+PARTS = ("real_size", "sweep", "multi_target", "homogeneity")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,13 +40,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget", type=float, default=330.0, help="seconds for the real-size cases")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="cpu: the homogeneity part only, to check the script where no GPU is present")
+                   help="cpu: the multi-target and homogeneity parts only, to check the script without a GPU")
     p.add_argument("--homog-n", type=int, default=256, help="codes of the homogeneity part (D=512)")
+    p.add_argument("--mt-tangents", type=int, default=64, help="latent axes of the multi-target part")
     args = p.parse_args(argv)
     import torch
 
-    if args.device == "cpu" and set(args.parts) != {"homogeneity"}:
-        p.error("--device cpu runs only --parts homogeneity")
+    if args.device == "cpu" and not set(args.parts) <= {"homogeneity", "multi_target"}:
+        p.error("--device cpu runs only --parts homogeneity multi_target")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench-gpu: no CUDA device visible; this benchmark needs one", file=sys.stderr)
         raise SystemExit(2)
@@ -59,6 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
         part.unlink(missing_ok=True)
     if "sweep" in args.parts:
         report["sweep"] = gpu_sweep.main(["--device", "cuda", "--n", "256", "--targets", "mse", "ssim"])
+        save()
+    if "multi_target" in args.parts:
+        report["multi_target"] = multi_target.run(
+            ["--device", args.device, "--models", "stylegan2-256-w", "--tangents", str(args.mt_tangents),
+             "--no-layers-alone", "stylegan2-256-w"])
         save()
     if "homogeneity" in args.parts:
         report["homogeneity_tiles"] = homogeneity_reducer.main(

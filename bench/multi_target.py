@@ -19,6 +19,7 @@ Example::
 
     python bench/multi_target.py --out bench/results/multi_target.json
     python bench/multi_target.py --no-layers-alone stylegan2-256-w   # what the committed JSON ran
+    python bench/multi_target.py --device cuda --models stylegan2-256-w --tangents 64   # in make bench-gpu
 """
 
 from __future__ import annotations
@@ -39,30 +40,37 @@ from real_size import build, restrict
 IMAGE_TARGETS = ("mse", "lpips-alex", "ssim")
 
 
-def model_case(name: str, tangents: int):
-    """(generator to differentiate, its code (1, K), layer name prefix, full latent size)."""
+def model_case(name: str, tangents: int, device: str = "cpu"):
+    """(generator to differentiate, its code (1, K), layer name prefix, full latent size), on ``device``."""
     if name == "dcgan-faces":
         import geometry_core as gc
 
-        G = gc.load_generator("dcgan-faces")
-        return G, G.sample(1, seed=0), G, ""
+        G = gc.load_generator("dcgan-faces").to(device)
+        return G, G.sample(1, seed=0).to(device), G, ""
     G = build("stylegan2-256-w")
     z0 = G.sample(1, seed=0)
     # The first K latent axes at z0: the generator module sits at "G.module" inside the restriction.
-    return restrict(G, z0[0], tangents), torch.zeros(1, tangents), G, "G.module."
+    return restrict(G, z0[0], tangents).to(device), torch.zeros(1, tangents, device=device), G, "G.module."
 
 
 def timed(fn):
+    _sync()
     t0 = time.perf_counter()
     out = fn()
+    _sync()
     return time.perf_counter() - t0, out
 
 
-def measure(name: str, tangents: int, layers_alone: bool = True) -> dict:
-    Gm, z, G, prefix = model_case(name, tangents)
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # CUDA kernels run asynchronously: time what they did, not their launch
+
+
+def measure(name: str, tangents: int, layers_alone: bool = True, device: str = "cpu") -> dict:
+    Gm, z, G, prefix = model_case(name, tangents, device)
     distances, trunk = {}, None
     for t in IMAGE_TARGETS:
-        distances[t], used = make_distance(t, "cpu")
+        distances[t], used = make_distance(t, device)
         trunk = used or trunk
     for layer in G.layer_names:
         distances[f"layer:{layer}"] = load_distance(f"layer:{prefix}{layer}", generator=Gm)
@@ -91,7 +99,8 @@ def measure(name: str, tangents: int, layers_alone: bool = True) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> dict:
+    """The benchmark; returns the JSON object it prints."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["dcgan-faces", "stylegan2-256-w"],
                    choices=["dcgan-faces", "stylegan2-256-w"])
@@ -100,17 +109,25 @@ def main(argv=None) -> int:
     p.add_argument("--no-layers-alone", nargs="*", default=[], metavar="MODEL",
                    help="models whose layer targets are not timed alone (each is at most one pass of G, "
                         "cheaper than mse alone); they are still computed together")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (make bench-gpu)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = {"device": "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(), "goal": 1.3,
+    result = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(), "goal": 1.3,
               "cases": []}
+    if args.device.startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name(0)
     for m in args.models:  # written after each model, so a long run keeps what it measured
-        result["cases"].append(measure(m, args.tangents, m not in args.no_layers_alone))
+        result["cases"].append(measure(m, args.tangents, m not in args.no_layers_alone, args.device))
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None) -> int:
+    run(argv)
     return 0
 
 
