@@ -22,12 +22,14 @@ A run being grown or deleted is refused by :func:`open_run`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import zarr
 
+from geometry_core.errors import UsageError, clip
 from geometry_core.spectrum import from_eigen
 
 from .integrity import (
@@ -44,6 +46,9 @@ from .storage import StoreError, subgroup
 
 __all__ = ["DamagedChunkError", "GroupView", "Rows", "RunView", "damaged_chunks", "find_target_groups", "open_run",
            "reduce_state", "refuse_damaged", "require_reduced"]
+
+# What --array may name: a group's array or one of its reduce/ arrays, never a path out of the group.
+_ARRAY_NAME = re.compile(r"(?:reduce/)?[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,9 @@ class RunView:
         ``reduce/<name>`` is read only from a finished reduce; per-chunk records as stored.
         Only the chunks ``index`` reaches are checked (:meth:`GroupView.of`).
         """
+        if not isinstance(array, str) or not _ARRAY_NAME.fullmatch(array):
+            raise UsageError(f"--array: expected an array name, or reduce/NAME, of letters, digits and '_', "
+                             f"got {clip(array)}")
         try:
             group = subgroup(self.group, key)
         except KeyError:

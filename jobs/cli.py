@@ -191,11 +191,12 @@ def parse_index(text: str | None):
         if ":" not in text:
             return int(text)
         parts = [int(p) if p.strip() else None for p in text.split(":")]
-        if len(parts) > 3:
+        if len(parts) > 3 or (len(parts) == 3 and parts[2] == 0):  # a step of 0 selects nothing, forever
             raise ValueError
         return slice(*parts)
     except ValueError:
-        raise UsageError(f"--index: expected an integer or a slice like 0:8, got {text!r}") from None
+        raise UsageError(f"--index: expected an integer or a slice like 0:8 (a step, if any, not 0), "
+                         f"got {text!r}") from None
 
 
 def _pick_group(rs, run: str, args) -> str:
@@ -255,7 +256,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         _warn("query", "; ".join(said))
     if args.format == "npy":
         if args.out:
-            np.save(args.out, data)
+            try:
+                with open(args.out, "wb") as f:  # the path as given: np.save(path) would append ".npy"
+                    np.save(f, data)
+            except OSError as exc:  # a full disk or a device that takes nothing (/dev/full)
+                raise UsageError(f"--out {clip(args.out, bare=True)}: cannot write "
+                                 f"({exc.strerror or type(exc).__name__})") from None
         else:
             np.save(sys.stdout.buffer, data)
             sys.stdout.flush()

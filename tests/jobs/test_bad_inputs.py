@@ -215,6 +215,11 @@ def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
          "not a directory", 2),
         ("query_out_no_directory", ["query", "v", "--store", store, "--format", "npy", "--out",
                                     str(w / "nodir" / "x.npy")], "no directory", 2),
+        ("query_index_step_0", ["query", "v", "--store", store, "--index", "0:10:0"], "a step, if any, not 0", 2),
+        ("query_array_path", ["query", "v", "--store", store, "--array", "reduce/../../x"],
+         "--array: expected an array name", 2),
+        ("query_out_full_device", ["query", "v", "--store", store, "--format", "npy", "--out", "/dev/full"],
+         "--out /dev/full: cannot write (No space left on device)", 2),
         ("schedule_cron_minute_61", ["schedule", "add", "n", "--cron", "61 * * * *", "--spec", f["good"],
                                      "--address", "http://127.0.0.1:9", "--store", str(w / "schedules")],
          "field 1, minute", 8),
@@ -222,7 +227,7 @@ def _bounds_cases(w: Path, f: dict) -> list[tuple[str, list[str], str, int]]:
     ]
 
 
-N_BOUNDS_CASES = 31
+N_BOUNDS_CASES = 34
 
 
 @pytest.mark.parametrize("index", range(N_BOUNDS_CASES))
