@@ -161,7 +161,7 @@ def reduce_only(n: int, dim: int, chunk: int, tile: int | None) -> dict:
             "reduce_seconds": round(t_reduce, 1), "pairs_per_second": round(pairs / t_reduce),
             "driver_peak_rss_mib": _rss_mib(), "driver_rss_before_reduce_mib": rss_before,
             "tile_task_peak_rss_mib": tile_rss, "store_mib": round(stored / 2**20, 1),
-            "homogeneity_matrix_mib_each": round(n * n * 4 / 2**20, 1),
+            "homogeneity_matrix_mib_each": round(n * n * 8 / 2**20, 1),  # float64
             "homogeneity": {k: v for k, v in summary.get("homogeneity", {}).items()
                             if k in ("log_mean", "log_std", "lin_mean", "lin_std", "masked")}}
 
