@@ -87,9 +87,10 @@ def test_cluster_address_where_no_head_answers(argv, tmp_path, capsys):
     assert _files(tmp_path) == before
 
 
-def test_a_failure_inside_ray_is_one_line_of_kind_ray(capsys):
+def test_a_failure_inside_ray_is_one_line_of_kind_ray(capsys, monkeypatch):
     import argparse
 
+    import ray
     import ray.exceptions
 
     from cluster.ray_runtime import as_ray_error
@@ -98,8 +99,12 @@ def test_a_failure_inside_ray_is_one_line_of_kind_ray(capsys):
     def lost_head(args):
         raise ray.exceptions.RaySystemError("GCS lost\n(and a long dump below)")
 
+    # What this process started of Ray is ended; spied here, so the session's shared Ray stays up for other tests.
+    shutdowns = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(1))
     rc = run_command(argparse.Namespace(command="run", func=lost_head))
-    assert rc == 9
+    assert rc == 9 and shutdowns == [1]
     assert capsys.readouterr().err.strip().splitlines() == [
         "gangeo run: Ray failed: RaySystemError: System error: GCS lost"]
     try:
