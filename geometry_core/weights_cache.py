@@ -247,7 +247,8 @@ def _missing(what: str, dest: Path, url: str, why: str) -> MissingWeightsError:
 def _download(url: str, f, *, what: str, dest: Path, max_bytes: int) -> tuple[str, int, bytes]:
     """Stream ``url`` into ``f``; returns (sha256, bytes, first bytes). Raises on a short, long or slow transfer."""
     digest, received, head = hashlib.sha256(), 0, b""
-    deadline = time.monotonic() + _deadline_s()
+    limit_s = _deadline_s()
+    deadline = time.monotonic() + limit_s
     request = urllib.request.Request(url, headers={"User-Agent": "gangeo"})
     with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
@@ -264,7 +265,7 @@ def _download(url: str, f, *, what: str, dest: Path, max_bytes: int) -> tuple[st
             if received > max_bytes:
                 raise _missing(what, dest, url, f"the download passed its cap of {max_bytes} bytes")
             if time.monotonic() > deadline:
-                raise _missing(what, dest, url, f"the download took longer than {_deadline_s():g} s "
+                raise _missing(what, dest, url, f"the download took longer than {limit_s:g} s "
                                                 f"({received} bytes; {DEADLINE_ENV} sets the limit)")
             if tty and total:
                 print(f"\r  {received / total:6.1%} of {total / 2**20:.1f} MiB", end="", file=sys.stderr)
