@@ -289,6 +289,9 @@ def _exact_scalar(G, distance, z, chunk_size):
 
 def _scalar_from_jacobian(distance, x0, J, chunk_size):
     """``H_b = J_b^T A_b J_b`` from images ``x0`` (B, ...) and their Jacobian ``J`` (D, B, N)."""
+    closed = getattr(distance, "pullback", lambda *_: None)(x0, J)
+    if closed is not None:
+        return closed
     D, B = J.shape[:2]
     shape, x0_flat = x0.shape[1:], x0.flatten(1)
 

@@ -85,3 +85,12 @@ class ScalarDistance(Distance):
     def latent_distance(self, G: nn.Module, z0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``d(G(z0), G(z))`` per code, shape (B,)."""
         return self(G(z0), G(z))
+
+    def pullback(self, x0: torch.Tensor, J: torch.Tensor) -> torch.Tensor | None:
+        """``J_b^T A_b J_b`` (B, D, D) in closed form, or None: the metric then comes from HVPs of ``forward``.
+
+        ``x0``: images (B, C, H, W); ``J``: their Jacobians tangent-major, (D, B, C*H*W);
+        ``A_b`` is the Hessian of ``d(x0_b, .)`` at ``x0_b``. A subclass that knows ``A``
+        in closed form saves the forward-over-reverse pass through ``forward``.
+        """
+        return None

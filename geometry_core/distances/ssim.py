@@ -104,6 +104,30 @@ class SSIMDistance(ScalarDistance):
         """``1 - SSIM(x0, x)`` per image, shape (B,)."""
         return 1.0 - self.ssim(x0, x)
 
+    def pullback(self, x0: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+        """``J_b^T A_b J_b`` from the second-order expansion of ``d`` at ``x = x0 + delta``.
+
+        With ``m = w * delta`` and the window moments of ``x0`` (``mu0``, ``s00``),
+        luminance is ``1 - m^2 / P + O(3)`` and contrast-structure ``1 - v / Q + O(3)``,
+        ``P = 2 mu0^2 + C1``, ``Q = 2 s00 + C2``, ``v = w * delta^2 - m^2``; so
+        ``d = mean(m^2 (1/P - 1/Q) + (w * delta^2) / Q) + O(3)``, whose Hessian is
+        ``A = (2 / n) (W^T diag(1/P - 1/Q) W + diag(W^T (1/Q)))`` with ``W`` the window
+        filter and ``n`` the number of map entries. Exact at ``x0`` (no third-order term
+        reaches the Hessian); equal to HVPs of ``forward`` to float round-off.
+        """
+        D, B, N = J.shape
+        shape = x0.shape[1:]
+        stats = self._blur(torch.cat([x0, x0 * x0], dim=1))
+        mu0, e00 = stats.split(shape[0], dim=1)
+        inv_q = 1.0 / (2 * (e00 - mu0 * mu0) + C2)
+        alpha = (1.0 / (2 * mu0 * mu0 + C1) - inv_q).flatten(1)  # (B, n)
+        _, blur_t = torch.func.vjp(self._blur, torch.zeros_like(x0))
+        beta = blur_t(inv_q)[0].flatten(1)  # (B, N): the window's transpose applied to 1/Q
+        m = self._blur(J.reshape(D * B, *shape)).reshape(D, B, -1)  # (D, B, n)
+        n = m.shape[-1]
+        H = torch.einsum("ibn,jbn->bij", m * alpha, m) + torch.einsum("ibn,jbn->bij", J * beta, J)
+        return (2.0 / n) * H
+
 
 def load_ssim(name: str = "ssim", *, generator=None, device=None, **options) -> SSIMDistance:
     """Registry factory of ``"ssim"``: ``options`` (``window``, ``sigma``) go to ``SSIMDistance``.
