@@ -37,6 +37,7 @@ from geometry_core.errors import UsageError
 from geometry_core.spectrum import FRACTIONS
 
 from .run_state import run_state
+from .states import RunState
 from .storage import StoreError, subgroup
 from .view import GroupView, reduce_state
 
@@ -78,7 +79,7 @@ def _open_complete(rs, run: str):
 
     view = open_run(rs.root, run)  # a run being grown or deleted: refused in the readers' one line
     state = run_state(rs, run)
-    if state["state"] != "complete":
+    if state["state"] != RunState.COMPLETE:
         why = f" ({state['detail']})" if state.get("detail") else ""
         raise StoreError(f"run {run!r} is {state['state']}{why}; compare needs complete, reduced runs")
     return view

@@ -36,6 +36,7 @@ from .ray_runtime import check_cluster_address, init_ray
 from .run_state import attempt_attrs, live_driver
 from .scheduler import ChunkScheduler, Outcome
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
+from .states import Status
 from .storage import StoreError, check_store, parse_store_url, store_env, writable_problem
 from .store import RunStore, check_identity
 from .trust import gate_stored_spec
@@ -294,7 +295,7 @@ def _summary(spec: SweepSpec, rs: RunStore, plans: Plan, masks, outcome: Outcome
              lock: RunLock) -> dict:
     total = sum(lay.n_chunks for _, lay in plans)
     pending = sum(int((~m).sum()) for m in masks)
-    return {"run": spec.name, "store": rs.url, "status": "complete" if not outcome.failed else "partial",
+    return {"run": spec.name, "store": rs.url, "status": Status.PARTIAL if outcome.failed else Status.COMPLETE,
             "chunks": total, "skipped": total - pending, "computed": outcome.computed, "failed": outcome.failed,
             "workers": len(pool.actors), "workers_replaced": pool.replaced,
             "store_retries": outcome.store_retries + rs.retry.retries, "lock_taken_over": lock.took_over is not None,
@@ -311,10 +312,10 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     points = _points(plans, masks)
     pending = sum(int((~m).sum()) for m in masks)
     t0, started = time.time(), _utc()
-    attempt = {"started": started, "status": "running", "codes": spec.n_codes, "points": points,
+    attempt = {"started": started, "status": Status.RUNNING, "codes": spec.n_codes, "points": points,
                "chunks_skipped": sum(lay.n_chunks for _, lay in plans) - pending}
     attrs = rs.attrs(spec.name)
-    rs.update_attrs(spec.name, status="running", failed=[], **attempt_attrs(attrs, attempt))
+    rs.update_attrs(spec.name, status=Status.RUNNING, failed=[], **attempt_attrs(attrs, attempt))
     scheme = code_scheme(attrs)
     with progress.computing(chunks=pending, codes=points, done_before=sum(int(m.sum()) for m in masks),
                             workers=len(pool.actors)) as bar:
@@ -323,9 +324,10 @@ def _execute(spec: SweepSpec, rs: RunStore, pool: _Pool, plans: Plan, masks, *, 
     timing = {"started": started, "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
               "points": points, "points_per_second": round(points / seconds, 3) if seconds > 0 else None}
     # With reducers to run, "complete" waits for their completion records (run_sweep).
-    final = "partial" if outcome.failed else ("reducing" if any(spec.reducers.values()) else "complete")
+    ended = Status.PARTIAL if outcome.failed else Status.COMPLETE
+    final = Status.REDUCING if ended == Status.COMPLETE and any(spec.reducers.values()) else ended
     done = {**attempt, "finished": _utc(), "seconds": round(seconds, 3), "chunks_computed": outcome.computed,
-            "chunks_failed": len(outcome.failed), "status": "partial" if outcome.failed else "complete"}
+            "chunks_failed": len(outcome.failed), "status": ended}
     rs.update_attrs(spec.name, status=final, failed=outcome.failed,
                     **attempt_attrs(rs.attrs(spec.name), done, replace_last=True))
     return outcome, timing
@@ -386,9 +388,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
         summary["reduce_nodes"] = nodes = {}  # Ray node id -> reducer tasks that ran there
-        summary["reduce"] = _reduce(rs, spec, prog, nodes) if summary["status"] == "complete" else None
-        if summary["status"] == "complete":  # every reduce wrote its record
-            _record_attempt(rs, spec.name, status="complete", reduce_nodes=nodes)
+        summary["reduce"] = _reduce(rs, spec, prog, nodes) if summary["status"] == Status.COMPLETE else None
+        if summary["status"] == Status.COMPLETE:  # every reduce wrote its record
+            _record_attempt(rs, spec.name, status=Status.COMPLETE, reduce_nodes=nodes)
         from .xr import consolidate_run  # end of the run: plain xarray opens each group in one read
 
         consolidate_run(rs.root, spec.name)

@@ -35,6 +35,7 @@ from .growth import plan_growth
 from .integrity import damaged_chunks, reduce_state
 from .layout import GroupLayout
 from .run_state import run_state
+from .states import RunState, Status
 from .storage import StoreError, parse_store_url
 from .store import RunStore, check_identity
 
@@ -92,11 +93,11 @@ def finished_summary(spec, s3_endpoint: str | None = None) -> dict | None:
     if rs is None:
         return None
     attrs = rs.attrs(spec.name)
-    if attrs.get("status") != "complete" or plan_growth(spec.name, rs.url, attrs, spec) is not None:
+    if attrs.get("status") != Status.COMPLETE or plan_growth(spec.name, rs.url, attrs, spec) is not None:
         return None  # unfinished, or the spec asks more codes (any other difference raises)
     if not _same_identity(rs, spec, attrs):
         return None
-    if run_state(rs, spec.name)["state"] != "complete":
+    if run_state(rs, spec.name)["state"] != RunState.COMPLETE:
         return None
     chosen = tuple(k for k, on in spec.reducers.items() if on)
     keys, reduced, chunks = list(attrs.get("groups") or []), {}, 0

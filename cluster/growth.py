@@ -20,8 +20,9 @@ says so, and ``resume`` finishes it from the recorded spec (:func:`resume_spec`)
 from __future__ import annotations
 
 from .codes import LEGACY_SCHEME, file_sha256_prefix
-from .integrity import DELETING, GROWING, growth_in_progress
+from .integrity import GROWING, growth_in_progress
 from .layout import ARRAYS, CHUNK_RECORDS, GroupLayout
+from .states import Status
 from .storage import StoreError
 from .store import RunExistsError, check_identity
 
@@ -40,7 +41,7 @@ def plan_growth(run: str, url: str, attrs: dict, spec) -> int | None:
     :class:`StoreError` for a run being deleted; a run whose growth stopped part-way accepts
     only the spec it was growing to (which finishes it).
     """
-    if attrs.get("status") == DELETING:
+    if attrs.get("status") == Status.DELETING:
         raise StoreError(f"run {run!r} in {url} is being deleted (a `gangeo rm` stopped part-way); "
                          f"run `gangeo rm {run} --yes` to finish deleting it, then start it again")
     rec = growth_in_progress(attrs)

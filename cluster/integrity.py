@@ -29,14 +29,14 @@ import numpy as np
 import zarr
 
 from .layout import ARRAYS, GroupLayout
+from .states import Status
 from .storage import StoreError
 
-__all__ = ["DELETING", "GROWING", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
+__all__ = ["GROWING", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
            "damaged_chunks", "done_chunk_problems", "growth_in_progress", "read_chunk", "recorded_done", "reduce_state",
            "refuse_damaged", "refuse_unsettled", "require_reduced", "stored_arrays"]
 
 GROWING = "growing"    # run attribute {"from": n_old, "to": n_new, "spec": {...}} while arrays are resized
-DELETING = "deleting"  # run status written by `gangeo rm` before it deletes any key
 
 
 class DamagedChunkError(StoreError):
@@ -147,7 +147,7 @@ def growth_in_progress(attrs: dict) -> dict | None:
 
 def refuse_unsettled(run: str, attrs: dict) -> None:
     """Raise :class:`StoreError` (one line naming the remedy) for a run being grown or deleted."""
-    if attrs.get("status") == DELETING:
+    if attrs.get("status") == Status.DELETING:
         raise StoreError(f"run {run!r} is being deleted (a `gangeo rm` is running or stopped part-way); "
                          f"run `gangeo rm {run} --yes` to finish deleting it")
     rec = growth_in_progress(attrs)

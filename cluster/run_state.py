@@ -6,7 +6,7 @@ Example::
     run_state(RunStore("./gangeo-results", mode="r", create=False), "quickstart")
     # {"state": "interrupted", "detail": "driver gone during reduce (host h, pid 123)"}
 
-States (ARCHITECTURE.md, "Store"): ``created``, ``computing`` (a live driver computes
+States (``cluster.states.RunState``; ARCHITECTURE.md, "Store"): ``created``, ``computing`` (a live driver computes
 chunks), ``reducing`` (a live driver reduces), ``complete`` (every chunk done and every
 enabled reduce wrote its completion record), ``partial`` (chunks failed),
 ``growing`` (a live driver resizes the run's arrays to more codes), ``deleting`` (``gangeo
@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import time
 
-from .integrity import DELETING, growth_in_progress, reduce_state
+from .integrity import growth_in_progress, reduce_state
 from .lock import LOCK_GROUP, is_stale, lock_info
 from .reduce import enabled_reducers
+from .states import RunState, Status
 
 __all__ = ["attempt_attrs", "live_driver", "run_state", "timing_report"]
 
-_LIVE = {"running": "computing", "reducing": "reducing"}
+_LIVE = {Status.RUNNING: RunState.COMPUTING, Status.REDUCING: RunState.REDUCING}
 
 
 def live_driver(rs, run: str) -> dict | None:
@@ -52,38 +53,46 @@ def _unfinished_reduce(rs, run: str, attrs: dict) -> list[str]:
     return out
 
 
+def _state(state: RunState, detail: str | None = None) -> dict:
+    return {"state": state, "detail": detail}
+
+
 def run_state(rs, run: str) -> dict:
-    """``{"state": ..., "detail": ...}`` of run ``run`` in the open :class:`~cluster.store.RunStore` ``rs``."""
+    """``{"state": RunState, "detail": str | None}`` of run ``run`` in the open :class:`~cluster.store.RunStore` ``rs``.
+
+    A status this version does not know (a newer writer's) is reported as it is, a plain string.
+    """
     attrs = rs.attrs(run)
     stored = attrs.get("status")
-    if stored == DELETING:
+    if stored == Status.DELETING:
         info = live_driver(rs, run)
         if info is not None:
-            return {"state": DELETING, "detail": f"`gangeo rm` on host {info.get('host')}, pid {info.get('pid')}"}
-        return {"state": DELETING, "detail": f"partially deleted: a `gangeo rm` stopped part-way; run `gangeo rm "
-                                             f"{run} --yes` to finish deleting it"}
+            return _state(RunState.DELETING, f"`gangeo rm` on host {info.get('host')}, pid {info.get('pid')}")
+        return _state(RunState.DELETING, f"partially deleted: a `gangeo rm` stopped part-way; run `gangeo rm "
+                                         f"{run} --yes` to finish deleting it")
     grow = growth_in_progress(attrs)
     if grow is not None:
         what = f"from {grow.get('from')} to {grow.get('to')} codes"
         info = live_driver(rs, run)
         if info is not None:
-            return {"state": "growing", "detail": f"{what}; driver on host {info.get('host')}, pid {info.get('pid')}"}
-        return {"state": "interrupted", "detail": f"growth {what} stopped between array resizes; "
-                                                  f"run `gangeo resume {run}` to finish it"}
+            return _state(RunState.GROWING, f"{what}; driver on host {info.get('host')}, pid {info.get('pid')}")
+        return _state(RunState.INTERRUPTED, f"growth {what} stopped between array resizes; "
+                                            f"run `gangeo resume {run}` to finish it")
     if stored in _LIVE:
         info = live_driver(rs, run)
         if info is not None:
-            return {"state": _LIVE[stored], "detail": f"driver on host {info.get('host')}, pid {info.get('pid')}"}
-        if stored == "reducing" and not _unfinished_reduce(rs, run, attrs):
-            return {"state": "complete", "detail": "reduced after the driver stopped"}
-        what = "computing chunks" if stored == "running" else "reducing"
-        return {"state": "interrupted", "detail": f"the driver stopped while {what}; run `gangeo resume`"}
-    if stored == "complete":
+            return _state(_LIVE[Status(stored)], f"driver on host {info.get('host')}, pid {info.get('pid')}")
+        if stored == Status.REDUCING and not _unfinished_reduce(rs, run, attrs):
+            return _state(RunState.COMPLETE, "reduced after the driver stopped")
+        what = "computing chunks" if stored == Status.RUNNING else "reducing"
+        return _state(RunState.INTERRUPTED, f"the driver stopped while {what}; run `gangeo resume`")
+    if stored == Status.COMPLETE:
         pending = _unfinished_reduce(rs, run, attrs)
         if pending:
-            return {"state": "interrupted", "detail": f"reduce unfinished for {', '.join(pending)}; "
-                                                      "run `gangeo resume` or `gangeo reduce`"}
-    return {"state": stored, "detail": None}
+            return _state(RunState.INTERRUPTED, f"reduce unfinished for {', '.join(pending)}; "
+                                                "run `gangeo resume` or `gangeo reduce`")
+    known = stored in RunState.__members__.values()
+    return _state(RunState(stored) if known else stored)
 
 
 # -- timing and history ----------------------------------------------------------

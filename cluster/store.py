@@ -27,6 +27,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from .integrity import chunk_checksum
 from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
+from .states import Status
 from .storage import StoreError, open_root, parse_store_url, subgroup
 
 __all__ = ["RunExistsError", "RunStore", "check_identity"]
@@ -135,7 +136,7 @@ class RunStore:
             g, new = self.run_group(run), False
         else:
             g, new = self.root.require_group(run), True
-            g.attrs.update({"spec": spec.to_dict(), "identity": identity, "status": "created",
+            g.attrs.update({"spec": spec.to_dict(), "identity": identity, "status": Status.CREATED,
                             "created": _now(), "versions": _versions(), "groups": [], "failed": []})
         for plan in groups:
             self._create_group(g, plan, spec)
@@ -217,9 +218,8 @@ class RunStore:
         """
         from zarr.core.sync import sync
 
-        from .integrity import DELETING
 
-        self.update_attrs(run, status=DELETING)
+        self.update_attrs(run, status=Status.DELETING)
         prefix = f"{self.root.path}/{run}" if self.root.path else run
         store = self.root.store
 

@@ -30,6 +30,7 @@ from importlib import import_module
 
 import numpy as np
 
+from cluster.states import RunState, Status
 from geometry_core.errors import GangeoError, UsageError, clip
 from jobs.output import print_array_table, print_json
 
@@ -130,7 +131,7 @@ def _sweep_result(cmd: str, summary: dict) -> int:
     print_json(summary)
     for f in summary["failed"]:
         _warn(cmd, f"chunk {f['chunk']} of {f['key']} failed: {f['error']}")
-    return 0 if summary["status"] == "complete" else 1
+    return 0 if summary["status"] == Status.COMPLETE else 1
 
 
 def _open(args):
@@ -148,7 +149,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     attrs = rs.attrs(args.run)
     state = run_state(rs, args.run)
     # A run being deleted has lost some groups: no progress to count.
-    prog = None if state["state"] == "deleting" else rs.progress(args.run)
+    prog = None if state["state"] == RunState.DELETING else rs.progress(args.run)
     keys = ("created", "updated", "failed", "versions")
     times = timing_report(attrs)  # summed over every attempt, and each attempt
     # "status" is what the run is doing now; "recorded_status" the last status its driver wrote.
@@ -159,11 +160,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _job_status(args: argparse.Namespace) -> int:
-    from jobs.submit import follow_job, job_status
+    from jobs.submit import show_job
 
-    info = follow_job(args.run, args.address) if args.follow else job_status(args.run, args.address)
-    print_json(info)
-    return 1 if info["status"] in ("FAILED", "STOPPED") else 0
+    return show_job(args.run, args.address, follow=args.follow)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

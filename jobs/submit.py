@@ -56,6 +56,7 @@ __all__ = [
     "build_submission",
     "follow_job",
     "job_status",
+    "show_job",
     "submit_job",
     "submit_spec",
 ]
@@ -247,10 +248,18 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_job_status(args: argparse.Namespace) -> int:
-    info = follow_job(args.job_id, args.address) if args.follow else job_status(args.job_id, args.address)
+def show_job(job_id: str, address: str, *, follow: bool) -> int:
+    """Print a job's status as one JSON line (after its logs, with ``follow``); exit 1 if it failed or stopped.
+
+    The one job-status path: ``gangeo job-status`` and ``gangeo status RUN --address`` both end here.
+    """
+    info = follow_job(job_id, address) if follow else job_status(job_id, address)
     print_json(info, indent=None)
     return 1 if info["status"] in ("FAILED", "STOPPED") else 0
+
+
+def _cmd_job_status(args: argparse.Namespace) -> int:
+    return show_job(args.job_id, args.address, follow=args.follow)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

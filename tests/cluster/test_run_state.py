@@ -114,3 +114,22 @@ def test_resume_redoes_interrupted_reduce(ray_local, interrupted, tmp_path, caps
     want = zarr.open_group(ref / "v" / KEY / "reduce", mode="r")
     for name in ("global_eigvals", "homogeneity_log", "anisotropy_points"):
         np.testing.assert_allclose(got[name][:], want[name][:], rtol=1e-12, equal_nan=True, err_msg=name)
+
+
+def test_run_state_is_an_enum_with_is_terminal(tmp_path):
+    from cluster.run_state import run_state
+    from cluster.states import RunState, Status
+
+    store = tmp_path / "s"
+    rs = build_run(store)
+    _enable_reducers(rs)
+    rs.update_attrs("v", status=Status.RUNNING)
+    with RunLock(str(store), "v"):
+        live = run_state(rs, "v")["state"]
+    dead = run_state(rs, "v")["state"]
+    assert (live, dead) == (RunState.COMPUTING, RunState.INTERRUPTED)
+    assert isinstance(live, RunState) and not live.is_terminal and dead.is_terminal
+    assert RunStore(str(store), mode="r", create=False).attrs("v")["status"] == "running"  # stored as the string
+    assert [s for s in RunState if s.is_terminal] == [RunState.COMPLETE, RunState.PARTIAL, RunState.INTERRUPTED]
+    rs.update_attrs("v", status="archived")  # a status written by a newer version: reported as it is
+    assert run_state(rs, "v")["state"] == "archived"
