@@ -60,9 +60,9 @@ _DTYPES = ("float32", "float64")  # torch dtypes by name; torch is imported when
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    den = (x.pow(2).sum() * y.pow(2).sum()).sqrt()
-    return float((x * y).sum() / den) if den > 0 else float("nan")
+    from geometry_core.homogeneity import pearson
+
+    return float(pearson(x.double(), y.double()))
 
 
 def _mean_std(values: list[float]) -> dict:
