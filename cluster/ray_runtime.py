@@ -63,11 +63,19 @@ def check_cluster_address(address: str | None) -> None:
         check_head_answers(address)
 
 
+_ANSWERED: set[str] = set()  # heads that accepted a connection in this process: probed once, not per call
+
+
 def check_head_answers(address: str, timeout_s: float = 5.0) -> None:
     """A HOST:PORT cluster address must accept a connection before Ray is asked to join it: Ray itself
-    retries an absent head for minutes, printing C++ warnings. ``auto`` and ``ray://`` are left to Ray."""
+    retries an absent head for minutes, printing C++ warnings. ``auto`` and ``ray://`` are left to Ray.
+
+    A head that answered once is not probed again by this process (the driver checks before its
+    first progress line, and ``init_ray`` checks whoever calls it)."""
     host, sep, port = address.strip().rpartition(":")
     if not sep or not port.isdigit() or address.strip().lower().startswith(("ray://", "auto")):
+        return
+    if address.strip() in _ANSWERED:
         return
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -75,6 +83,7 @@ def check_head_answers(address: str, timeout_s: float = 5.0) -> None:
         why = getattr(err, "strerror", None) or type(err).__name__
         raise RayStartError(f"no Ray head answers at {clip(address, bare=True)} ({why}); start one with "
                             "`ray start --head` there, or give the head's GCS address (HOST:PORT)") from None
+    _ANSWERED.add(address.strip())
 
 
 def task_cause(exc: BaseException) -> BaseException:

@@ -87,6 +87,30 @@ def test_cluster_address_where_no_head_answers(argv, tmp_path, capsys):
     assert _files(tmp_path) == before
 
 
+def test_a_head_that_answered_is_probed_once(monkeypatch):
+    import socket
+
+    import cluster.ray_runtime as rr
+
+    monkeypatch.setattr(rr, "_ANSWERED", set())
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen(8)
+        address = "127.0.0.1:%d" % head.getsockname()[1]
+        rr.check_cluster_address(address)  # the driver, before its first progress line
+        rr.check_cluster_address(address)  # init_ray, joining the same head
+        head.settimeout(0.5)
+        accepted = []
+        try:
+            while True:
+                accepted.append(head.accept()[0])
+        except TimeoutError:
+            pass
+        for conn in accepted:
+            conn.close()
+    assert len(accepted) == 1
+
+
 def test_a_failure_inside_ray_is_one_line_of_kind_ray(capsys, monkeypatch):
     import argparse
 
