@@ -15,15 +15,20 @@ from cluster.scheduler import ChunkScheduler
 from tests.support.chunk_pools import ChunkLog, StrandedPool, chunk_tasks
 
 
+def _schedule(pool: StrandedPool, n_chunks: int, **kw):
+    """Run ``n_chunks`` chunks through ``pool``, closing it after; (outcome, the progress log)."""
+    bar = ChunkLog()
+    try:
+        return ChunkScheduler(pool, bar, max_attempts=3, **kw).run(chunk_tasks(n_chunks)), bar
+    finally:
+        pool.close()
+
+
 @pytest.mark.timeout(120)
 def test_lost_worker_whose_replacement_never_starts_others_finish(ray_local, tmp_path):
     """A worker dies with chunks in flight and its replacement fits nowhere: the others compute every chunk once."""
-    pool = StrandedPool(tmp_path, 2, crash={0})
-    bar = ChunkLog()
-    try:
-        outcome = ChunkScheduler(pool, bar, max_attempts=3).run(chunk_tasks(8))
-    finally:
-        pool.close()
+    pool = StrandedPool(tmp_path, 2, crash={0}).wait_started()
+    outcome, bar = _schedule(pool, 8)
     assert outcome.failed == [] and outcome.computed == 8
     assert sorted(bar.done) == list(range(8)) and sorted(pool.computed()) == list(range(8))
     assert pool.replaced == 1
@@ -33,11 +38,7 @@ def test_lost_worker_whose_replacement_never_starts_others_finish(ray_local, tmp
 def test_worker_that_never_starts_gets_no_chunks(ray_local, tmp_path):
     """A pool larger than the cluster holds (workers: 2, room for one): the one that starts computes them all."""
     pool = StrandedPool(tmp_path, 2, stranded={1})
-    bar = ChunkLog()
-    try:
-        outcome = ChunkScheduler(pool, bar, max_attempts=3).run(chunk_tasks(4))
-    finally:
-        pool.close()
+    outcome, _ = _schedule(pool, 4)
     assert outcome.failed == [] and sorted(pool.computed()) == [0, 1, 2, 3]
 
 
@@ -46,10 +47,7 @@ def test_no_worker_left_gives_up_after_the_bounded_wait(ray_local, tmp_path):
     """The only worker is lost and no node has room: the chunks left fail after start_wait_s, each named once."""
     pool = StrandedPool(tmp_path, 1, crash={0})
     t0 = time.monotonic()
-    try:
-        outcome = ChunkScheduler(pool, ChunkLog(), max_attempts=3, start_wait_s=2).run(chunk_tasks(5))
-    finally:
-        pool.close()
+    outcome, _ = _schedule(pool, 5, start_wait_s=2)
     assert time.monotonic() - t0 < 60  # 2 s of waiting plus Ray's notice of the death; never unbounded
     assert outcome.computed == 0 and pool.computed() == []
     assert sorted(f["chunk"] for f in outcome.failed) == [0, 1, 2, 3, 4]

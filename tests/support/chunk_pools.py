@@ -69,6 +69,13 @@ class StrandedPool:
             self.actors[slot] = self._new(stranded=True)
             self.replaced += 1
 
+    def wait_started(self, timeout: float = 60.0) -> "StrandedPool":
+        """Wait until every worker answers: on a loaded machine a late one would get no chunk (nor crash)."""
+        import ray
+
+        ray.get([a.pid.remote() for a in self.actors], timeout=timeout)
+        return self
+
     def computed(self) -> list[int]:
         """Chunks computed, in order, one line per computation."""
         return [int(x) for x in Path(self.log).read_text().split()] if os.path.exists(self.log) else []
