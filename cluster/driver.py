@@ -37,7 +37,7 @@ from .run_state import attempt_attrs, live_driver
 from .scheduler import ChunkScheduler, Outcome
 from .spec import ALL_LAYERS, GeneratorSpec, SpecError, SweepSpec, parse_spec
 from .states import Status
-from .storage import StoreError, check_store, parse_store_url, store_env, writable_problem
+from .storage import StoreError, StoreURL, check_store, parse_store_url, store_env, writable_problem
 from .store import RunStore, check_identity
 from .trust import gate_stored_spec
 from .worker import ChunkTask, SweepWorker, worker_options
@@ -218,15 +218,15 @@ def _pending(spec: SweepSpec, plans: Plan, masks, scheme: str) -> Iterator[Chunk
                                 spec.seed, spec.method, spec.topk, scheme=scheme, codes=codes)
 
 
-def _precheck(spec: SweepSpec, s3_endpoint: str | None) -> None:
+def _precheck(spec: SweepSpec, loc: StoreURL, s3_endpoint: str | None) -> None:
     """Fail fast, before Ray starts and without writing: store reachable, same spec, no live driver."""
-    loc = check_store(spec.store, s3_endpoint=s3_endpoint)
+    check_store(loc, s3_endpoint=s3_endpoint)
     if loc.kind == "local":
         _check_writable(loc.path)
     if loc.kind == "local" and not os.path.isdir(loc.path):
         return  # a new store: nothing to compare with
     try:
-        rs = RunStore(spec.store, s3_endpoint=s3_endpoint, mode="r", create=False)
+        rs = RunStore(loc, s3_endpoint=s3_endpoint, mode="r", create=False)
     except StoreError:
         return  # an empty S3 prefix: created later
     if not rs.has_run(spec.name):
@@ -357,11 +357,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
     starting Ray (:mod:`cluster.finished`).
     """
     # Workers run in other directories: a relative local store means the driver's cwd.
-    spec = spec.with_store(str(parse_store_url(store if store is not None else spec.store)))
+    loc = parse_store_url(store if store is not None else spec.store)  # the one parse of the store location
+    spec = spec.with_store(str(loc))
     check_cluster_address(address)  # a job server URL: one line, before the first progress line
-    _precheck(spec, s3_endpoint)
+    _precheck(spec, loc, s3_endpoint)
     prog = SweepProgress(spec.name, enabled=progress)
-    finished = finished_summary(spec, s3_endpoint)  # a finished run answers from the store: no Ray, no model
+    finished = finished_summary(spec, s3_endpoint, loc=loc)  # a finished run answers from the store: no Ray, no model
     if finished is not None:
         prog.say("complete and reduced with this spec; nothing to do")
         return finished
@@ -378,8 +379,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         pool = _Pool(spec, _n_workers(spec), env, s3_endpoint, worker_cls)
         pool.wait_s = wait_s
         plans = plan_groups(spec, pool)  # loads each generator once: bad options fail here, nothing written
-        rs = RunStore(spec.store, s3_endpoint=s3_endpoint)
-        lock = RunLock(spec.store, spec.name, s3_endpoint=s3_endpoint).acquire()
+        rs = RunStore(loc, s3_endpoint=s3_endpoint)
+        lock = RunLock(loc, spec.name, s3_endpoint=s3_endpoint).acquire()
         masks = _open_groups(rs, spec, plans)
         outcome, timing = _execute(spec, rs, pool, plans, masks, progress=prog, max_attempts=max_attempts)
         summary = _summary(spec, rs, plans, masks, outcome, timing, pool, lock)

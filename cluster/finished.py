@@ -36,7 +36,7 @@ from .integrity import damaged_chunks, reduce_state
 from .layout import GroupLayout
 from .run_state import run_state
 from .states import RunState, Status
-from .storage import StoreError, parse_store_url
+from .storage import StoreError, StoreURL, parse_store_url
 from .store import RunStore, check_identity
 
 __all__ = ["finished_summary"]
@@ -46,12 +46,11 @@ _REDUCE_KEYS = ("n_codes", "n_used", "n_chunks", "n_chunks_done", "complete", "d
                 "global", "homogeneity", "anisotropy")
 
 
-def _open(spec, s3_endpoint: str | None) -> RunStore | None:
-    loc = parse_store_url(spec.store)
-    if getattr(loc, "kind", None) == "local" and not os.path.isdir(loc.path):
+def _open(spec, s3_endpoint: str | None, loc: StoreURL) -> RunStore | None:
+    if loc.kind == "local" and not os.path.isdir(loc.path):
         return None
     try:
-        rs = RunStore(spec.store, s3_endpoint=s3_endpoint, mode="r", create=False)
+        rs = RunStore(loc, s3_endpoint=s3_endpoint, mode="r", create=False)
     except StoreError:
         return None
     return rs if rs.has_run(spec.name) else None
@@ -82,14 +81,16 @@ def _reduced(group, chosen: tuple[str, ...]) -> dict | None:
     return {k: a[k] for k in _REDUCE_KEYS if k in a}
 
 
-def finished_summary(spec, s3_endpoint: str | None = None) -> dict | None:
+def finished_summary(spec, s3_endpoint: str | None = None, *, loc: StoreURL | None = None) -> dict | None:
     """The run summary of ``spec``'s run when it is finished with the same identity, else None.
+
+    ``loc``: the store location already parsed from ``spec.store`` (the driver's).
 
     Raises :class:`~cluster.store.RunExistsError` when the stored run's spec or weights
     files differ from ``spec``'s (before any Ray start).
     """
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    rs = _open(spec, s3_endpoint)
+    rs = _open(spec, s3_endpoint, parse_store_url(spec.store if loc is None else loc))
     if rs is None:
         return None
     attrs = rs.attrs(spec.name)

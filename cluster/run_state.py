@@ -39,7 +39,7 @@ def live_driver(rs, run: str) -> dict | None:
     """The live driver's lock record, or None when none holds the run (read-only: nothing is created)."""
     if LOCK_GROUP not in set(rs.root.group_keys()):
         return None
-    info = lock_info(rs.url, run, s3_endpoint=rs.s3_endpoint)
+    info = lock_info(rs.location, run, s3_endpoint=rs.s3_endpoint)
     return None if info is None or is_stale(info, time.time()) else info
 
 

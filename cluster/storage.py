@@ -91,8 +91,18 @@ class StoreURL:
         return f"s3://{self.path}" if self.kind == "s3" else self.path
 
 
-def parse_store_url(url: str | os.PathLike | None) -> StoreURL:
-    """Normalise a store URL: a local path (``file://`` allowed) or ``s3://bucket[/prefix]``."""
+def parse_store_url(url: str | os.PathLike | StoreURL | None) -> StoreURL:
+    """Normalise a store URL: a local path (``file://`` allowed) or ``s3://bucket[/prefix]``.
+
+    A :class:`StoreURL` is returned as it is: a driver parses its ``--store`` once and hands
+    the value to the checks, the run store and the lock.
+    """
+    if isinstance(url, StoreURL):
+        return url
+    return _parse_text(url)
+
+
+def _parse_text(url: str | os.PathLike | None) -> StoreURL:
     if url is None or str(url).strip() == "":
         url = DEFAULT_STORE
     text = str(url).strip()

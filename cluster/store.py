@@ -101,9 +101,10 @@ class RunStore:
 
     def __init__(self, url=None, *, s3_endpoint: str | None = None, mode: str = "a", create: bool = True,
                  retry: RetryPolicy | None = None):
-        self.url = str(parse_store_url(url))
+        self.location = parse_store_url(url)  # parsed once; a StoreURL passes through
+        self.url = str(self.location)
         self.s3_endpoint = s3_endpoint
-        self.root = open_root(url, s3_endpoint=s3_endpoint, mode=mode, create=create)
+        self.root = open_root(self.location, s3_endpoint=s3_endpoint, mode=mode, create=create)
         # Writes (and the reads that decide what to write) retry transient S3 errors.
         self.retry = retry or RetryPolicy()
 

@@ -118,3 +118,20 @@ def test_more_codes_grow_and_another_spec_is_refused_before_ray(finished, tmp_pa
         from cluster.driver import run_sweep
 
         run_sweep(_spec(store, method="bp"), progress=False)
+
+
+def test_the_store_location_is_parsed_once(finished, tmp_path, monkeypatch):
+    """The driver parses --store once; the checks, the run store, the lock and the reducers share the value."""
+    import cluster.storage as storage
+    from cluster.driver import run_sweep
+
+    texts = []
+    parse = storage._parse_text
+    monkeypatch.setattr(storage, "_parse_text", lambda url: texts.append(str(url)) or parse(url))
+    fresh = parse_spec(tanh_spec("fresh", n=4, reducers=REDUCERS, resources={"workers": 1}))
+    assert run_sweep(fresh, store=str(tmp_path / "store"), progress=False)["status"] == "complete"
+    assert texts == [str(tmp_path / "store")]
+    done = _spec(finished[1])
+    texts.clear()
+    assert run_sweep(done, progress=False)["computed"] == 0  # answered from the store
+    assert texts == [str(finished[1])]
