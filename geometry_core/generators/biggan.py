@@ -32,7 +32,7 @@ from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 from pytorch_pretrained_biggan.model import BigGANBatchNorm
 from torch import nn
 
-from ..errors import GeometryError, MissingWeightsError
+from ..errors import GeometryError, MissingWeightsError, clip
 from .base import Generator
 from .checkpoint import load_state_dict_strict, safe_load
 
@@ -97,16 +97,79 @@ class BigGANSpace(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+# Config fields (pytorch-pretrained-biggan's BigGANConfig) and the largest value accepted for each
+# int: a config is read before the network is built, so its sizes bound what is allocated.
+_INT_FIELDS = {"output_dim": 1024, "z_dim": 1024, "class_embed_dim": 1024, "channel_width": 512,
+               "num_classes": 100_000, "n_stats": 1024, "attention_layer_position": 64}
+_MAX_LAYERS, _MAX_MULTIPLE = 64, 64
+_MAX_PARAMETERS = 400_000_000  # BigGAN-deep 512 has about 56 million
+
+
+def _bad(where: str, what: str):
+    return GeometryError(f"biggan-deep: {where}: {what}")
+
+
+def _config_from(raw, where: str) -> BigGANConfig:
+    """A BigGANConfig from a JSON object, checked field by field before any network is built."""
+    if not isinstance(raw, dict):
+        raise _bad(where, f"expected a JSON object of config fields, got {type(raw).__name__}")
+    known = {*_INT_FIELDS, "layers", "eps"}
+    unknown = sorted(clip(k, bare=True) for k in raw if k not in known)
+    if unknown:
+        raise _bad(where, f"unknown config field(s) {unknown}; known: {sorted(known)}")
+    for key, top in _INT_FIELDS.items():
+        v = raw.get(key)
+        if key in raw and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top):
+            raise _bad(where, f"{key} must be an int in [0, {top}], got {clip(v)}")
+    cfg = BigGANConfig()
+    for key in _INT_FIELDS:
+        if key in raw:
+            setattr(cfg, key, raw[key])
+    if min(cfg.output_dim, cfg.z_dim, cfg.class_embed_dim, cfg.num_classes, cfg.n_stats) < 1 or cfg.channel_width < 3:
+        raise _bad(where, "output_dim, z_dim, class_embed_dim, num_classes and n_stats must be >= 1, "
+                          "channel_width >= 3 (RGB)")
+    if "eps" in raw:
+        eps = raw["eps"]
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 < eps < 1):
+            raise _bad(where, f"eps must be a number in (0, 1), got {clip(eps)}")
+        cfg.eps = float(eps)
+    if "layers" in raw:
+        cfg.layers = _layers(raw["layers"], where)
+    width = cfg.channel_width
+    weights = sum(9 * (width * a) * (width * b) * 2 for _, a, b in cfg.layers) + 32 * width * cfg.z_dim * 16
+    if weights > _MAX_PARAMETERS:
+        raise _bad(where, f"the network would hold about {weights:.2e} weights (at most {_MAX_PARAMETERS:.0e})")
+    return cfg
+
+
+def _layers(layers, where: str) -> list[tuple[bool, int, int]]:
+    """``[[up_sample, in_multiple, out_multiple], ...]`` as the package's tuples."""
+    ok = isinstance(layers, list) and 1 <= len(layers) <= _MAX_LAYERS
+    out = []
+    for layer in layers if ok else ():
+        if not (isinstance(layer, (list, tuple)) and len(layer) == 3 and isinstance(layer[0], bool)
+                and all(isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= _MAX_MULTIPLE
+                        for m in layer[1:])):
+            ok = False
+            break
+        out.append((layer[0], layer[1], layer[2]))
+    if not ok:
+        raise _bad(where, f"layers must be 1 to {_MAX_LAYERS} [up_sample (bool), in, out (ints 1..{_MAX_MULTIPLE})] "
+                          f"triples, got {clip(layers)}")
+    return out
+
+
 def _read_config(config: str | Path | dict) -> BigGANConfig:
     if isinstance(config, dict):
-        return BigGANConfig.from_dict(config)
+        return _config_from(config, "config")
     path = Path(config).expanduser().absolute()
     if not path.is_file():
         raise MissingWeightsError(f"biggan-deep: config file not found: {path}")
     try:
-        return BigGANConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GeometryError(f"biggan-deep: {path} is not a JSON config: {err}") from None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit int
+        raise GeometryError(f"biggan-deep: {path} is not a JSON config: {clip(str(err), bare=True)}") from None
+    return _config_from(raw, str(path))
 
 
 def _strip_spectral_norm(net: nn.Module) -> None:

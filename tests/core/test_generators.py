@@ -265,6 +265,41 @@ def test_biggan_bad_inputs(tmp_path, biggan_dir):
         load_generator("biggan-deep", config=cfg, weights=biggan_dir / "pytorch_model.bin")
 
 
+_BAD_BIGGAN_CONFIGS = {
+    "not an object": ([1, 2], "expected a JSON object"),
+    "unknown field": ({"output_dim": 32, "arch": "os:system"}, r"unknown config field\(s\) \['arch'\]"),
+    "z_dim a string": ({"z_dim": "8"}, "z_dim must be an int"),
+    "z_dim a bool": ({"z_dim": True}, "z_dim must be an int"),
+    "z_dim a float": ({"z_dim": 8.0}, "z_dim must be an int"),
+    "num_classes negative": ({"num_classes": -1}, "num_classes must be an int"),
+    "num_classes 0": ({"num_classes": 0}, "must be >= 1"),
+    "huge int": ({"channel_width": 10**4}, "channel_width must be an int"),
+    "5000-digit int": ('{"z_dim": 1%s}' % ("0" * 5000), "is not a JSON config"),
+    "channel width 2": ({"channel_width": 2}, r"channel_width >= 3"),
+    "eps NaN": ({"eps": float("nan")}, r"eps must be a number in \(0, 1\)"),
+    "layers a dict": ({"layers": {"a": 1}}, "layers must be"),
+    "layers empty": ({"layers": []}, "layers must be"),
+    "layer of two": ({"layers": [[True, 2]]}, "layers must be"),
+    "layer multiple 0": ({"layers": [[True, 0, 1]]}, "layers must be"),
+    "layer flag an int": ({"layers": [[1, 2, 1]]}, "layers must be"),
+    "gigantic network": ({"channel_width": 512, "layers": [[True, 64, 64]] * 8}, "would hold about"),
+}
+
+
+@pytest.mark.parametrize("raw, match", list(_BAD_BIGGAN_CONFIGS.values()), ids=list(_BAD_BIGGAN_CONFIGS))
+def test_biggan_config_checked_field_by_field(tmp_path, biggan_dir, raw, match):
+    """A malformed config.json is one GeometryError line, before any network is built or weights read."""
+    import geometry_core.generators.biggan as bg
+
+    if isinstance(raw, dict):
+        raw = {**json.loads((biggan_dir / "config.json").read_text()), **raw}
+    path = tmp_path / "config.json"
+    path.write_text(raw if isinstance(raw, str) else json.dumps(raw))
+    with pytest.raises(GeometryError, match=match) as info:
+        bg.load_biggan_deep(config=path, weights=tmp_path / "absent.bin")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
 # ---------------------------------------------------------------- StyleGAN2
 
 
