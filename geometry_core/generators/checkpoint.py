@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import GeometryError, MissingWeightsError, UnsafeCheckpointError
+from ..errors import GeometryError, MissingWeightsError, UnsafeCheckpointError, clip
 
-__all__ = ["InertRecord", "load_state_dict_strict", "safe_load", "stand_in"]
+__all__ = ["InertRecord", "check_finite", "load_state_dict_strict", "safe_load", "stand_in"]
 
 # torch names a refused global in two wordings: an unknown one, or one from a module it blocks (os, subprocess).
 _GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
@@ -210,6 +210,13 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(s) for s in text.split(",") if s.strip())
 
 
+def check_finite(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or Inf: they load, then every image and metric is NaN."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise GeometryError(f"{what}: {clip(key)} holds NaN or Inf values; these weights are damaged")
+
+
 def load_state_dict_strict(
     module: nn.Module,
     state: object,
@@ -227,6 +234,7 @@ def load_state_dict_strict(
     """
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise GeometryError(f"{what}: expected a state_dict (str -> tensor), got {type(state).__name__}")
+    check_finite(state, what)
     result = None
     try:
         result = module.load_state_dict(state, strict=allow_missing is None)

@@ -8,6 +8,7 @@ code of the zoo is imported or run, and any other global is refused.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import GeometryError, MissingWeightsError
-from .checkpoint import InertRecord, safe_load, stand_in
+from ..errors import GeometryError, MissingWeightsError, clip
+from .checkpoint import InertRecord, check_finite, safe_load, stand_in
 from .gan_zoo_nets import DCGANConfig, PGGANConfig
 
 __all__ = ["infer_dcgan", "infer_pggan", "load_renamed", "pggan_zoo_key", "read_zoo_file"]
@@ -70,10 +71,13 @@ def _config_fields(config: object, what: str) -> dict[str, object]:
     raise GeometryError(f"{what}: 'config' should be the zoo's BaseConfig, got {type(config).__name__}")
 
 
-def _option(config: dict, key: str, kind: type | tuple[type, ...], default, what: str):
+def _option(config: dict, key: str, kind: type | tuple[type, ...], default, what: str, *, within=None):
+    """``config[key]`` of type ``kind`` (a number: finite, and in the closed interval ``within`` if given)."""
     value = config.get(key, default)
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise GeometryError(f"{what}: config {key!r} should be {getattr(kind, '__name__', kind)}, got {value!r}")
+        raise GeometryError(f"{what}: config {key!r} should be {getattr(kind, '__name__', kind)}, got {clip(value)}")
+    if within is not None and not (math.isfinite(value) and within[0] <= value <= within[1]):
+        raise GeometryError(f"{what}: config {key!r} should be in [{within[0]}, {within[1]}], got {value!r}")
     return value
 
 
@@ -93,9 +97,17 @@ def _tanh(config: dict, default: str, what: str) -> bool:
     return _TANH_LOSS[loss]
 
 
-def _agree(config: dict, key: str, found: object, what: str) -> None:
-    if key in config and config[key] != found:
-        raise GeometryError(f"{what}: config {key!r} is {config[key]!r} but the weights give {found!r}")
+def _agree(config: dict, key: str, found: int | list[int], what: str) -> None:
+    """A size the config states must be what the weights give (ints only: a tensor or float is refused)."""
+    if key not in config:
+        return
+    value = config[key]
+    plain = isinstance(value, int) and not isinstance(value, bool) or (
+        isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if not plain:
+        raise GeometryError(f"{what}: config {key!r} should be an int or a list of ints, got {clip(value)}")
+    if (list(value) if isinstance(value, (list, tuple)) else value) != found:
+        raise GeometryError(f"{what}: config {key!r} is {clip(value)} but the weights give {found!r}")
 
 
 def infer_pggan(state: dict, config: dict, *, what: str) -> PGGANConfig:
@@ -115,13 +127,11 @@ def infer_pggan(state: dict, config: dict, *, what: str) -> PGGANConfig:
         raise GeometryError(f"{what}: expected an RGB generator (3 output channels), got {out}")
     if not _option(config, "perChannelNormalization", bool, True, what):
         raise GeometryError(f"{what}: perChannelNormalization=False is not supported (the zoo's GNet needs it)")
-    alpha = float(_option(config, "alpha", (int, float), 0.0, what))
-    if not 0.0 <= alpha <= 1.0:
-        raise GeometryError(f"{what}: config 'alpha' should be in [0, 1], got {alpha!r}")
+    alpha = float(_option(config, "alpha", (int, float), 0.0, what, within=(0, 1)))
     return PGGANConfig(
         latent_dim=fc.shape[1],
         depths=tuple(depths),
-        leak=float(_option(config, "leakyReluLeak", (int, float), 0.2, what)),
+        leak=float(_option(config, "leakyReluLeak", (int, float), 0.2, what, within=(0, 1))),
         equalized=_option(config, "equalizedlR", bool, True, what),
         normalize_latent=True,
         alpha=alpha,
@@ -184,4 +194,5 @@ def load_renamed(model: nn.Module, state: dict, zoo_key: Callable[[str], str], *
             raise GeometryError(
                 f"{what}: {z!r} has shape {tuple(state[z].shape)}, expected {tuple(own[k].shape)}"
             )
+    check_finite(state, what)
     model.load_state_dict({k: state[z].to(own[k].dtype) for z, k in names.items()}, strict=True)

@@ -138,6 +138,22 @@ def test_unsupported_config_values(monkeypatch, tmp_path):
         load_generator("pggan", weights=path)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda obj, cfg: cfg.update(leakyReluLeak=float("nan")), r"'leakyReluLeak' should be in \[0, 1\], got nan"),
+    (lambda obj, cfg: cfg.update(alpha=float("inf")), r"'alpha' should be in \[0, 1\], got inf"),
+    (lambda obj, cfg: cfg.update(latentVectorDim=torch.ones(3)),
+     r"'latentVectorDim' should be an int or a list of ints, got tensor"),
+    (lambda obj, cfg: cfg.update(depthOtherScales=[4.0, 4.0]), r"'depthOtherScales' should be an int or a list"),
+    (lambda obj, cfg: obj["avgG"]["formatLayer.module.bias"].fill_(float("nan")),
+     r"'formatLayer\.module\.bias' holds NaN or Inf values"),
+], ids=["leak NaN", "alpha inf", "tensor in config", "float sizes", "NaN weights"])
+def test_config_and_weights_checked_before_use(monkeypatch, tmp_path, edit, message):
+    path = _edited(monkeypatch, tmp_path, "pggan_tiny", edit)
+    with pytest.raises(GeometryError, match=message) as info:
+        load_generator("pggan", weights=path)
+    assert "\n" not in str(info.value)
+
+
 # ---------------------------------------------------------------- wrong files
 
 
