@@ -63,11 +63,21 @@ _N_HEADS = 5
 # numpy.core.multiarray._reconstruct (numpy 1) or numpy._core... (numpy 2); both map to
 # this numpy's own, taken from how it pickles an array.
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's first step in unpickling an array: an empty one, filled by ``__setstate__`` from the file's
+    bytes (whose length numpy checks against the shape). Any other shape would be allocated before any check."""
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or len(shape) != 1 or shape[0] != 0:
+        raise pickle.UnpicklingError(f"an array must start empty as numpy writes it, got shape {str(shape)[:40]}")
+    return _RECONSTRUCT(subtype, shape, dtype)
+
+
 _ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
 }
 
 

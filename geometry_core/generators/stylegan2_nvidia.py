@@ -85,6 +85,9 @@ def _numpy_array(subtype, shape, dtype_code):
     # numpy's pickled arrays: an empty array of this exact class, then its __setstate__ (raw data).
     if subtype is not np.ndarray:
         raise UnsafeCheckpointError(f"stylegan2 pkl: refused numpy array subclass {subtype!r}")
+    if not isinstance(shape, tuple) or len(shape) != 1 or shape[0] != 0:  # allocated before any size check
+        raise UnsafeCheckpointError(f"stylegan2 pkl: refused a numpy array that does not start empty "
+                                    f"(shape {str(shape)[:40]}), as numpy writes them")
     return np.ndarray.__new__(np.ndarray, shape, dtype_code if isinstance(dtype_code, str) else "b")
 
 

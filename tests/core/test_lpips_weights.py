@@ -158,6 +158,19 @@ def test_pickle_with_code_is_refused_before_it_runs(tmp_path):
     assert not marker.exists()
 
 
+class _HugeArray:
+    """Pickles as numpy's array reconstructor asked for 10^12 bytes up front (numpy itself writes shape (0,))."""
+
+    def __reduce__(self):
+        return np.zeros(0).__reduce__()[0], (np.ndarray, (10**12,), b"b")
+
+
+def test_array_that_does_not_start_empty_is_refused_before_allocation(tmp_path):
+    path = _dump({"AlexNet_0": {"Conv_0": {"kernel": _HugeArray()}}}, tmp_path / "alexnet.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=r"must start empty as numpy writes it, got shape \(10{12},\)"):
+        read_array_pickle(path)
+
+
 @pytest.mark.parametrize("leaf, what", [
     ([1.0, 2.0], "list"),
     (np.zeros(3, np.float64), "ndarray of float64"),

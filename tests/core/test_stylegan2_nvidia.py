@@ -205,6 +205,16 @@ def test_other_refusals_and_bad_files(tmp_path, nvidia):
         load_generator("stylegan2", weights=tmp_path / "cut.pkl")
 
 
+def test_numpy_array_that_does_not_start_empty_is_refused_before_allocation(tmp_path):
+    class Huge:
+        def __reduce__(self):
+            return np.zeros(0).__reduce__()[0], (np.ndarray, (10**12,), b"b")
+
+    (tmp_path / "huge.pkl").write_bytes(pickle.dumps({"G_ema": Huge()}))
+    with pytest.raises(UnsafeCheckpointError, match=r"does not start empty \(shape \(1000000000000,\)\)"):
+        load_generator("stylegan2", weights=tmp_path / "huge.pkl")
+
+
 def test_odd_pickle_tensors_name_the_key(tmp_path, nvidia):
     P, easy = nvidia
     net = _rosinality().module
