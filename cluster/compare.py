@@ -36,6 +36,7 @@ import numpy as np
 from geometry_core.errors import UsageError
 from geometry_core.spectrum import FRACTIONS
 
+from .integrity import read_rows
 from .run_state import run_state
 from .states import RunState
 from .storage import StoreError, subgroup
@@ -108,7 +109,7 @@ def _homogeneity(red_group, names: set) -> dict | None:
         return {scale: {"mean": _finite(summary[f"{scale}_mean"]), "std": _finite(summary[f"{scale}_std"]),
                         "pairs": int(summary[f"{scale}_count"])} for scale in ("log", "lin")}
     if {"homogeneity_log", "homogeneity_lin"} <= names:
-        return {scale: _scale(np.asarray(red_group[f"homogeneity_{scale}"][:])) for scale in ("log", "lin")}
+        return {scale: _scale(read_rows(red_group[f"homogeneity_{scale}"])) for scale in ("log", "lin")}
     return None
 
 

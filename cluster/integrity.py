@@ -29,12 +29,13 @@ import numpy as np
 import zarr
 
 from .layout import ARRAYS, GroupLayout
+from .retry import RetryPolicy, is_transient, retry_call
 from .states import Status
 from .storage import StoreError
 
-__all__ = ["GROWING", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
-           "damaged_chunks", "done_chunk_problems", "growth_in_progress", "read_chunk", "recorded_done", "reduce_state",
-           "refuse_damaged", "refuse_unsettled", "require_reduced", "stored_arrays"]
+__all__ = ["GROWING", "READ_DEADLINE_S", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
+           "damaged_chunks", "done_chunk_problems", "growth_in_progress", "read_chunk", "read_rows", "recorded_done",
+           "reduce_state", "refuse_damaged", "refuse_unsettled", "require_reduced", "stored_arrays"]
 
 GROWING = "growing"    # run attribute {"from": n_old, "to": n_new, "spec": {...}} while arrays are resized
 
@@ -61,13 +62,28 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+READ_DEADLINE_S = 45.0  # a store read waits out an outage this long (s3fs and botocore retry for ~20 s first)
+
+
+def read_rows(arr: zarr.Array, sel=slice(None)) -> np.ndarray:
+    """``arr[sel]`` as numpy; transient store errors (throttling, 5xx, a dropped connection) are retried
+    like writes, within ``READ_DEADLINE_S``, then raised."""
+    return retry_call(lambda: np.asarray(arr[sel]), policy=RetryPolicy(deadline=READ_DEADLINE_S),
+                      what=f"read of {arr.name}")
+
+
 def read_chunk(group: zarr.Group, names: list[str], rows: slice) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The chunk's arrays as float32 (as its checksum was computed) and the arrays that failed to decode."""
+    """The chunk's arrays as float32 (as its checksum was computed) and the arrays that failed to decode.
+
+    A store that does not answer is not damage: its error is raised once retries run out.
+    """
     data, problems = {}, []
     for name in names:
         try:
-            data[name] = np.ascontiguousarray(group[name][rows], dtype=np.float32)
+            data[name] = np.ascontiguousarray(read_rows(group[name], rows), dtype=np.float32)
         except Exception as exc:  # a damaged chunk file fails its crc32c or its decompression
+            if is_transient(exc):
+                raise
             problems.append(f"{name}: unreadable ({_one_line(exc)})")
     return data, problems
 
@@ -99,7 +115,7 @@ def chunk_problems(group: zarr.Group, lay: GroupLayout, i: int, checksum: int | 
 def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
                    chunks: range | None = None) -> dict[int, str]:
     """{chunk: problem} of the done chunks (of ``chunks``, default all) that must not count."""
-    checksums = np.asarray(group["checksum"][:]) if "checksum" in set(group.array_keys()) else None
+    checksums = read_rows(group["checksum"]) if "checksum" in set(group.array_keys()) else None
     out = {}
     for i in chunks if chunks is not None else range(lay.n_chunks):
         if not done[i]:
@@ -112,7 +128,7 @@ def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
 
 def recorded_done(group: zarr.Group, lay: GroupLayout, *, key: str) -> np.ndarray:
     """(n_chunks,) bool: the chunk's ``done`` entry is 1 (data not checked: :func:`counted_chunks` does)."""
-    done = np.asarray(group["done"][:]) == 1
+    done = read_rows(group["done"]) == 1
     if done.shape != (lay.n_chunks,):
         raise StoreError(f"group {key}: done has {done.size} entries for {lay.n_chunks} chunks of {lay.n} codes "
                          "(arrays of different lengths: a growth stopped part-way); run `gangeo resume`")

@@ -38,6 +38,7 @@ from geometry_core.errors import GeometryError
 from geometry_core.spectrum import FRACTIONS
 
 from . import report_figures as figs
+from .integrity import read_rows
 from .layout import spec_generators
 from .report_html import DEFAULT_REPORT_DIR, Doc, esc, fmt, page, render_figures, slug, table
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
@@ -223,7 +224,7 @@ def _traversal_section(doc: Doc, g: GroupView, red: dict, ctx: ReportContext, ti
     if k == 0:
         doc.add("<p class='note'>Traversal skipped: the global metric has no positive eigenvalue.</p>")
         return
-    z0 = np.asarray(g.group["z"][int(np.flatnonzero(g.used)[0])], dtype=np.float64)
+    z0 = read_rows(g.group["z"], int(np.flatnonzero(g.used)[0])).astype(np.float64)
     steps = traversal_steps(vals[:k], n_steps=_TRAVERSE_STEPS, top_step=_TOP_STEP, max_step=float(np.linalg.norm(z0)))
     doc.add(f"<p>From the first done code, along the top {k} eigenvectors of the global metric; "
             f"steps t = sqrt(2δ/λ_k) so each row changes the image by the same distance "

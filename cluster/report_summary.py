@@ -22,6 +22,7 @@ import numpy as np
 
 from geometry_core.spectrum import FRACTIONS
 
+from .integrity import read_rows
 from .layout import spec_generators
 from .report_html import Doc, esc, table
 from .view import GroupView, require_reduced
@@ -97,8 +98,8 @@ def _stats(g: GroupView) -> dict:
     if red_group is not None:
         require_reduced(g.key, g.group)
     names = set(red_group.array_keys()) if red_group is not None else set()
-    small = {n: np.asarray(red_group[n][:]) for n in ("anisotropy_points", "anisotropy_global") if n in names}
-    lam = np.asarray(g.group["eigvals"][:])[g.used].astype(np.float64)
+    small = {n: read_rows(red_group[n]) for n in ("anisotropy_points", "anisotropy_global") if n in names}
+    lam = g.values("eigvals").astype(np.float64)  # done chunks only, never an unfinished one's bytes
     out["median"] = float(np.median(per_code_counts(g, lam, small)[:, k]))
     if "anisotropy_global" in small:
         out["global"] = int(small["anisotropy_global"][k])
@@ -106,7 +107,7 @@ def _stats(g: GroupView) -> dict:
     if isinstance(hom, dict) and isinstance(hom.get("log_mean"), (int, float)):
         out["homogeneity"] = float(hom["log_mean"])
     elif "homogeneity_log" in names:  # reduced before the record held the mean
-        m = np.asarray(red_group["homogeneity_log"][:])
+        m = read_rows(red_group["homogeneity_log"])
         out["homogeneity"] = float(m[np.isfinite(m)].mean()) if np.isfinite(m).any() else float("nan")
     return out
 

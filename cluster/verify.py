@@ -21,7 +21,7 @@ import numpy as np
 
 from geometry_core.errors import UsageError
 
-from .integrity import done_chunk_problems, read_chunk, reduce_state, stored_arrays
+from .integrity import done_chunk_problems, read_chunk, read_rows, reduce_state, stored_arrays
 from .layout import GroupLayout
 from .store import RunStore
 
@@ -101,8 +101,8 @@ def _verify_group(rs: RunStore, run: str, key: str, rtol: float, errors: list) -
             return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}
     if "z" not in names or "eigvals" not in names:
         errors.append({"group": key, "chunk": None, "problem": "arrays z and eigvals are required"})
-    done = np.asarray(g["done"][:]) == 1
-    checksums = np.asarray(g["checksum"][:])
+    done = read_rows(g["done"]) == 1
+    checksums = read_rows(g["checksum"])
     if done.shape != (n_chunks,):
         errors.append({"group": key, "chunk": None, "problem": f"done: shape {done.shape}, expected ({n_chunks},)"})
         return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}

@@ -36,6 +36,7 @@ from .integrity import (
     DamagedChunkError,
     counted_chunks,
     damaged_chunks,
+    read_rows,
     reduce_state,
     refuse_damaged,
     refuse_unsettled,
@@ -110,7 +111,7 @@ class GroupView:
         arr = self.group[name]
         used = self.used[a:b]
         edges = np.flatnonzero(np.diff(np.concatenate([[0], used.astype(np.int8), [0]])))
-        parts = [np.asarray(arr[a + lo:a + hi]) for lo, hi in zip(edges[::2], edges[1::2])]
+        parts = [read_rows(arr, slice(a + lo, a + hi)) for lo, hi in zip(edges[::2], edges[1::2])]
         return np.concatenate(parts) if parts else np.zeros((0,) + tuple(arr.shape[1:]), dtype=arr.dtype)
 
     def read(self, array: str, index=None) -> Rows:
@@ -123,7 +124,7 @@ class GroupView:
         """
         arr = self.group[array]
         if not _per_code(array, arr):
-            return Rows(np.asarray(arr[:] if index is None else arr[index]), 0, 0)
+            return Rows(read_rows(arr, slice(None) if index is None else index), 0, 0)
         picked = _rows(self.layout.n, index)
         rows = np.asarray([picked] if isinstance(picked, int) else np.arange(picked.start, picked.stop, picked.step),
                           dtype=np.int64)
@@ -134,7 +135,7 @@ class GroupView:
         for c in np.unique(chunk_of[counts]):
             span = self.layout.rows(int(c))
             sel = chunk_of == c
-            out[sel] = np.asarray(arr[span])[rows[sel] - span.start]
+            out[sel] = read_rows(arr, span)[rows[sel] - span.start]
         skipped = np.isin(chunk_of, [c for c, _ in self.damaged])
         data = out[0] if isinstance(picked, int) else out
         return Rows(data, int((~counts & ~skipped).sum()), len(np.unique(chunk_of[skipped])))
@@ -183,7 +184,7 @@ class GroupView:
     def hessians_at(self, rows: np.ndarray) -> np.ndarray | None:
         """float64 H (len(rows), D, D) at the given code rows; None when the run kept neither H nor V."""
         def stack(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.stack([np.asarray(self.group[name][int(i)]) for i in rows])).double()
+            return torch.from_numpy(np.stack([read_rows(self.group[name], int(i)) for i in rows])).double()
 
         if self.has_hessian:
             return stack("hessian").numpy()
@@ -198,7 +199,7 @@ class GroupView:
             return {}
         require_reduced(self.key, self.group)
         red = self.group["reduce"]
-        return {name: np.asarray(red[name][:]) for name in red.array_keys()}
+        return {name: read_rows(red[name]) for name in red.array_keys()}
 
 
 def _rows(n: int, index):
@@ -273,7 +274,7 @@ class RunView:
         if not isinstance(arr, zarr.Array):
             raise StoreError(f"{key}: no array {array!r}; stored: {sorted(group.array_keys())}")
         if array.startswith("reduce/") or not _per_code(array, arr):
-            return Rows(np.asarray(arr[:] if index is None else arr[index]), 0, 0)
+            return Rows(read_rows(arr, slice(None) if index is None else index), 0, 0)
         return self.group_view(key, skip_damaged=skip_damaged, chunks_of=index).read(array, index)
 
     def targets(self, *, skip_damaged: bool = False) -> list[GroupView]:

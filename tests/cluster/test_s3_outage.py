@@ -40,6 +40,43 @@ def test_a_store_that_stopped_answering_is_one_line_exit_5(gone_store, capsys, a
 
 
 @pytest.fixture
+def outage_of(monkeypatch):
+    """``start(n)``: (store URL, endpoint, proxy) of a run behind a proxy whose next ``n`` chunk reads fail
+    with 503 SlowDown: more than s3fs and botocore retry within one read (about 70 here)."""
+    from tests.support.fault_proxy import FaultProxy
+
+    server = S3Server().start()
+    proxies = []
+
+    def start(n: int):
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        url = server.new_bucket("burst") + "/runs"
+        build_run(url, "v")
+        proxies.append(FaultProxy(server.endpoint, match=r"^GET .*/c/", fail_first=n).start())
+        return url, proxies[-1].endpoint, proxies[-1]
+
+    try:
+        yield start
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("argv", [["query", "v", "--array", "eigvals"], ["verify", "v"]])
+def test_a_burst_of_failing_reads_is_waited_out(outage_of, capsys, argv):
+    """Reads are retried like writes: 100 failed reads in a row (about 25 s) end in the right answer, exit 0."""
+    url, endpoint, proxy = outage_of(100)
+    rc = main([*argv, "--store", url, "--s3-endpoint", endpoint])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-2000:]
+    assert sum(proxy.faults.values()) == 100  # the burst happened, and was waited out
+    if argv[0] == "query":
+        assert "eigvals" in cap.out
+
+
+@pytest.fixture
 def failing_reads(monkeypatch):
     """(store URL, endpoint) of a run behind a proxy whose every chunk read fails with 503 SlowDown,
     as an S3 endpoint that falls over after the store was opened."""
