@@ -29,15 +29,52 @@ from .stylegan2_arch import StyleGAN2Config, blur_kernel, standard_channels
 __all__ = ["convert_rosinality", "read_rosinality", "rosinality_name"]
 
 _LAYER = r"(conv1|convs\.\d+|to_rgb1|to_rgbs\.\d+)"
-# (checkpoint suffix, built-in suffix) of each layer's tensors
-_SUFFIXES = (
-    ("conv.weight", "weight"),
-    ("conv.modulation.weight", "affine.weight"),
-    ("conv.modulation.bias", "affine.bias"),
-    ("noise.weight", "noise_strength"),
-    ("activate.bias", "bias"),
-    ("bias", "bias"),
+# The one name table, read both ways: (rosinality checkpoint key, built-in name). A field {f} stands
+# for _FIELDS[f] on both sides; {k+1} is field k written one higher (the checkpoint numbers noises
+# from the first conv, the built-in model from the first of ``convs``). First match wins.
+_FIELDS = {"i": r"\d+", "p": r"weight|bias", "k": r"\d+", "layer": r"conv1|convs\.\d+|to_rgb1|to_rgbs\.\d+",
+           "conv": r"conv1|convs\.\d+", "rgb": r"to_rgb1|to_rgbs\.\d+"}
+_NAMES = (
+    ("style.{i}.{p}", "mapping.{i}.{p}"),
+    ("input.input", "synthesis.const"),
+    ("noises.noise_0", "synthesis.conv1.noise"),
+    ("noises.noise_{k+1}", "synthesis.convs.{k}.noise"),
+    ("{layer}.conv.weight", "synthesis.{layer}.weight"),
+    ("{layer}.conv.modulation.weight", "synthesis.{layer}.affine.weight"),
+    ("{layer}.conv.modulation.bias", "synthesis.{layer}.affine.bias"),
+    ("{layer}.noise.weight", "synthesis.{layer}.noise_strength"),
+    ("{conv}.activate.bias", "synthesis.{conv}.bias"),
+    ("{rgb}.bias", "synthesis.{rgb}.bias"),
 )
+_FIELD = re.compile(r"\{(\w+)(\+1)?\}")
+
+
+def _pattern(template: str) -> re.Pattern:
+    parts, last = [], 0
+    for m in _FIELD.finditer(template):
+        parts += [re.escape(template[last:m.start()]), f"(?P<{m[1]}>{_FIELDS[m[1]]})"]
+        last = m.end()
+    return re.compile("".join(parts) + re.escape(template[last:]))
+
+
+_PATTERNS = [(_pattern(theirs), _pattern(mine)) for theirs, mine in _NAMES]
+
+
+def _translate(name: str, src: int) -> str | None:
+    """``name`` read with side ``src`` of the table (0: checkpoint, 1: built-in), written with the other."""
+    for row, patterns in zip(_NAMES, _PATTERNS):
+        m = patterns[src].fullmatch(name)
+        if m is None:
+            continue
+        fields = dict(m.groupdict())
+        shifted = {f for f, plus in _FIELD.findall(row[src]) if plus}
+        if any(int(fields[f]) < 1 for f in shifted):
+            continue
+        fields.update({f: str(int(fields[f]) - 1) for f in shifted})
+        return _FIELD.sub(lambda f: str(int(fields[f[1]]) + 1) if f[2] else fields[f[1]], row[1 - src])
+    return None
+
+
 _BLUR = re.compile(rf"{_LAYER}\.(conv\.blur|upsample)\.kernel")
 
 
@@ -56,37 +93,12 @@ def read_rosinality(weights: str | Path) -> tuple[dict, torch.Tensor | None]:
 
 def _rename(key: str) -> str | None:
     """Built-in name of a checkpoint key, None when the key is not one of the format's."""
-    if m := re.fullmatch(r"style\.(\d+)\.(weight|bias)", key):
-        return f"mapping.{m[1]}.{m[2]}"
-    if key == "input.input":
-        return "synthesis.const"
-    if m := re.fullmatch(r"noises\.noise_(\d+)", key):
-        k = int(m[1])
-        return "synthesis.conv1.noise" if k == 0 else f"synthesis.convs.{k - 1}.noise"
-    if m := re.fullmatch(rf"{_LAYER}\.(.+)", key):
-        is_rgb = m[1].startswith("to_rgb")
-        for theirs, mine in _SUFFIXES:
-            if m[2] == theirs and (theirs != "bias" or is_rgb) and (theirs != "activate.bias" or not is_rgb):
-                return f"synthesis.{m[1]}.{mine}"
-    return None
+    return _translate(key, 0)
 
 
 def rosinality_name(name: str) -> str:
     """The checkpoint key of a built-in parameter or buffer name (for error messages)."""
-    if m := re.fullmatch(r"mapping\.(\d+)\.(weight|bias)", name):
-        return f"style.{m[1]}.{m[2]}"
-    if name == "synthesis.const":
-        return "input.input"
-    if name == "synthesis.conv1.noise":
-        return "noises.noise_0"
-    if m := re.fullmatch(r"synthesis\.convs\.(\d+)\.noise", name):
-        return f"noises.noise_{int(m[1]) + 1}"
-    if m := re.fullmatch(rf"synthesis\.{_LAYER}\.(.+)", name):
-        is_rgb = m[1].startswith("to_rgb")
-        for theirs, mine in _SUFFIXES:
-            if m[2] == mine and (theirs != "bias" or is_rgb) and (theirs != "activate.bias" or not is_rgb):
-                return f"{m[1]}.{theirs}"
-    return name
+    return _translate(name, 1) or name
 
 
 def _shape(state: dict, key: str, ndim: int) -> tuple[int, ...]:
