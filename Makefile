@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-multinode bench bench-gpu install clean
+.PHONY: demo test lint test-multinode bench bench-gpu install clean
 
 $(BIN)/gangeo: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -n 2
+
+# Lint and import order (pyproject's [tool.ruff]); tests/test_lint.py runs the same check.
+lint: install
+	$(BIN)/ruff check .
 
 # Three Ray nodes on 127.0.0.1 (tests/cluster/test_multinode.py); heavy on a 2-core machine.
 test-multinode: install
