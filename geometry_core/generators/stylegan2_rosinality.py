@@ -26,7 +26,7 @@ from ..errors import GeometryError
 from .checkpoint import safe_load
 from .stylegan2_arch import StyleGAN2Config, blur_kernel, standard_channels
 
-__all__ = ["convert_rosinality", "read_rosinality", "rosinality_name"]
+__all__ = ["builtin_name", "convert_rosinality", "read_rosinality", "rosinality_name"]
 
 _LAYER = r"(conv1|convs\.\d+|to_rgb1|to_rgbs\.\d+)"
 # The one name table, read both ways: (rosinality checkpoint key, built-in name). A field {f} stands
@@ -91,7 +91,7 @@ def read_rosinality(weights: str | Path) -> tuple[dict, torch.Tensor | None]:
     return ckpt["g_ema"], avg
 
 
-def _rename(key: str) -> str | None:
+def builtin_name(key: str) -> str | None:
     """Built-in name of a checkpoint key, None when the key is not one of the format's."""
     return _translate(key, 0)
 
@@ -149,7 +149,7 @@ def convert_rosinality(state: dict) -> tuple[StyleGAN2Config, dict[str, torch.Te
             if value.shape != (4, 4) or not torch.allclose(value.float(), blur_kernel(4.0), atol=1e-6):
                 raise GeometryError(f"stylegan2 g_ema: {key!r} is not the [1, 3, 3, 1] blur kernel this model uses")
             continue
-        name = _rename(key)
+        name = builtin_name(key)
         if name is None:
             raise GeometryError(f"stylegan2 g_ema: unexpected key {key!r} (not part of a rosinality StyleGAN2)")
         if name.endswith(".weight") and value.ndim == 5:

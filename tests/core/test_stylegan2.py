@@ -178,11 +178,11 @@ def test_build_stylegan2_random_weights():
 def test_one_name_table_reads_both_ways():
     """Every built-in parameter and buffer has a rosinality key that maps back to it, and no two share one."""
     from geometry_core.generators.stylegan2_builtin import build_stylegan2
-    from geometry_core.generators.stylegan2_rosinality import _rename, rosinality_name
+    from geometry_core.generators.stylegan2_rosinality import builtin_name, rosinality_name
 
     net = build_stylegan2(size=32, style_dim=8, n_mlp=3, channel_multiplier=1).module
     names = list(net.state_dict())
     keys = {n: rosinality_name(n) for n in names}
     assert len(set(keys.values())) == len(names) and all(keys[n] != n for n in names)
-    assert {n: _rename(k) for n, k in keys.items()} == {n: n for n in names}
+    assert {n: builtin_name(k) for n, k in keys.items()} == {n: n for n in names}
     assert keys["synthesis.convs.0.noise"] == "noises.noise_1" and keys["mapping.3.bias"] == "style.3.bias"
