@@ -39,7 +39,8 @@ __all__ = ["EXIT_BROKEN_PIPE", "EXIT_CODES", "EXIT_INTERRUPTED", "build_parser",
 
 # Subcommands written in their own modules, each with add_parser(subparsers).
 HOOKS = ("jobs.submit", "jobs.schedule", "jobs.reduce_cmd", "jobs.report_cmd", "jobs.axes_cmd", "jobs.invert_cmd",
-         "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd", "jobs.rm_cmd", "jobs.compare_cmd")
+         "jobs.verify_cmd", "jobs.paper_tables_cmd", "jobs.models_cmd", "jobs.rm_cmd", "jobs.compare_cmd",
+         "jobs.head_cmd")
 FORMATS = ("json", "table", "npy")
 _MAX_LINE = 2000  # characters of one error line on stderr
 # Exit status per error kind (GangeoError.kind); 1 is a result (a partial sweep, a failed job).
