@@ -166,8 +166,8 @@ def stop_head(root: str | os.PathLike, *, timeout_s: float = 20.0) -> list[int]:
             break
         procs = procs_left
     deadline = time.monotonic() + timeout_s
-    while head_processes(root) and time.monotonic() < deadline:  # workers Ray forked late
-        for p in head_processes(root):
+    while (late := head_processes(root)) and time.monotonic() < deadline:  # workers Ray forked late
+        for p in late:
             try:
                 p.kill()
             except psutil.Error:

@@ -115,7 +115,7 @@ class SSIMDistance(ScalarDistance):
         filter and ``n`` the number of map entries. Exact at ``x0`` (no third-order term
         reaches the Hessian); equal to HVPs of ``forward`` to float round-off.
         """
-        D, B, N = J.shape
+        D, B = J.shape[:2]
         shape = x0.shape[1:]
         stats = self._blur(torch.cat([x0, x0 * x0], dim=1))
         mu0, e00 = stats.split(shape[0], dim=1)
