@@ -13,8 +13,8 @@ from geometry_core.metric import metric_tensor, metric_tensors
 from tests.support.lpips_cache import seed_torchvision_cache, use_torch_home
 
 # float32 on dcgan-faces: the shared pass runs the same float32 ops per tangent as
-# metric_tensor(method="exact"); only how tangents are batched differs (the chunk size
-# follows the summed output size), which may reorder a convolution's sums. Each
+# metric_tensor(method="exact"); only how tangents are batched may differ (the chunk size
+# follows the widest activation of the pass), which may reorder a convolution's sums. Each
 # Jacobian entry then moves by a few ulp (eps = 1.2e-7), and an entry of H by the same
 # relative amount of |J_i||J_j| <= max|H| (Cauchy-Schwarz, H = 2c JᵀJ): 1e-6 of max|H|
 # bounds that with margin (measured: bit-identical here). For SSIM the scale is
@@ -72,6 +72,24 @@ def test_one_tangent_pass_for_image_scalar_and_layer_targets(nonlinear_generator
     for name in targets:
         assert_same(chunked[name], H[name], RTOL_MAX_F64)
         assert_same(one[name], H[name][1], RTOL_MAX_F64)
+
+
+def test_more_targets_do_not_split_the_pass_into_more_chunks(nonlinear_generator, monkeypatch):
+    # Layer outputs are Jacobian columns, held once per tangent, not activations of the pass:
+    # a budget that fits D = 5 tangents of the image alone (widest output 48 float64 per
+    # code) must fit them with both layers as targets too (it split them 2, 2, 1).
+    G = nonlinear_generator
+    z = G.sample(2, seed=6, dtype=torch.float64)
+    monkeypatch.setattr(metric, "_CPU_ACTIVATION_BYTES", 2 * 5 * 48 * 8 * metric._LIVE_COPIES)
+    calls = []
+    real = metric._jvp_chunk
+    monkeypatch.setattr(metric, "_jvp_chunk", lambda f, z, t, caller: calls.append(t.shape[0]) or real(f, z, t, caller))
+    targets = {"mse": load_distance("mse"), "layer:1": load_distance("layer:1", generator=G),
+               "layer:3": load_distance("layer:3", generator=G)}
+    H = metric_tensors(G, targets, z)
+    assert calls == [5]
+    for name, d in targets.items():
+        assert_same(H[name], metric_tensor(G, d, z), RTOL_MAX_F64)
 
 
 def test_layers_alone_stop_the_pass_and_match(nonlinear_generator):
