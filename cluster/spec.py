@@ -24,6 +24,7 @@ from geometry_core.errors import GeometryError, UsageError, clip
 from .executor import DEVICES as REDUCE_DEVICES
 from .layout import default_label
 from .reduce import REDUCER_TABLE
+from .series import DEFAULT_OPTION, expand_series, series_label
 from .spec_yaml import read_spec_yaml
 from .storage import DEFAULT_STORE
 
@@ -88,13 +89,18 @@ class GeneratorSpec:
 
     ``label`` names its groups in the store (default: the name, with
     ``-shuffled<seed>`` for a weight-shuffled control), so the same generator can
-    appear twice, trained and shuffled.
+    appear twice, trained and shuffled. One checkpoint of a series
+    (:mod:`cluster.series`) has its ``step``, the ``series`` mapping it came from
+    and the series' label ``series_of``; its label is ``<series_of>-step<step>``.
     """
 
     name: str
     spaces: tuple[str, ...] = (DEFAULT_SPACE,)
     options: dict = field(default_factory=dict)
     label: str = ""
+    series: dict | None = None
+    step: int | None = None
+    series_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,17 +128,21 @@ class SweepSpec:
         """The codes section as the spec file gives it: ``{n, seed}`` or ``{file}``."""
         return {"file": self.codes_file} if self.codes_file else {"n": self.n_codes, "seed": self.seed}
 
+    def series(self) -> dict[str, list["GeneratorSpec"]]:
+        """Series label -> its checkpoints' generators in step order (none for a spec without series)."""
+        out: dict[str, list[GeneratorSpec]] = {}
+        for g in self.generators:
+            if g.series is not None:
+                out.setdefault(g.series_of, []).append(g)
+        return out
+
     def to_dict(self) -> dict:
-        """The spec in its YAML form (round-trips through :func:`parse_spec`)."""
+        """The spec in its YAML form (round-trips through :func:`parse_spec`); a series as its pattern."""
         return {
             "name": self.name,
             "store": self.store,
-            "generators": [
-                {"name": g.name, "spaces": list(g.spaces), "options": dict(g.options),
-                 # a default label is implied, so runs made before labels existed keep their identity
-                 **({"label": g.label} if g.label != default_label(g.name, g.options) else {})}
-                for g in self.generators
-            ],
+            "generators": [_generator_dict(g) for i, g in enumerate(self.generators)
+                           if g.series is None or g.series_of not in {h.series_of for h in self.generators[:i]}],
             "targets": list(self.targets),
             "codes": self.codes(),
             "method": self.method,
@@ -157,6 +167,18 @@ class SweepSpec:
         if store is None:
             return self
         return replace(self, store=str(store))
+
+
+def _generator_dict(g: GeneratorSpec) -> dict:
+    """One generator entry in its YAML form: a series' checkpoints fold back into the series."""
+    if g.series is None:
+        label, options, extra = g.label, dict(g.options), {}
+    else:
+        options = {k: v for k, v in g.options.items() if k != g.series.get("option", DEFAULT_OPTION)}
+        label, extra = g.series_of, {"series": dict(g.series)}
+    # a default label is implied, so runs made before labels existed keep their identity
+    return {"name": g.name, "spaces": list(g.spaces), "options": options, **extra,
+            **({"label": label} if label != default_label(g.name, options) else {})}
 
 
 def _is_int(v: Any) -> bool:
@@ -192,8 +214,9 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
             problems.append(f"{where}: expected a mapping with a name, got {clip(g)}")
             continue
         for k in g:
-            if k not in ("name", "label", "spaces", "options"):
-                problems.append(f"{where}.{clip(k, bare=True)}: unknown key; expected name, label, spaces or options")
+            if k not in ("name", "label", "spaces", "options", "series"):
+                problems.append(f"{where}.{clip(k, bare=True)}: unknown key; expected name, label, spaces, "
+                                "options or series")
         name = g.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
             problems.append(f"{where}.name: expected a generator name, got {clip(name)}")
@@ -216,13 +239,34 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
             problems.append(f"{where}.options: expected a mapping of loader options, got {clip(options)}")
             options = {}
         label = g.get("label") or default_label(name, options)
-        if not isinstance(label, str) or not _NAME_RE.match(label):
-            problems.append(f"{where}.label: expected a group name, got {clip(label)}")
+        if not isinstance(label, str) or not _NAME_RE.match(label) or label == "reduce":
+            problems.append(f"{where}.label: expected a group name (not 'reduce'), got {clip(label)}")
             label = name
-        elif label in {o.label for o in out}:
-            problems.append(f"{where}.label: {clip(label)} is used by another generator; give each a distinct label")
-        out.append(GeneratorSpec(name, tuple(dict.fromkeys(spaces)), dict(options), label))
+        spaces = tuple(dict.fromkeys(spaces))
+        if "series" not in g:
+            entries = [GeneratorSpec(name, spaces, dict(options), label)]
+        else:
+            accepted = _weight_options(name) if known is not None and name in known else None
+            series, found = expand_series(where, g["series"], options, accepted, problems)
+            entries = [GeneratorSpec(name, spaces, {**options, series.get("option", DEFAULT_OPTION): path},
+                                     series_label(label, step), series, step, label) for step, path in found]
+        taken = {o.label for o in out} | {o.series_of for o in out if o.series_of}
+        for e in entries:
+            if e.label in taken or (e.series_of and e.series_of in taken):
+                problems.append(f"{where}.label: {clip(e.label)} is used by another generator; "
+                                "give each a distinct label")
+                break
+        out += entries
     return out
+
+
+def _weight_options(name: str) -> tuple[str, ...] | None:
+    try:
+        from geometry_core.generators import weight_options
+
+        return weight_options(name)
+    except (ImportError, GeometryError):
+        return None
 
 
 def _parse_targets(value: Any, problems: list[str]) -> list[str]:

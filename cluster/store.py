@@ -71,6 +71,8 @@ def check_identity(run: str, url: str, old: dict | None, identity: dict) -> bool
 
     A run made before weights were hashed (no ``weights`` in its identity) is
     accepted with a warning line: its files cannot be compared, only recorded now.
+    A checkpoint new to a series (its entry names the ``series``) is accepted and
+    recorded: the run grows by it (:mod:`cluster.series`); one the run has is never dropped.
     """
     old = dict(old or {})
     old_w, new_w = old.pop("weights", None), identity.get("weights")
@@ -85,15 +87,20 @@ def check_identity(run: str, url: str, old: dict | None, identity: dict) -> bool
             print(f"gangeo: warning: run {run!r} was made before weights files were hashed; "
                   "their contents cannot be compared, recording them now", file=sys.stderr)
         return bool(new_w)
-    for key in sorted(set(old_w) | set(new_w)):
+    added = {k for k in set(new_w) - set(old_w) if isinstance(new_w[k], dict) and new_w[k].get("series")}
+    for key in sorted(set(old_w) | set(new_w) - added):
         was, now = old_w.get(key), new_w.get(key)
+        if now is None and (was or {}).get("series"):
+            raise RunExistsError(f"run {run!r}: checkpoint {was.get('path')} ({key}) of series "
+                                 f"{was['series']!r} is gone; a series grows, it never loses a checkpoint: "
+                                 "restore it or choose another run name")
         if (was or {}).get("sha256") != (now or {}).get("sha256"):
             path = (now or was)["path"]
             raise RunExistsError(
                 f"run {run!r}: weights file {path} ({key}) differs from the one the run started with "
                 f"(sha256 {(was or {}).get('sha256', 'none')[:12]} then, {(now or {}).get('sha256', 'none')[:12]} "
                 "now); restore it or choose another run name")
-    return False
+    return bool(added)
 
 
 class RunStore:

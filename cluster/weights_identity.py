@@ -34,9 +34,13 @@ def file_sha256(path: Path) -> str:
 
 
 def weights_digests(spec) -> dict[str, dict]:
-    """``{"<label>/<option>": {"path", "sha256"}}`` for every weights file of ``spec``'s generators."""
+    """``{"<label>/<option>": {"path", "sha256"}}`` for every weights file of ``spec``'s generators.
+
+    A checkpoint of a series also names its ``series`` and ``step`` (new ones grow the run).
+    """
     out = {}
     for gen in spec.generators:
+        mark = {"series": gen.series_of, "step": gen.step} if gen.series is not None else {}
         for opt, path in weight_files(gen.name, gen.options).items():
-            out[f"{gen.label}/{opt}"] = {"path": str(path.resolve()), "sha256": file_sha256(path)}
+            out[f"{gen.label}/{opt}"] = {"path": str(path.resolve()), "sha256": file_sha256(path), **mark}
     return dict(sorted(out.items()))

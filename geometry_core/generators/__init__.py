@@ -48,6 +48,7 @@ __all__ = [
     "load_generator",
     "register_generator",
     "weight_files",
+    "weight_options",
 ]
 
 
@@ -101,6 +102,13 @@ def register_generator(
 def list_generators() -> dict[str, tuple[tuple[str, ...], str]]:
     """Registered names -> (latent spaces, first is the default; description)."""
     return {name: (e.spaces, e.description) for name, e in sorted(_REGISTRY.items())}
+
+
+def weight_options(name: str) -> tuple[str, ...]:
+    """The options of generator ``name`` whose value is a weights file (or a directory of them)."""
+    if name not in _REGISTRY:
+        raise GeometryError(f"unknown generator {name!r}; known generators: {sorted(_REGISTRY)}")
+    return _REGISTRY[name].weight_options
 
 
 def weight_files(name: str, options: dict) -> dict[str, Path]:
