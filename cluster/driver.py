@@ -29,6 +29,7 @@ from .bounds import check_before_ray, check_plan, check_resources, targets_per_t
 from .codes import DEFAULT_SCHEME, file_rows
 from .finished import finished_summary
 from .growth import code_scheme, grow_run, plan_growth, resume_spec
+from .integrity import reduce_state
 from .layout import GroupLayout
 from .lock import RunLock, RunLockedError
 from .progress import SweepProgress
@@ -268,6 +269,8 @@ def _open_groups(rs: RunStore, spec: SweepSpec, plans: Plan) -> list:
             print(f"gangeo: recomputing chunk {chunk} of {lay.key}: {problem}", file=sys.stderr)
             rs.mark_done(spec.name, lay.key, chunk, value=0)
             mask[chunk] = False
+        if bad and reduce_state(rs.group(spec.name, lay.key)) is not None:
+            rs.group(spec.name, lay.key)["reduce"].attrs["state"] = "reducing"  # reduced from data now replaced
         masks.append(mask)
     return masks
 
@@ -421,7 +424,8 @@ def _reduce(rs: RunStore, spec: SweepSpec, progress: SweepProgress | None = None
     t0 = time.perf_counter()
     say(f"reducing: {', '.join(chosen)}")  # off a terminal the tiles' bar is silent: one line each way
     ex = RayExecutor()
-    out = reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True, ex=ex,
+    # Groups whose reduce already covers every chunk keep it (a run grown by new checkpoints).
+    out = reduce_run(rs.root, spec.name, reducers=chosen, use_ray=True, ex=ex, stale_only=True,
                      progress=progress is not None and progress.enabled and progress.tty)
     say(f"reduced {len(out)} group{'s' * (len(out) != 1)} in {time.perf_counter() - t0:.1f} s")
     if nodes is not None:

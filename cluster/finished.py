@@ -32,7 +32,7 @@ import time
 from geometry_core.errors import GangeoError
 
 from .growth import plan_growth
-from .integrity import damaged_chunks, reduce_state
+from .integrity import damaged_chunks, reduced_summary
 from .layout import GroupLayout
 from .run_state import run_state
 from .states import RunState, Status
@@ -40,10 +40,6 @@ from .storage import StoreError, StoreURL, parse_store_url
 from .store import RunStore, check_identity
 
 __all__ = ["finished_summary"]
-
-# The keys of a group's reduce summary (cluster.reduce.reduce_group) kept in its reduce/ attrs.
-_REDUCE_KEYS = ("n_codes", "n_used", "n_chunks", "n_chunks_done", "complete", "damaged_skipped", "note",
-                "global", "homogeneity", "anisotropy")
 
 
 def _open(spec, s3_endpoint: str | None, loc: StoreURL) -> RunStore | None:
@@ -69,16 +65,6 @@ def _same_identity(rs: RunStore, spec, attrs: dict) -> bool:
         return False  # made before weights were hashed: the full path records them
     # RunExistsError when they differ; True would mean hashes to record, which the full path does.
     return not check_identity(spec.name, rs.url, stored, {**spec.identity(), "weights": weights})
-
-
-def _reduced(group, chosen: tuple[str, ...]) -> dict | None:
-    """The group's stored reduce summary when it covers ``chosen`` over every chunk; else None."""
-    if reduce_state(group) != "complete":
-        return None
-    a = dict(group["reduce"].attrs)
-    if a.get("complete") is not True or a.get("damaged_skipped") or any(r not in a for r in chosen):
-        return None
-    return {k: a[k] for k in _REDUCE_KEYS if k in a}
 
 
 def finished_summary(spec, s3_endpoint: str | None = None, *, loc: StoreURL | None = None) -> dict | None:
@@ -111,7 +97,7 @@ def finished_summary(spec, s3_endpoint: str | None = None, *, loc: StoreURL | No
         if not done.all() or damaged_chunks(g, lay, done):
             return None
         if chosen:
-            reduced[key] = _reduced(g, chosen)
+            reduced[key] = reduced_summary(g, chosen)
             if reduced[key] is None:
                 return None
         chunks += lay.n_chunks

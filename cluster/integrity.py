@@ -35,7 +35,7 @@ from .storage import StoreError
 
 __all__ = ["GROWING", "READ_DEADLINE_S", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
            "damaged_chunks", "done_chunk_problems", "growth_in_progress", "read_chunk", "read_rows", "recorded_done",
-           "reduce_state", "refuse_damaged", "refuse_unsettled", "require_reduced", "stored_arrays"]
+           "reduce_state", "reduced_summary", "refuse_damaged", "refuse_unsettled", "require_reduced", "stored_arrays"]
 
 GROWING = "growing"    # run attribute {"from": n_old, "to": n_new, "spec": {...}} while arrays are resized
 
@@ -192,6 +192,21 @@ def reduce_state(group: zarr.Group) -> str | None:
     if a.get("state", "complete" if a.get("reduced_at") or a.get("note") else None) == "complete":
         return "complete"
     return "unfinished"
+
+
+# The keys of a group's reduce summary (cluster.reduce.reduce_group) kept in its reduce/ attrs.
+_SUMMARY_KEYS = ("n_codes", "n_used", "n_chunks", "n_chunks_done", "complete", "damaged_skipped", "note",
+                 "global", "homogeneity", "anisotropy")
+
+
+def reduced_summary(group: zarr.Group, chosen: tuple[str, ...]) -> dict | None:
+    """The group's stored reduce summary when it covers ``chosen`` over every chunk (nothing skipped); else None."""
+    if reduce_state(group) != "complete":
+        return None
+    a = dict(group["reduce"].attrs)
+    if a.get("complete") is not True or a.get("damaged_skipped") or any(r not in a for r in chosen):
+        return None
+    return {k: a[k] for k in _SUMMARY_KEYS if k in a}
 
 
 def require_reduced(key: str, group: zarr.Group) -> None:

@@ -43,6 +43,8 @@ from geometry_core.spectrum import FRACTIONS
 
 from .consolidated import consolidate_group, drop_consolidated
 from .executor import DEVICES, Executor, executor
+from .integrity import reduced_summary
+from .series_reduce import reduce_series, series_steps
 from .view import GroupView, open_run
 
 __all__ = [
@@ -424,6 +426,7 @@ def reduce_run(
     skip_damaged: bool = False,
     ex: Executor | None = None,
     device: str | None = None,
+    stale_only: bool = False,
 ) -> dict:
     """Reduce every target group of ``run``; return ``{group path: summary}``.
 
@@ -435,6 +438,10 @@ def reduce_run(
     default the spec's ``resources.reduce_device``. A damaged done chunk (data and checksum disagree)
     raises :class:`~cluster.view.DamagedChunkError` unless ``skip_damaged``. ``ex``: the
     executor to use (its ``placement`` then says where the tasks ran), set to ``device``.
+    ``stale_only``: keep a group whose stored reduce covers the reducers over every chunk
+    (:func:`cluster.integrity.reduced_summary`; its summary is returned as stored): a run
+    grown by new checkpoints reduces only those. A run with a checkpoint series then gets
+    its cross-step statistics (:mod:`cluster.series_reduce`), keyed ``series/<series>/<space>/<target>``.
     """
     from .storage import store_env
 
@@ -454,7 +461,14 @@ def reduce_run(
             ex = executor(use_ray, device=device)
         else:
             ex.device = device  # the caller's executor (for its placement) works on the run's device
-        return {g.key: reduce_group(g, reducers=chosen, tile=tile, ex=ex, progress=progress) for g in targets}
+        out = {}
+        for g in targets:
+            kept = reduced_summary(g.group, chosen) if stale_only else None
+            out[g.key] = kept if kept is not None else reduce_group(g, reducers=chosen, tile=tile, ex=ex,
+                                                                    progress=progress)
+        if series_steps(view.attrs):
+            out.update({f"series/{k}": v for k, v in reduce_series(view.group).items()})
+        return out
     finally:
         if started:
             import ray

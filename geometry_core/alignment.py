@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import GeometryError
 
-__all__ = ["alignment", "random_unit_vectors", "sefa_directions"]
+__all__ = ["alignment", "random_unit_vectors", "sefa_directions", "subspace_cosines"]
 
 
 def random_unit_vectors(n: int, dim: int, *, seed: int = 0) -> torch.Tensor:
@@ -25,6 +25,21 @@ def random_unit_vectors(n: int, dim: int, *, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     r = torch.randn(n, dim, generator=gen, dtype=torch.float64)
     return r / r.norm(dim=1, keepdim=True)
+
+
+def subspace_cosines(U, V, k: int) -> np.ndarray:
+    """Cosines of the ``k`` principal angles between the spans of the first ``k`` columns of ``U`` and ``V``.
+
+    ``U``, ``V`` (D, >= k) with orthonormal columns (eigenvectors, descending). The
+    cosines are the singular values of ``U_kᵀ V_k``, descending, in [0, 1]: all 1 for
+    the same subspace, all 0 for orthogonal ones; their mean square is the fraction of
+    one subspace's energy inside the other.
+    """
+    U, V = np.asarray(U, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    if U.ndim != 2 or U.shape != V.shape or not 1 <= k <= U.shape[1]:
+        raise GeometryError(f"subspace_cosines: expected two (D, m) bases of one shape and 1 <= k <= m, "
+                            f"got {U.shape}, {V.shape}, k={k}")
+    return np.clip(np.linalg.svd(U[:, :k].T @ V[:, :k], compute_uv=False), 0.0, 1.0)
 
 
 def _as_rows(directions, dim: int) -> torch.Tensor:
