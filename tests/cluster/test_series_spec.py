@@ -124,3 +124,15 @@ def test_subspace_cosines_are_the_cosines_of_known_principal_angles():
     Q = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))[0]
     np.testing.assert_allclose(subspace_cosines(Q, Q @ np.diag([1, 1, -1, 1, 1, 1]), 4), np.ones(4), atol=1e-12)
     assert subspace_cosines(Q[:, :2], Q[:, 2:4], 2).max() < 1e-12  # orthogonal subspaces
+
+
+def test_the_example_spec_reads_a_checkpoint_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from cluster.spec import load_spec
+
+    example = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "training_series.yaml"
+    _files(tmp_path / "checkpoints", "ckpt-2000.tar", "ckpt-500.tar", "notes.txt")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(example)
+    assert [g.label for g in spec.generators] == ["faces-step500", "faces-step2000"]  # notes.txt: not matched
