@@ -48,16 +48,28 @@ def default_label(name: str, options: dict) -> str:
     return f"{name}-shuffled{seed}" if seed is not None else name
 
 
-def spec_generators(spec) -> dict[str, tuple[str, dict]]:
+def spec_generators(spec, weights: dict | None = None) -> dict[str, tuple[str, dict]]:
     """Group label -> (generator name, options) of a stored spec's generators.
 
     Plain data read back from a store: nothing is loaded or imported; malformed entries are left out.
+    A checkpoint series gives one label per step (``<label>-step<step>``), its file taken from
+    ``weights``, the run's weights identity (where each step's file was when it ran), not the files now.
     """
     out: dict[str, tuple[str, dict]] = {}
+    steps: dict[str, list[tuple[str, str, str]]] = {}  # series label -> (step label, option, path)
+    for key, w in (weights or {}).items():
+        if isinstance(w, dict) and isinstance(w.get("series"), str) and isinstance(w.get("path"), str):
+            label, _, option = key.partition("/")
+            steps.setdefault(w["series"], []).append((label, option, w["path"]))
     for e in (spec if isinstance(spec, dict) else {}).get("generators") or []:
         if isinstance(e, dict) and isinstance(e.get("name"), str):
             options = e.get("options") if isinstance(e.get("options"), dict) else {}
-            out.setdefault(str(e.get("label") or default_label(e["name"], options)), (e["name"], options))
+            label = str(e.get("label") or default_label(e["name"], options))
+            if isinstance(e.get("series"), dict):
+                for step_label, option, path in steps.get(label, []):
+                    out.setdefault(step_label, (e["name"], {**options, option: path}))
+                continue
+            out.setdefault(label, (e["name"], options))
     return out
 
 

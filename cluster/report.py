@@ -16,9 +16,11 @@ histograms and the global-metric spectrum where the run was reduced, traversal
 grids along the top eigenvectors of the global metric (when the generator loads
 here), local dimensions where a ``local_dim`` array exists; per model and space
 with several ``layer:`` targets, the layer amplification (a heatmap on a scale
-centred on 1, its values written in the cells). Then the spec (YAML)
-and the timing. Only chunks whose ``done`` entry is 1 (and whose data agree with their
-checksum) are used; a chunk that is not done is never read.
+centred on 1, its values written in the cells). A run with a checkpoint series
+shows, after the summary, its statistics against training step
+(:mod:`cluster.report_series`). Then the spec (YAML) and the timing. Only chunks
+whose ``done`` entry is 1 (and whose data agree with their checksum) are used; a
+chunk that is not done is never read.
 
 The parts: :mod:`cluster.view` reads the run (read-only), one function here per
 section, :mod:`cluster.report_html` renders the page (every number's cell
@@ -41,6 +43,7 @@ from . import report_figures as figs
 from .integrity import read_rows
 from .layout import spec_generators
 from .report_html import DEFAULT_REPORT_DIR, Doc, esc, fmt, page, render_figures, slug, table
+from .report_series import read_series, series_section
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
 from .run_state import timing_report
 from .view import GroupView, open_run
@@ -63,6 +66,7 @@ class ReportContext:
     spec: dict
     traversals: bool
     generators: dict = field(default_factory=dict)  # (model, space) -> Generator, or why it did not load
+    weights: dict = field(default_factory=dict)  # the run's weights identity: where each series step's file was
 
 
 def _title(g: GroupView) -> str:
@@ -173,11 +177,17 @@ def _trusted_spec(raw: object, run: str, allow_import: bool) -> dict:
     """The stored spec, validated as a spec file and gated for imports, before any generator loads."""
     if raw is None:
         return {}
-    from cluster.spec import parse_spec
+    from cluster.spec import SpecError, parse_spec
 
     from .trust import gate_stored_spec
 
-    parse_spec(raw)  # SpecError (a GeometryError) names every problem
+    try:
+        parse_spec(raw)  # SpecError (a GeometryError) names every problem
+    except SpecError as err:
+        # A series' checkpoints may have moved since the run: the report reads the store, and each
+        # step's generator loads from the path its weights identity recorded (a missing one is a note).
+        if any(".series" not in p for p in err.problems):
+            raise
     return gate_stored_spec(raw, run=run, allow_import=allow_import)
 
 
@@ -188,7 +198,7 @@ def _generator(ctx: ReportContext, model: str, space: str):
         from geometry_core.generators import load_generator
 
         # Groups are named by the spec entry's label (e.g. a shuffled control), which defaults to its name.
-        name, options = spec_generators(ctx.spec).get(model, (model, {}))
+        name, options = spec_generators(ctx.spec, ctx.weights).get(model, (model, {}))
         options = dict(options)
         if space:
             options["space"] = space
@@ -357,11 +367,15 @@ def build_report(
         counts.update(codes=sum(g.layout.n for g in groups), not_done=sum(g.codes_not_done for g in groups),
                       damaged=sum(len(g.damaged) for g in groups))
     doc = Doc()
-    ctx = ReportContext(_trusted_spec(spec, run, allow_import) if traversals else {}, traversals)
-    summary = '<li><a href="#summary">Summary across groups</a></li>' if len(groups) > 1 else ""
-    doc.add("<nav><ul>" + summary + "".join(f'<li><a href="#{esc(slug(g.key))}">{esc(g.key)}</a></li>'
+    ctx = ReportContext(_trusted_spec(spec, run, allow_import) if traversals else {}, traversals,
+                        weights=dict((view.attrs.get("identity") or {}).get("weights") or {}))
+    series = read_series(view.group)
+    links = '<li><a href="#summary">Summary across groups</a></li>' if len(groups) > 1 else ""
+    links += '<li><a href="#series">Training series</a></li>' if series else ""
+    doc.add("<nav><ul>" + links + "".join(f'<li><a href="#{esc(slug(g.key))}">{esc(g.key)}</a></li>'
                                             for g in groups) + "</ul></nav>")
     summary_section(doc, groups)
+    series_section(doc, series, groups)
     for g in groups:
         _group_section(doc, g, ctx)
     _amplification_section(doc, groups)

@@ -22,6 +22,10 @@ __all__ = [
     "amplification_png",
     "global_spectrum_png",
     "homogeneity_png",
+    "series_curves_figure",
+    "series_curves_png",
+    "series_eigvals_figure",
+    "series_eigvals_png",
     "spectrum_band_png",
     "traversal_grid_png",
 ]
@@ -182,3 +186,83 @@ def amplification_png(ratio: np.ndarray, layers: list[str], energy: np.ndarray |
                       eigvals: np.ndarray | None = None, *, title: str = "") -> bytes:
     """:func:`amplification_figure` as PNG bytes."""
     return _png(amplification_figure(ratio, layers, energy, eigvals, title=title))
+
+
+def _line_style(i: int, n: int) -> dict:
+    """Colour and dash of line ``i`` of ``n``: ten colours, then twenty, then dashes over again."""
+    plt = agg_pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return {"color": cmap(i % cmap.N), "ls": ("-", "--", ":", "-.")[(i // cmap.N) % 4]}
+
+
+def _step_axis(ax, label: bool = True) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if label:
+        ax.set_xlabel("training step")
+    ax.grid(alpha=0.3)
+
+
+def series_curves_figure(curves: dict[str, dict[str, np.ndarray]], panels: tuple[tuple[str, str], ...], *,
+                         title: str = ""):
+    """One panel per ``(quantity, y label)`` of ``panels``, one line per target against its ``step``.
+
+    ``curves[target]``: ``{"step": (S,), quantity: (S,) ...}``. NaN is drawn as a gap
+    (never as 0); markers, so a step between two gaps still shows. Returns the figure.
+    """
+    plt = agg_pyplot()
+    cols = 2 if len(panels) > 1 else 1
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.3 * rows + 0.8), layout="constrained",
+                             squeeze=False, sharex=True)
+    for j, (ax, (name, ylabel)) in enumerate(zip(axes.flat, panels)):
+        for i, (target, c) in enumerate(curves.items()):
+            ax.plot(np.asarray(c["step"], dtype=float), np.asarray(c[name], dtype=float), marker="o", ms=3,
+                    lw=1.2, label=target, **_line_style(i, len(curves)))
+        ax.set_ylabel(ylabel, fontsize=8)
+        _step_axis(ax, label=j + cols >= len(panels))  # the shared x axis named under the lowest panels
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(1, len(labels))), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def series_curves_png(curves: dict[str, dict[str, np.ndarray]], panels: tuple[tuple[str, str], ...], *,
+                      title: str = "") -> bytes:
+    """:func:`series_curves_figure` as PNG bytes."""
+    return _png(series_curves_figure(curves, panels, title=title))
+
+
+def series_eigvals_figure(curves: dict[str, dict[str, np.ndarray]], *, title: str = ""):
+    """One panel per target: its ``top_eigvals`` ``(S, R)`` against ``step``, a line per rank, log y axis.
+
+    A log axis has no zero: non-positive and NaN eigenvalues are gaps. Returns the figure.
+    """
+    plt = agg_pyplot()
+    cols = min(3, max(1, len(curves)))
+    rows = max(1, -(-len(curves) // cols))
+    # x not shared: a panel above an empty slot of the last row keeps its step labels.
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows + 0.6), layout="constrained", squeeze=False)
+    for ax, (target, c) in zip(axes.flat, curves.items()):
+        top = np.asarray(c["top_eigvals"], dtype=float)
+        top = np.where(top > 0, top, np.nan)
+        for r in range(top.shape[1]):
+            ax.plot(np.asarray(c["step"], dtype=float), top[:, r], marker="o", ms=3, lw=1.2, label=f"λ{r + 1}",
+                    color=f"C{r}")
+        ax.set_yscale("log")
+        ax.set_title(target, fontsize=8)
+        ax.set_ylabel("eigenvalue of the global metric", fontsize=8)
+        _step_axis(ax)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def series_eigvals_png(curves: dict[str, dict[str, np.ndarray]], *, title: str = "") -> bytes:
+    """:func:`series_eigvals_figure` as PNG bytes."""
+    return _png(series_eigvals_figure(curves, title=title))

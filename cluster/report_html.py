@@ -9,7 +9,9 @@ Example::
     html_text = page("quickstart", doc)
 
 Sections (:mod:`cluster.report`) add text and figures; this module knows only
-HTML. Every table cell that holds a run's number carries ``data-key``; an inline
+HTML. Every table cell that holds a run's number carries ``data-key``; a figure
+given ``data`` carries the numbers it plots in ``data-values`` (JSON, ``null`` for
+a gap), so a test or a script reads a curve without decoding the PNG; an inline
 script writes the count of loaded images into ``<body data-images-loaded>`` (an
 attribute, so no check text shows on the page).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +39,7 @@ class Figure:
     caption: str
     render: Callable[[], bytes]
     png: bytes = b""
+    data: dict | None = None  # the plotted numbers, written into the page as JSON
 
 
 @dataclass
@@ -48,8 +52,8 @@ class Doc:
     def add(self, text: str) -> None:
         self.parts.append(text)
 
-    def figure(self, name: str, caption: str, render: Callable[[], bytes]) -> None:
-        fig = Figure(slug(name), caption, render)
+    def figure(self, name: str, caption: str, render: Callable[[], bytes], data: dict | None = None) -> None:
+        fig = Figure(slug(name), caption, render, data=data)
         self.figures.append(fig)
         self.parts.append(fig)
 
@@ -67,6 +71,23 @@ def fmt(x) -> str:
         return str(int(x))
     x = float(x)
     return "nan" if not np.isfinite(x) else f"{x:.4g}"
+
+
+def _plain_json(x) -> str:
+    """Strict JSON of nested dicts, lists and numpy arrays; NaN and infinities are ``null``."""
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {str(k): plain(u) for k, u in v.items()}
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return [plain(u) for u in v]
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return int(v)
+        if isinstance(v, (float, np.floating)):
+            return float(v) if np.isfinite(v) else None
+        return v
+
+    return json.dumps(plain(x), allow_nan=False, separators=(",", ":"))
 
 
 def table(header: list[str], rows: list[list], keys: list[list[str | None]] | None = None) -> str:
@@ -107,7 +128,8 @@ def page(run: str, doc: Doc) -> str:
     for part in doc.parts:
         if isinstance(part, Figure):
             data = base64.b64encode(part.png).decode("ascii")
-            body.append(f'<figure><img alt="{esc(part.caption)}" src="data:image/png;base64,{data}">'
+            values = f' data-values="{esc(_plain_json(part.data))}"' if part.data is not None else ""
+            body.append(f'<figure{values}><img alt="{esc(part.caption)}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{esc(part.caption)} ({esc(part.slug)}.png)</figcaption></figure>")
         else:
             body.append(part)

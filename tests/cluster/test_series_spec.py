@@ -136,3 +136,17 @@ def test_the_example_spec_reads_a_checkpoint_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = load_spec(example)
     assert [g.label for g in spec.generators] == ["faces-step500", "faces-step2000"]  # notes.txt: not matched
+
+
+def test_stored_series_steps_load_from_the_paths_the_run_recorded():
+    from cluster.layout import spec_generators
+
+    spec = {"generators": [{"name": "dcgan-faces", "label": "faces", "options": {"dtype": "float64"},
+                            "series": {"weights": "/gone/ckpt-*.tar"}}, {"name": "dcgan-faces"}]}
+    weights = {"faces-step1/weights": _w("a", 1), "faces-step2/weights": _w("b", 2),
+               "dcgan-faces/weights": {"path": "/w.tar", "sha256": "c"}}
+    assert spec_generators(spec, weights) == {
+        "faces-step1": ("dcgan-faces", {"dtype": "float64", "weights": "/ck/ckpt-1.tar"}),
+        "faces-step2": ("dcgan-faces", {"dtype": "float64", "weights": "/ck/ckpt-2.tar"}),
+        "dcgan-faces": ("dcgan-faces", {})}
+    assert "faces" not in spec_generators(spec)  # a series is never loaded from its pattern
