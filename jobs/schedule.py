@@ -32,6 +32,12 @@ as skipped and logs one line saying so; ``queue`` keeps it waiting and submits
 it at the first check after the previous job ended. At most one fire waits: a
 later one replaces it and the replaced one counts in ``missed``.
 
+**Growing runs** (``schedule add --grow``): every fire runs the spec under the
+schedule's own name, one run, so a fire computes only what the run lacks: the
+checkpoints a training run saved since the last fire (a spec whose generator is a
+checkpoint series, :mod:`cluster.series`), or nothing, answered from the store.
+The submission id stays per fire.
+
 Missed fire times (the daemon was down across several): the latest one is
 submitted once, the older ones are counted in ``missed`` and not run.
 
@@ -165,8 +171,8 @@ def trusted_entry(entry: dict, firer: Firer, *, run: str) -> dict:
 
 
 def fire_entry(entry: dict, name: str, fire: datetime) -> dict:
-    """The schedule entry of one fire: its spec renamed to the fire's run."""
-    run = fire_run_name(name, fire)
+    """The schedule entry of one fire: its spec renamed to the fire's run (the schedule's name when it grows)."""
+    run = name if entry.get("grow") is True else fire_run_name(name, fire)
     return {**entry, "spec": {**entry["spec"], "name": run}, "run": run}
 
 
@@ -195,8 +201,11 @@ class ScheduleBook:
 
     def add(self, name: str, cron: str, spec: dict, address: str, *, store: str | None,
             now: datetime, s3_endpoint: str | None = None, overlap: str = "skip",
-            python: str | None = None, replace: bool = False) -> dict:
-        """Add a schedule (an existing name only with ``replace``); its first fire is the first after ``now``."""
+            python: str | None = None, replace: bool = False, grow: bool = False) -> dict:
+        """Add a schedule (an existing name only with ``replace``); its first fire is the first after ``now``.
+
+        ``grow``: every fire runs the one run named ``name`` (it grows), not a run per fire.
+        """
         check_schedule_args(name, cron)
         if overlap not in OVERLAP:
             raise ScheduleError(f"--overlap: expected one of {', '.join(OVERLAP)}, got {clip(overlap)}")
@@ -208,7 +217,7 @@ class ScheduleBook:
         entries[name] = {"cron": cron, "spec": spec, "address": address, "store": store,
                          "s3_endpoint": s3_endpoint, "overlap": overlap, "python": python, "since": _iso(now),
                          "last_fire": None, "last_job": None, "last_run": None, "queued": None,
-                         "missed": 0, "skipped": 0}
+                         "missed": 0, "skipped": 0, **({"grow": True} if grow else {})}
         self._write(entries)
         return entries[name]
 
@@ -285,14 +294,15 @@ class ScheduleBook:
         queued = entry.get("queued")
         when = datetime.fromisoformat(queued) if queued else fire
         sid = submission_id(name, when)
-        job = jobs.submit(fire_entry(entry, name, when), sid)
-        updates = {"last_job": job, "last_run": fire_run_name(name, when), "queued": None}
+        fired = fire_entry(entry, name, when)
+        job = jobs.submit(fired, sid)
+        updates = {"last_job": job, "last_run": fired["run"], "queued": None}
         if fire is not None:
             updates["last_fire"], updates["missed"] = _iso(fire), int(entry.get("missed", 0)) + missed
             if queued:  # the queued fire went first; this one waits for it
                 updates["queued"] = _iso(fire)
         self._update(name, updates)
-        return {"name": name, "fire": _iso(when), "run": fire_run_name(name, when), "submission_id": sid,
+        return {"name": name, "fire": _iso(when), "run": fired["run"], "submission_id": sid,
                 "job_id": job, "missed": missed if fire is not None else 0}
 
     def _overlap(self, name: str, entry: dict, fire: datetime, missed: int, last: str) -> dict:
@@ -475,7 +485,7 @@ def _cmd(args: argparse.Namespace) -> int:
         # No --store: the jobs write to the spec's own store (the schedules live in the default one).
         out = _book(args).add(args.name, args.cron, spec, args.address, store=args.store, now=_now(args),
                               s3_endpoint=args.s3_endpoint, overlap=args.overlap, python=args.python,
-                              replace=args.replace)
+                              replace=args.replace, grow=args.grow)
     elif args.action == "list":
         out = _book(args).list(now=_now(args))
     elif args.action == "remove":
@@ -524,6 +534,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--python", default=None, metavar="PATH",
                    help="interpreter on the head for the jobs (default: the daemon's, sys.executable)")
     a.add_argument("--replace", action="store_true", help="replace a schedule of the same name")
+    a.add_argument("--grow", action="store_true",
+                   help="every fire runs the one run NAME, which grows (a checkpoint series: the checkpoints "
+                        "saved since the last fire), instead of a run per fire")
     a.add_argument("--now", default=None, help=argparse.SUPPRESS)
     common(a)
     ls = acts.add_parser("list", help="schedules as JSON, each with its next fire time")
