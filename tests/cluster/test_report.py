@@ -26,6 +26,7 @@ from cluster.report import FRACTIONS, build_report, traversal_steps
 from cluster.storage import StoreError
 from geometry_core.errors import GeometryError
 from tests.support.browser import dump_dom, find_chromium, screenshot
+from tests.support.spectra import random_spectra
 from tests.support.stores import write_group
 
 N, D, C = 12, 100, 4
@@ -286,14 +287,6 @@ MULTI_SPEC = {"name": "multi", "codes": {"n": MULTI_N, "seed": 0}, "targets": ["
               "generators": [{"name": "dcgan-faces"}, {"name": "dcgan-faces", "options": {"shuffle_seed": 1}}]}
 
 
-def _multi_metrics(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(eigvals desc, eigvecs) of MULTI_N metrics of size MULTI_D, spectra over 10^0 .. 10^-3."""
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((MULTI_N, MULTI_D, MULTI_D)))
-    lam = -np.sort(-(np.logspace(0, -3, MULTI_D) * (1 + rng.random((MULTI_N, MULTI_D)))), axis=1)
-    return lam, q
-
-
 def _multi_key(model: str, target: str) -> str:
     return f"{model}/z/{target.replace(':', '-')}"
 
@@ -306,7 +299,8 @@ def multi(tmp_path_factory) -> tuple[Path, Path]:
     run.attrs.update({"spec": MULTI_SPEC, "status": "complete"})
     for key in sorted(_multi_key(m, t) for m in MODELS for t in TARGETS):
         model, space, target = key.split("/")
-        lam, q = _multi_metrics(sorted(_multi_key(m, t) for m in MODELS for t in TARGETS).index(key))
+        index = sorted(_multi_key(m, t) for m in MODELS for t in TARGETS).index(key)
+        lam, q = random_spectra(MULTI_N, MULTI_D, 3, index)
         z = np.random.default_rng(7).standard_normal((MULTI_N, MULTI_D))
         g = write_group(run, key, {"z": z, "eigvals": lam, "eigvecs": q}, chunk_size=MULTI_C,
                         attrs={"model": model, "space": space, "target": target.replace("layer-", "layer:")})

@@ -24,6 +24,7 @@ from cluster.reduce import REDUCERS, reduce_group
 from cluster.report import build_report
 from cluster.series_reduce import SERIES_GROUP, reduce_series
 from tests.support.browser import dump_dom, find_chromium
+from tests.support.spectra import random_spectra
 from tests.support.stores import write_group
 
 N, D, C, K = 6, 16, 3, 10
@@ -38,14 +39,6 @@ REDUCED = {(40, "mse"): NO_HOMOGENEITY, (80, "mse"): REDUCERS, (200, "mse"): RED
            (40, "layer-main.2"): NO_HOMOGENEITY, (80, "layer-main.2"): ("anisotropy",),
            (200, "layer-main.2"): NO_HOMOGENEITY}
 RTOL = 1e-9
-
-
-def _metrics(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(eigvals desc, eigvecs) of N metrics of size D with spectra over 10^0 .. 10^-4 and random bases."""
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((N, D, D)))
-    lam = -np.sort(-(np.logspace(0, -4, D) * (1 + rng.random((N, D)))), axis=1)
-    return lam, q
 
 
 def _seed(step: int, target: str) -> int:
@@ -72,7 +65,7 @@ def _write_run(root: zarr.Group, name: str, *, steps: tuple[int, ...], series: b
                       "identity": {"weights": weights}, "groups": keys})
     for s, label in zip(steps, labels):
         for t in TARGETS:
-            lam, q = _metrics(_seed(s, t))
+            lam, q = random_spectra(N, D, 4, _seed(s, t))
             z = np.random.default_rng(_seed(s, t)).standard_normal((N, D))
             g = write_group(run, f"{label}/z/{t}", {"z": z, "eigvals": lam, "eigvecs": q}, chunk_size=C,
                             attrs={"model": label, "space": "z", "target": t.replace("layer-", "layer:")})
@@ -156,7 +149,7 @@ def _counts(lam: np.ndarray, f: float) -> int:
 
 def _global(step: int, target: str) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors of the mean metric of one step's group."""
-    lam, q = _metrics(_seed(step, target))
+    lam, q = random_spectra(N, D, 4, _seed(step, target))
     w, v = np.linalg.eigh(np.einsum("nik,nk,njk->ij", q, lam, q) / N)
     return w[::-1], v[:, ::-1]
 
