@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from geometry_core.errors import GangeoError, GeometryError, WeightsError, clip
 
 from .layout import safe_name
+from .s3_checkpoints import local_options
 from .spec import ALL_LAYERS, LIMITS, SpecError, SweepSpec
 
 __all__ = ["check_before_ray", "check_plan", "check_resources", "chunk_bytes", "stored_bytes", "targets_per_task"]
@@ -131,7 +132,7 @@ def check_before_ray(spec: SweepSpec, *, distances: bool) -> None:
         for gen in spec.generators:
             for space in gen.spaces:
                 G = _loaded(f"generator {gen.name!r} ({space})",
-                            lambda: gc.load_generator(gen.name, space=space, **gen.options))
+                            lambda: gc.load_generator(gen.name, space=space, **local_options(gen.options)))
                 modules = {name for name, _ in G.module.named_modules()}
                 for name in layers:
                     if name not in modules:

@@ -46,6 +46,7 @@ from .report_html import DEFAULT_REPORT_DIR, Doc, esc, fmt, page, render_figures
 from .report_series import read_series, series_section
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
 from .run_state import timing_report
+from .s3_checkpoints import local_options
 from .view import GroupView, open_run
 
 __all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "amplification_ratio", "build_report"]
@@ -203,7 +204,7 @@ def _generator(ctx: ReportContext, model: str, space: str):
         if space:
             options["space"] = space
         try:
-            ctx.generators[key] = load_generator(name, **options)
+            ctx.generators[key] = load_generator(name, **local_options(options))
         except (GeometryError, OSError, ImportError, TypeError, ValueError, RuntimeError) as exc:
             ctx.generators[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return ctx.generators[key]

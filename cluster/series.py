@@ -5,7 +5,7 @@ Example (a spec's generator entry)::
     - name: dcgan-faces
       label: faces
       series:
-        weights: runs/faces/ckpt-*.tar   # a glob, or a directory (every file in it)
+        weights: runs/faces/ckpt-*.tar   # a glob, or a directory (every file in it); or s3://bucket/glob
         step: 'ckpt-(\\d+)'              # optional: the step is this regex's first group in the file name
         option: weights                  # optional: the loader option each file is given
 
@@ -15,6 +15,8 @@ compare across steps. The step is by default the last number in the file name.
 The spec's identity keeps the pattern, not the files: rerunning it after new
 checkpoints appeared grows the run by their groups (ARCHITECTURE.md, "Series").
 Each file's sha256 is part of the run's identity as any weights file's is.
+A series in S3 is listed here and each checkpoint named by its URL pinned to
+the object's ETag; whoever loads one downloads that object (:mod:`cluster.s3_checkpoints`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import os
 import re
 from pathlib import Path
 
-from geometry_core.errors import clip
+from geometry_core.errors import WeightsError, clip
+
+from .s3_checkpoints import is_s3, list_checkpoints, unpinned
 
 __all__ = ["DEFAULT_OPTION", "DEFAULT_STEP", "MAX_CHECKPOINTS", "SERIES_KEYS", "expand_series", "series_label"]
 
@@ -57,9 +61,9 @@ def expand_series(where: str, raw, options: dict, accepted: tuple[str, ...] | No
     n_before = len(problems)
     if not isinstance(pattern, str) or not pattern.strip():
         problems.append(f"{where}.series.weights: expected a glob or a directory of checkpoints, got {clip(pattern)}")
-    elif "://" in pattern:
-        problems.append(f"{where}.series.weights: expected a local glob or directory, got {clip(pattern)} "
-                        "(checkpoint series are read from this machine's files)")
+    elif "://" in pattern and not is_s3(pattern):
+        problems.append(f"{where}.series.weights: expected a local glob or directory or s3://bucket/glob, "
+                        f"got {clip(pattern)}")
     regex = None
     try:
         regex = re.compile(step_re) if isinstance(step_re, str) else None
@@ -77,18 +81,26 @@ def expand_series(where: str, raw, options: dict, accepted: tuple[str, ...] | No
         problems.append(f"{where}.options.{option}: give each checkpoint through series, not options")
     if len(problems) > n_before:
         return {}, []
-    pattern = os.path.abspath(os.path.expanduser(pattern))  # workers and later runs read the same files
-    files = _files(pattern)
+    if is_s3(pattern):
+        try:
+            files = list_checkpoints(pattern)
+        except WeightsError as err:
+            problems.append(f"{where}.series.weights: {err}")
+            return {}, []
+    else:
+        pattern = os.path.abspath(os.path.expanduser(pattern))  # workers and later runs read the same files
+        files = [(path, Path(path).name) for path in _files(pattern)]
     found: dict[int, str] = {}
     stepless = []
-    for path in files:
-        m = regex.search(Path(path).name)
+    for path, name in files:
+        m = regex.search(name)
         if m is None or not m.group(1) or not m.group(1).isdigit() or len(m.group(1)) > 18:
-            stepless.append(Path(path).name)
+            stepless.append(name)
             continue
         step = int(m.group(1))
         if step in found:
-            problems.append(f"{where}.series: {clip(found[step])} and {clip(path)} both name step {step}")
+            problems.append(f"{where}.series: {clip(unpinned(found[step]))} and {clip(unpinned(path))} "
+                            f"both name step {step}")
         found[step] = path
     if stepless:
         more = f" and {len(stepless) - 1} more" if len(stepless) > 1 else ""

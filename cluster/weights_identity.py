@@ -20,6 +20,8 @@ from pathlib import Path
 
 from geometry_core.generators import weight_files
 
+from .s3_checkpoints import is_s3, local_options
+
 __all__ = ["file_sha256", "weights_digests"]
 
 _BLOCK = 1 << 20
@@ -36,11 +38,14 @@ def file_sha256(path: Path) -> str:
 def weights_digests(spec) -> dict[str, dict]:
     """``{"<label>/<option>": {"path", "sha256"}}`` for every weights file of ``spec``'s generators.
 
-    A checkpoint of a series also names its ``series`` and ``step`` (new ones grow the run).
+    A checkpoint of a series also names its ``series`` and ``step`` (new ones grow the run);
+    one in S3 is downloaded here first and named by its pinned URL.
     """
     out = {}
     for gen in spec.generators:
         mark = {"series": gen.series_of, "step": gen.step} if gen.series is not None else {}
-        for opt, path in weight_files(gen.name, gen.options).items():
-            out[f"{gen.label}/{opt}"] = {"path": str(path.resolve()), "sha256": file_sha256(path), **mark}
+        for opt, path in weight_files(gen.name, local_options(gen.options)).items():
+            # An S3 checkpoint is recorded by its pinned URL: a report reloads that very object.
+            where = gen.options[opt] if is_s3(gen.options.get(opt)) else str(path.resolve())
+            out[f"{gen.label}/{opt}"] = {"path": where, "sha256": file_sha256(path), **mark}
     return dict(sorted(out.items()))

@@ -34,6 +34,7 @@ from .codes import DEFAULT_SCHEME, seed_codes
 from .layout import GroupLayout
 from .lock import pid_alive
 from .retry import retry_call
+from .s3_checkpoints import local_options
 from .store import RunStore
 
 __all__ = ["ERROR_CHARS", "ChunkTask", "SweepWorker", "chunk_codes", "compute_chunk", "compute_chunks",
@@ -175,7 +176,8 @@ class SweepWorker:
         key = (model, space, tuple(sorted((k, repr(v)) for k, v in options.items())))
         if key != self._gen_key:  # one generator at a time: a GPU holds one model
             self._G, self._distances, self._gen_key = None, {}, None
-            self._G = geometry_core.load_generator(model, space=space, device=self.device, **options)
+            self._G = geometry_core.load_generator(model, space=space, device=self.device,
+                                                   **local_options(options))
             self._gen_key = key
             self.model_loads += 1
         if target is not None and target not in self._distances:

@@ -62,10 +62,10 @@ def test_a_directory_an_explicit_step_regex_and_a_relative_path(tmp_path, monkey
     ({"weights": "{d}/*.tar", "step": r"(ckpt)"}, {}, r"series\.step: no step in the file name"),
     ({"weights": "{d}/*.tar", "option": "ckpt_path"}, {}, r"series\.option: expected one of the generator's"),
     ({"weights": "{d}/*.tar"}, {"options": {"weights": "x.tar"}}, r"options\.weights: give each checkpoint"),
-    ({"weights": "s3://bucket/ckpt-*.tar"}, {}, r"series\.weights: expected a local glob or directory"),
+    ({"weights": "https://host/ckpt-*.tar"}, {}, r"series\.weights: expected a local glob or directory or s3://"),
     ({"weights": "{d}/*.tar", "every": 2}, {}, r"series\.every: unknown key"),
     ("{d}/*.tar", {}, r"series: expected a mapping with weights"),
-], ids=["no-match", "no-group", "bad-regex", "no-number", "unknown-option", "option-twice", "s3", "unknown-key",
+], ids=["no-match", "no-group", "bad-regex", "no-number", "unknown-option", "option-twice", "https", "unknown-key",
         "not-a-mapping"])
 def test_bad_series_is_one_line_naming_the_field(tmp_path, series, extra, message):
     d = _files(tmp_path / "ck", "ckpt-1.tar", "ckpt-2.tar")
