@@ -36,7 +36,8 @@ from ..errors import GeometryError, MissingWeightsError, clip
 from .base import Generator
 from .checkpoint import load_state_dict_strict, safe_load
 
-__all__ = ["BigGANSpace", "build_biggan_deep", "load_biggan_deep", "settle_fresh_weights", "truncated_normal"]
+__all__ = ["RELEASED_PARAMETERS", "BigGANSpace", "build_biggan_deep", "load_biggan_deep", "released_config",
+           "settle_fresh_weights", "truncated_normal"]
 
 SPACES = ("joint", "noise", "class")
 
@@ -229,13 +230,22 @@ def load_biggan_deep(
     return _wrap(net, space, float(truncation), class_index, fixed_noise)
 
 
-# Block layouts of the released models: (up-sample?, in, out) channel multiples of 128;
-# each resolution doubling adds a pair of blocks (4x4 -> 128 px in 10 blocks).
-_RELEASED_LAYERS = {
-    128: [(False, 16, 16), (True, 16, 16), (False, 16, 16), (True, 16, 8), (False, 8, 8),
-          (True, 8, 4), (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)],
-}
-_RELEASED_LAYERS[256] = _RELEASED_LAYERS[128] + [(False, 1, 1), (True, 1, 1)]
+# Block layouts of the released models: (up-sample?, in, out) channel multiples of 128. Each
+# resolution doubling from 4x4 is a pair of blocks, the second up-sampling; the channel multiples
+# per resolution are BigGAN-deep's (Brock et al. 2019, Table 8): 256 and 512 keep 8 at 32 px, which
+# 128 does not. Attention sits at 64 px in all three (before block 8). Parameters: 50.4M, 55.9M,
+# 56.2M, as published.
+_MULTIPLES = {128: [16, 16, 8, 4, 2, 1], 256: [16, 16, 8, 8, 4, 2, 1], 512: [16, 16, 8, 8, 4, 2, 1, 1]}
+RELEASED_PARAMETERS = {128: 50.4e6, 256: 55.9e6, 512: 56.2e6}
+
+
+def released_config(resolution: int) -> BigGANConfig:
+    """The package's config of the released BigGAN-deep at ``resolution`` (128, 256 or 512)."""
+    if resolution not in _MULTIPLES:
+        raise GeometryError(f"biggan-deep: resolution must be one of {sorted(_MULTIPLES)}, got {resolution!r}")
+    m = _MULTIPLES[resolution]
+    layers = [pair for a, b in zip(m, m[1:]) for pair in ((False, a, a), (True, a, b))]
+    return BigGANConfig(output_dim=resolution, layers=layers, attention_layer_position=8)
 
 
 def build_biggan_deep(*, resolution: int = 256, space: str = "noise", truncation: float = 0.7,
@@ -245,11 +255,9 @@ def build_biggan_deep(*, resolution: int = 256, space: str = "noise", truncation
     For benchmarks at real size: the package's own initialisation under ``seed``,
     without touching the global RNG.
     """
-    if resolution not in _RELEASED_LAYERS:
-        raise GeometryError(f"biggan-deep: resolution must be one of {sorted(_RELEASED_LAYERS)}, got {resolution!r}")
+    cfg = released_config(resolution)
     if space not in SPACES:
         raise GeometryError(f"biggan-deep: unknown latent space {space!r}; its spaces: {list(SPACES)}")
-    cfg = BigGANConfig(output_dim=resolution, layers=_RELEASED_LAYERS[resolution], attention_layer_position=8)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = BigGAN(cfg)

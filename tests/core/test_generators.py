@@ -399,6 +399,25 @@ def test_dcgan_faces_bad_weight_files_are_one_clear_error(tmp_path):
         load_dcgan_faces(weights=wrong)
 
 
+@pytest.mark.parametrize("resolution", [128, 256, 512])
+def test_random_biggan_deep_is_built_in_the_released_layout(resolution):
+    """Published sizes (rounded to 0.1M, so within 5e4) and a block the old 256 layout built at half width."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    from geometry_core.generators.biggan import RELEASED_PARAMETERS, released_config
+
+    cfg = released_config(resolution)
+    with torch.device("meta"):  # shapes only: no memory, no init
+        net = BigGAN(cfg)
+    n = sum(p.numel() for p in net.parameters())
+    assert abs(n - RELEASED_PARAMETERS[resolution]) <= 5e4, n
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    blocks = 2 * {128: 5, 256: 6, 512: 7}[resolution]  # a pair per doubling from 4 px
+    assert sum(1 for k in shapes if k.endswith(".conv_0.weight_orig")) == blocks
+    assert shapes["generator.layers.5.conv_3.bias"] == ((512,) if resolution == 128 else (1024,))
+    assert shapes["generator.conv_to_rgb.weight_orig"][1] == 128  # ends at width 128 (multiple 1)
+
+
 def test_random_biggan_deep_has_unit_spectral_norms():
     from geometry_core.generators.biggan import build_biggan_deep
 
