@@ -198,7 +198,7 @@ def explore_axes(
         result["grid_png"] = save_grid(images, os.path.join(out_dir, "axes_grid.png"))
         result["curve_png"] = plot_distance_curve(
             result["target"].numpy(), measured.numpy(), os.path.join(out_dir, "axes_curve.png"),
-            labels=[f"eigvec {k} (λ={float(lam[k]):.3g})" for k in range(topk)],
+            labels=[f"eigvec {k + 1} (λ={float(lam[k]):.3g})" for k in range(topk)],  # ranks from 1
             title=f"{getattr(G, 'name', 'G')} / {getattr(distance, 'name', 'distance')}, {mode}",
         )
     return result

@@ -76,7 +76,7 @@ def plot_distance_curve(
     targets, measured = np.atleast_2d(targets), np.atleast_2d(measured)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for k in range(measured.shape[0]):
-        lab = labels[k] if labels is not None else f"eigvec {k}"
+        lab = labels[k] if labels is not None else f"eigvec {k + 1}"
         ax.plot(targets[k], measured[k], "o-", ms=3, lw=1, label=lab)
     top = float(np.nanmax(np.concatenate([targets.ravel(), measured.ravel()])))
     ax.plot([0, top], [0, top], "k--", lw=1, label="target")

@@ -4,13 +4,17 @@ Example::
 
     from jobs.output import print_json, print_table
     print_json({"mean": float("nan"), "eigvals": np.ones(3)})   # {"mean": null, "eigvals": [1.0, 1.0, 1.0]}
-    print_table(["code", "eig0"], [[0, 0.5], [1, 0.25]])
-    print_array_table(group["eigvals"], group["eigvals"][2:4], slice(2, 4))   # code, eig0, eig1, ...
+    print_table(["code", "eig1"], [[0, 0.5], [1, 0.25]])
+    print_array_table(group["eigvals"], group["eigvals"][2:4], slice(2, 4))   # code, eig1, eig2, ...
 
 JSON is RFC 8259 JSON, which has no NaN or infinity: a non-finite number is
 written ``null`` (a strict parser, ``json.loads(text, parse_constant=...)`` that
 refuses ``NaN``, reads every output). numpy scalars and arrays become numbers and
 lists; anything else without a JSON form (a path, a date) becomes its ``str``.
+
+Tables label a dimension as xarray does: eigenvalue ranks (``eig``) from 1, as the
+report and ``axes`` number eigenvectors; fractions by their exact value
+(``fraction=0.99999``); codes and other positions from 0, as ``--index`` takes them.
 """
 
 from __future__ import annotations
@@ -74,14 +78,30 @@ def print_array_table(arr, data: np.ndarray, index) -> None:
                                                   [None] * arr.ndim)]
     if arr.ndim == 0:
         return print_table([arr.basename], [[data.item()]])
+    coords = [coordinate(arr, d, n) for d, n in zip(dims, arr.shape)]
     if isinstance(index, int) and data.ndim <= 1:  # one entry of the first dimension: one row
-        data, labels = data[None], [range(arr.shape[0])[index]]
+        data, labels = data[None], [coords[0][index]]
     elif isinstance(index, int):
-        dims, labels = dims[1:], range(data.shape[0])
+        dims, coords, labels = dims[1:], coords[1:], coords[1]
     else:
-        labels = range(arr.shape[0])[index if index is not None else slice(None)]
+        labels = coords[0][index if index is not None else slice(None)]
     if data.ndim > 2:
         raise UsageError(f"--format table shows at most 2 dimensions, got shape {data.shape}; "
                          "use --index or --format npy")
-    header = [dims[0]] + ([f"{dims[1]}{j}" for j in range(data.shape[1])] if data.ndim == 2 else [arr.basename])
+    header = [dims[0]] + ([_column(dims[1], c) for c in coords[1]] if data.ndim == 2 else [arr.basename])
     print_table(header, ([lab, *np.atleast_1d(row).tolist()] for lab, row in zip(labels, data)))
+
+
+def coordinate(arr, dim: str, size: int) -> list:
+    """The labels of a dimension, as xarray's coordinates (``cluster.xr``): eigenvalue ranks from 1,
+    the anisotropy fractions exactly as stored, positions from 0 for the rest."""
+    if dim == "eig":
+        return list(range(1, size + 1))
+    fractions = arr.attrs.get("fractions") if dim == "fraction" else None
+    if isinstance(fractions, list) and len(fractions) == size:
+        return [float(f) for f in fractions]
+    return list(range(size))
+
+
+def _column(dim: str, label) -> str:
+    return f"{dim}={label!r}" if isinstance(label, float) else f"{dim}{label}"

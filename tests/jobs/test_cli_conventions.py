@@ -223,10 +223,31 @@ def test_query_table_has_a_header_row_and_labelled_rows(world, capsys):
     store = str(world / "store")
     assert main(["query", "v", "--store", store, "--format", "table", "--index", "2:4"]) == 0
     lines = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
-    assert lines[0] == ["code"] + [f"eig{j}" for j in range(12)] and [r[0] for r in lines[1:]] == ["2", "3"]
+    # Eigenvalue ranks from 1, as xarray's eig and the report; codes from 0, as --index takes them.
+    assert lines[0] == ["code"] + [f"eig{j}" for j in range(1, 13)] and [r[0] for r in lines[1:]] == ["2", "3"]
     assert main(["query", "v", "--store", store, "--format", "table", "--array", "done"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["chunk\tdone", "0\t1", "1\t1", "2\t1", "3\t1"]
+
+
+def test_query_table_labels_ranks_and_fractions_as_xarray_does(tmp_path, capsys):
+    from cluster.xr import open_run_xarray
+    from tests.support.stored_runs import write_run
+
+    write_run(tmp_path / "s", "r", n=4)
+    red = open_run_xarray(str(tmp_path / "s"), "r", "dcgan-faces/z/mse", reduced=True)
+    q = ["query", "r", "--store", str(tmp_path / "s"), "--format", "table"]
+    assert main([*q, "--array", "reduce/anisotropy_points", "--index", "1:3"]) == 0
+    header, *rows = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
+    # 0.99999 written exactly (a table once showed it as 1.0), the value .sel(fraction=...) takes.
+    assert header == ["code"] + [f"fraction={f!r}" for f in red.fraction.values.tolist()]
+    assert header[-1] == "fraction=0.99999" and [r[0] for r in rows] == ["1", "2"]
+    assert [int(v) for v in rows[0][1:]] == red.anisotropy_points.sel(code=1).values.tolist()
+    assert main([*q, "--array", "reduce/global_eigvals", "--index", "0:3"]) == 0
+    header, *rows = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == ["1", "2", "3"] == [str(k) for k in red.eig.values[:3]]
+    # Tables print 9 significant digits: within half a unit of the 9th, 5e-9 relative.
+    assert float(rows[0][1]) == pytest.approx(float(red.global_eigvals.sel(eig=1)), rel=5e-9)
 
 
 def test_paper_tables_text_has_a_header_row_per_table():
