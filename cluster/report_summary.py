@@ -27,7 +27,7 @@ from .layout import spec_generators
 from .report_html import Doc, esc, table
 from .view import GroupView, require_reduced
 
-__all__ = ["SUMMARY_FRACTION", "natural_key", "order_groups", "per_code_counts", "summary_section"]
+__all__ = ["SUMMARY_FRACTION", "group_stats", "natural_key", "order_groups", "per_code_counts", "summary_section"]
 
 # The fraction of the spectrum the summary table counts eigenvalues for (the paper's 99%).
 SUMMARY_FRACTION = 0.99
@@ -85,7 +85,7 @@ def per_code_counts(g: GroupView, lam: np.ndarray, red: dict) -> np.ndarray:
     return np.stack([np.asarray(per[f]) for f in FRACTIONS], axis=1).astype(float)
 
 
-def _stats(g: GroupView) -> dict:
+def group_stats(g: GroupView) -> dict:
     """Median per-code anisotropy, the global metric's anisotropy and mean homogeneity (log) of one group.
 
     Reads the small arrays of ``reduce/`` and the homogeneity mean its record holds, not the (N, N) matrices.
@@ -142,7 +142,7 @@ def summary_section(doc: Doc, groups: list[GroupView]) -> None:
         row, key = [space, target], [None, None]
         for m in models:
             g = cells.get((m, space, target))
-            stats = _stats(g) if g is not None else None
+            stats = group_stats(g) if g is not None else None
             for name, _ in _COLUMNS:
                 row.append("" if stats is None else stats[name])
                 key.append(None if g is None else f"summary:{g.key}:{name}")

@@ -65,3 +65,27 @@ def test_xarray_example_runs(ray_local, tmp_path, monkeypatch):
 def test_makefile_has_targets(name):
     text = (README.parent / "Makefile").read_text()
     assert re.search(rf"^{name}:", text, flags=re.M)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def test_readme_figures_are_what_the_code_gives(ray_local):
+    """Each generated block of figures equals a fresh computation, number for number.
+
+    Counts of eigenvalues may move by one (a median of 16 by a half) and a homogeneity
+    printed to 3 decimals by one unit of the last: on another CPU, float32 kernels that
+    round differently can put one eigenvalue on the other side of the 99% mark or a mean
+    across a rounding boundary. A README left at its old figures (57 of 100, 0.88) fails.
+    """
+    from jobs.readme_figures import BLOCKS, read_block
+
+    text = README.read_text()
+    for name, (compute, render) in BLOCKS.items():
+        stated = read_block(text, name)
+        assert stated, f"README lacks the figures block {name!r}: run `python -m jobs.readme_figures --write README.md`"
+        fresh = render(compute())
+        assert _NUMBER.sub("#", stated) == _NUMBER.sub("#", fresh), (stated, fresh)
+        for a, b in zip(_NUMBER.findall(stated), _NUMBER.findall(fresh)):
+            tol = 1e-3 if "." in a and len(a.split(".")[1]) == 3 else 1.0
+            assert abs(float(a) - float(b)) <= tol + 1e-12, f"{name}: README says {a}, the code gives {b}:\n{fresh}"
