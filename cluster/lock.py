@@ -54,14 +54,21 @@ class RunLockedError(StoreError):
 
 
 def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` exists on this host (it may belong to another user)."""
+    """True while process ``pid`` runs on this host (it may belong to another user); a zombie is dead.
+
+    A driver killed together with the ``gangeo`` process that supervised it is nobody's child
+    any more: where nothing reaps orphans (PID 1 of many containers), it stays a zombie.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True  # no /proc (macOS): as os.kill says
 
 
 def pid_started(pid: int) -> int | None:

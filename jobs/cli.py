@@ -33,6 +33,7 @@ import numpy as np
 from cluster.states import RunState, Status
 from geometry_core.errors import GangeoError, UsageError, clip
 from jobs.output import print_array_table, print_json
+from jobs.supervise import CHILD_ENV, SUPERVISED, mark_normal_exit, supervise
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_CODES", "EXIT_INTERRUPTED", "build_parser", "main", "package_version",
            "report_error", "run_command", "run_module", "show_defaults"]
@@ -356,7 +357,25 @@ def main(argv: list[str] | None = None) -> int:
         # A command module that fails to import is an installation fault, not a smaller CLI.
         print(f"gangeo: broken installation, missing command modules: {', '.join(missing)}", file=sys.stderr)
         return 2
-    return run_command(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if argv is None and args.command in SUPERVISED and os.environ.get(CHILD_ENV) is None:
+        return supervise(sys.argv[1:], command=args.command, run=_run_name(args))  # Ray may end the driver
+    mark_normal_exit()
+    return run_command(args)
+
+
+def _run_name(args: argparse.Namespace) -> str:
+    """The run a supervised command drives, for its last line ("RUN" when the spec cannot say)."""
+    name = getattr(args, "run", None) or getattr(args, "name", None)
+    if name is None and getattr(args, "spec", None):
+        try:
+            import yaml
+
+            with open(args.spec, encoding="utf-8") as f:
+                name = (yaml.safe_load(f) or {}).get("name")
+        except Exception:  # noqa: BLE001 (the child reads the spec and says what is wrong with it)
+            name = None
+    return name if isinstance(name, str) and name.isprintable() and name else "RUN"
 
 
 def run_module(add_parser, argv: list[str] | None = None) -> int:

@@ -112,3 +112,24 @@ def test_a_valid_foreign_lock_still_refuses(tmp_path):
     (store / "_locks" / "r" / "zarr.json").write_bytes(_record())
     with pytest.raises(RunLockedError, match="another driver"):
         RunLock(str(store), "r").acquire()
+
+
+def test_a_zombie_driver_is_dead_and_its_lock_is_taken_over(tmp_path):
+    """A driver killed with the process that supervised it may stay a zombie (nothing reaps it)."""
+    import subprocess
+    import sys
+
+    from cluster.lock import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        assert not pid_alive(child.pid) and pid_alive(os.getpid())
+        now = time.time()
+        info = {"owner": "x", "host": socket.gethostname(), "pid": child.pid, "heartbeat": now, "expires": now + 60}
+        assert is_stale(info, now=now)
+    finally:
+        child.wait()
