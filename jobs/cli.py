@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     if argv is None and args.command in SUPERVISED and os.environ.get(CHILD_ENV) is None:
-        return supervise(sys.argv[1:], command=args.command, run=_run_name(args))  # Ray may end the driver
+        return supervise(sys.argv[1:], command=args.command, run=_run_name(args),  # Ray may end the driver
+                         ray_exit=EXIT_CODES["ray"], interrupted_exit=EXIT_INTERRUPTED)
     mark_normal_exit()
     return run_command(args)
 

@@ -12,18 +12,19 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "summary_lines"]
 
 QUICKSTART = Path(__file__).resolve().parent / "examples" / "quickstart.yaml"
 
 
-def _summary_lines(reduced: dict) -> list[str]:
-    from cluster.reduce import summary_lines
+def summary_lines(reduced: dict) -> list[str]:
+    """The demo's text for ``reduced`` (group -> reduce summary): each group's codes, then its reducers' lines."""
+    from cluster.reduce import summary_lines as reducer_lines
 
     lines = []
     for group, s in reduced.items():
         lines.append(f"{group}: {s['n_used']} codes")
-        lines += [f"  {line}" for line in summary_lines(s)]
+        lines += [f"  {line}" for line in reducer_lines(s)]
     return lines
 
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {summary['run']}: {summary['chunks']} chunks ({summary['computed']} computed, "
           f"{summary['skipped']} already done) in {summary['seconds']:.1f} s, "
           f"{summary['points_per_second']} codes/s")
-    print("\n".join(_summary_lines(summary.get("reduce") or {})))
+    print("\n".join(summary_lines(summary.get("reduce") or {})))
     print(f"store:  {summary['store']}/{summary['run']}")
     print(f"report: {Path(report).resolve()}")
     return 0

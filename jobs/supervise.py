@@ -2,7 +2,7 @@
 
 Example (the console script does this for ``run`` and ``resume``)::
 
-    sys.exit(supervise(["run", "spec.yaml"], command="run"))
+    sys.exit(supervise(["run", "spec.yaml"], command="run", run="quickstart", ray_exit=9, interrupted_exit=130))
 
 Why: when Ray's control process (GCS) or the node's raylet is lost, Ray's C++ core
 ends the driver process itself (after ``gcs_rpc_server_reconnect_timeout_s``, 60 s by
@@ -94,15 +94,13 @@ def _end(procs: dict) -> int:
     return len(live)
 
 
-def supervise(argv: list[str], *, command: str, run: str = "RUN") -> int:
+def supervise(argv: list[str], *, command: str, run: str, ray_exit: int, interrupted_exit: int) -> int:
     """Run ``gangeo argv`` in a child and return its exit status; a child that Ray ended: one line, exit 9.
 
     The child stays in this process group, so a terminal's Ctrl-C reaches it directly (it is
     not sent twice) and a signal to the group ends both; a signal sent to this process alone
     is passed on. The child dies with this process (Linux).
     """
-    from .cli import EXIT_CODES, EXIT_INTERRUPTED
-
     reaper = _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # Ray's processes, orphaned by the child, come here
     fd, mark = tempfile.mkstemp(prefix="gangeo-exit-")
     os.close(fd)
@@ -133,9 +131,9 @@ def supervise(argv: list[str], *, command: str, run: str = "RUN") -> int:
     left = _end({**seen, **_descendants(os.getpid())})
     if normal:
         return rc
-    if interrupted or rc in (-signal.SIGINT, EXIT_INTERRUPTED):
+    if interrupted or rc in (-signal.SIGINT, interrupted_exit):
         print(f"gangeo {command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit
     ended = f"; ended {left} process{'es' if left != 1 else ''} it had started" if left else ""
     if rc < 0:  # killed from outside (the OOM killer, kill -9): not Ray's doing
         try:
@@ -148,4 +146,4 @@ def supervise(argv: list[str], *, command: str, run: str = "RUN") -> int:
     print(f"gangeo {command}: Ray failed: Ray ended the driver (status {rc}), as it does when its control "
           f"process (GCS) or the raylet is lost{ended}; the run is interrupted: `gangeo resume {run}` continues it",
           file=sys.stderr)
-    return EXIT_CODES["ray"]
+    return ray_exit

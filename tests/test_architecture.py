@@ -89,6 +89,45 @@ def test_imports_point_down_and_private_names_stay_home(path):
     assert not problems, "\n".join(problems)
 
 
+# Tests may reach a module's private name only as a named seam, each with its reason; a new reach fails.
+TEST_SEAMS = {
+    ("tests.core.test_distances", "_REGISTRY"): "restores the global distance registry after a registration",
+    ("tests.core.test_distances", "_ALIASES"): "restores the global distance aliases after a registration",
+    ("tests.cluster.test_weights_identity", "_REGISTRY"): "restores the generator registry after a registration",
+    ("tests.core.test_metric", "_jvp_chunk"): "counts the tangent chunks exact computes (memory bound)",
+    ("tests.core.test_metric", "_LIVE_COPIES"): "the activation bound's constant, checked against a measurement",
+    ("tests.core.test_metric_tensors", "_jvp_chunk"): "counts the tangent chunks of a multi-target pass",
+    ("tests.core.test_metric_tensors", "_LIVE_COPIES"): "the activation bound's constant",
+    ("tests.core.test_ssim", "_scalar_from_jacobian"): "the general scalar-distance path, as SSIM's reference",
+    ("tests.cluster.test_finished_run", "_parse_text"): "counts how often the store location is parsed",
+}
+
+
+def _test_problems(path: Path, me: str) -> list[str]:
+    """Private names of project modules that a test module reaches, outside :data:`TEST_SEAMS`."""
+    problems = []
+    for module, names, line in _imports(path, me):
+        if _layer(module) is not None:
+            problems += [f"line {line}: {me} imports private {n!r} from {module}" for n in names
+                         if n.startswith("_") and not n.startswith("__") and (me, n) not in TEST_SEAMS]
+    return problems + [p for p in _private_attributes(path, me)
+                       if (me, p.split("private '")[1].split("'")[0]) not in TEST_SEAMS]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tests").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_tests_reach_no_private_name_but_their_named_seams(path):
+    problems = _test_problems(path, _module_name(path))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_test_scan_sees_a_private_reach(tmp_path):
+    bad = tmp_path / "probe.py"
+    bad.write_text("from cluster.lock import _encode\nimport geometry_core.metric as m\nm._jvp_chunk\n")
+    problems = _test_problems(bad, "tests.core.test_probe")
+    assert len(problems) == 2 and "'_encode' from cluster.lock" in problems[0], problems
+    assert not _test_problems(bad, "tests.core.test_metric")[1:]  # a named seam of test_metric
+
+
 def test_the_checks_see_a_violation(tmp_path):
     """An upward import and a private name are both found (so the test above can fail)."""
     bad = tmp_path / "probe.py"

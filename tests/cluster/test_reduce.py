@@ -262,7 +262,7 @@ def test_a_reducer_added_to_the_table_runs_everywhere(tmp_path, monkeypatch):
     # One table entry (function, arrays with dims, needs eigvecs, summary lines) is all a statistic needs.
     import cluster.reduce as reduce_mod
     from cluster.xr import open_run_xarray
-    from jobs.demo import _summary_lines
+    from jobs.demo import summary_lines
 
     def trace(job):
         job.create("trace_points", (job.view.layout.n, len(FRACTIONS)), (C, len(FRACTIONS)))[:] = 7
@@ -284,7 +284,7 @@ def test_a_reducer_added_to_the_table_runs_everywhere(tmp_path, monkeypatch):
     g["reduce/trace_points"].attrs["fractions"] = list(FRACTIONS)
     ds = open_run_xarray(str(tmp_path), "quick", "dcgan-faces/z/mse", reduced=True)
     assert list(ds["fraction"].values) == list(FRACTIONS)
-    assert "  trace: 7" in _summary_lines({"g": out})
+    assert "  trace: 7" in summary_lines({"g": out})
 
 
 def test_bad_input(tmp_path):

@@ -174,7 +174,7 @@ def test_cli_status_ls_query(tmp_path, capsys):
     np.testing.assert_allclose(got["data"], data["eigvals"], rtol=1e-6)  # float32 storage
     assert main([*q, "--format", "table"]) == 0
     header, *rows = capsys.readouterr().out.strip().splitlines()  # a header row, then rows labelled by code
-    assert header.split("\t")[:2] == ["code", "eig0"] and [r.split("\t")[0] for r in rows] == ["0", "1"]
+    assert header.split("\t")[:2] == ["code", "eig1"] and [r.split("\t")[0] for r in rows] == ["0", "1"]
     np.testing.assert_allclose([[float(v) for v in r.split("\t")[1:]] for r in rows], data["eigvals"], rtol=1e-6)
     out = tmp_path / "v.npy"
     assert main([*q[:-4], "--array", "eigvecs", "--format", "npy", "--out", str(out)]) == 0

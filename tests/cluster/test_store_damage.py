@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from cluster.lock import _encode
 from cluster.store import RunStore
 from jobs.cli import EXIT_CODES, main
 from tests.support.runs import build_run
@@ -43,8 +42,9 @@ def _stale_lock(s: Path) -> None:
     (s / "_locks" / "v").mkdir(parents=True)
     (s / "_locks" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
     now = time.time()
-    (s / "_locks" / "v" / "zarr.json").write_bytes(_encode({
-        "owner": "dead", "host": socket.gethostname(), "pid": 2 ** 22 + 7, "heartbeat": now, "expires": now + 600}))
+    lock = {"owner": "dead", "host": socket.gethostname(), "pid": 2 ** 22 + 7, "heartbeat": now, "expires": now + 600}
+    (s / "_locks" / "v" / "zarr.json").write_text(json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": {"lock": lock}}))  # the lock's record, as written
 
 
 def _interrupted_reduce(s: Path) -> None:

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from cluster.head import _ray_dir, head_processes, stop_head
+from cluster.head import head_processes, stop_head
 from jobs.cli import main
 from tests.support.processes import listening
 
@@ -30,6 +30,7 @@ def _status(url: str, token: str | None = None) -> int:
 @pytest.mark.timeout(600)
 def test_head_on_loopback_with_a_token_and_stopped_by_its_directory(tmp_path, capsys):
     root = tmp_path / "head"
+    head: dict = {}
     try:
         assert main(["head", "start", "--dir", str(root), "--num-cpus", "1"]) == 0
         cap = capsys.readouterr()
@@ -62,4 +63,5 @@ def test_head_on_loopback_with_a_token_and_stopped_by_its_directory(tmp_path, ca
         assert main(["head", "stop", "--dir", str(root)]) == 0  # nothing left: a no-op
     finally:
         stop_head(root)
-        shutil.rmtree(_ray_dir(root), ignore_errors=True)  # Ray's logs of this head
+        if head.get("ray_dir"):
+            shutil.rmtree(head["ray_dir"], ignore_errors=True)  # Ray's logs of this head, as the start printed
