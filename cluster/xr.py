@@ -23,7 +23,8 @@ opens it as a store of its own in one read::
 
 Every dimension has a coordinate: ``code``, ``code_i``, ``code_j`` (code index),
 ``dim``, ``dim2`` (latent coordinate), ``eig`` (eigenvalue rank, from 1, descending),
-``chunk`` (chunk index), ``fraction`` (the anisotropy fractions); scalar
+``chunk`` (chunk index), ``fraction`` (the anisotropy fractions, with ``fraction_percent``
+beside them, ``"99.999%"``: xarray prints 0.99999 as 1.0); scalar
 coordinates ``model``, ``space``, ``target`` (``layer:<name>`` for a layer) name
 the group, and with ``group_key=None`` a ``group`` dimension stacks the run's groups.
 
@@ -71,6 +72,8 @@ def _label(ds, group: zarr.Group, layout: GroupLayout | None):
         elif name == "fraction":
             fr = _fractions(ds, attrs)
             coords[name] = fr if len(fr) == size else np.arange(size)
+            if len(fr) == size:  # xarray prints 0.99999 as 1.0: the exact label beside it
+                coords["fraction_percent"] = (name, [f"{100 * f:.10g}%" for f in fr])
         else:
             coords[name] = np.arange(size)
     if layout is not None:

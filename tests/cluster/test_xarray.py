@@ -114,6 +114,9 @@ def test_every_dimension_has_a_coordinate(store):
     g = zarr.open_group(str(path), mode="r", zarr_format=3)[f"{RUN}/{KEY}/reduce"]
     # Labels select: the anisotropy of the global metric at 99%, per code at 99.9%, the top global eigenvalue.
     assert int(red.anisotropy_global.sel(fraction=0.99)) == g["anisotropy_global"][0]
+    # Exact labels beside the float coordinate, which xarray's repr rounds (0.99999 shows as 1.0).
+    assert red.fraction_percent.values.tolist() == ["99%", "99.9%", "99.99%", "99.999%"]
+    assert "'99.999%'" in repr(red) and float(red.fraction.sel(fraction=0.99999)) == 0.99999
     np.testing.assert_array_equal(red.anisotropy_points.sel(fraction=0.999).values, g["anisotropy_points"][:, 1])
     assert float(red.global_eigvals.sel(eig=1)) == g["global_eigvals"][0]
     np.testing.assert_array_equal(ds.z.sel(code=4, dim=2).values, arrays["z"][4, 2])  # a done code
