@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from geometry_core.errors import MissingWeightsError, WeightsError, clip
-from geometry_core.weights_cache import cache_home
+from geometry_core.weights_cache import cache_home, sha256_file
 
 __all__ = ["PIN", "is_s3", "list_checkpoints", "local_copy", "local_options", "unpinned"]
 
@@ -110,14 +110,6 @@ def list_checkpoints(pattern: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def local_copy(pinned: str) -> Path:
     """The local file of a pinned checkpoint URL, downloaded (that exact object) when missing or stale."""
     import botocore.exceptions as bexc
@@ -132,7 +124,7 @@ def local_copy(pinned: str) -> Path:
     meta = dest.with_name(dest.name + ".s3.json")
     try:
         known = json.loads(meta.read_text())
-        if known.get("etag") == etag and dest.is_file() and _sha256(dest) == known.get("sha256"):
+        if known.get("etag") == etag and dest.is_file() and sha256_file(dest) == known.get("sha256"):
             return dest
     except (OSError, ValueError):
         pass

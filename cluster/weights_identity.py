@@ -15,24 +15,12 @@ same path is refused (ARCHITECTURE.md, "Store").
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 from geometry_core.generators import weight_files
+from geometry_core.weights_cache import sha256_file
 
 from .s3_checkpoints import is_s3, local_options
 
-__all__ = ["file_sha256", "weights_digests"]
-
-_BLOCK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["weights_digests"]
 
 
 def weights_digests(spec) -> dict[str, dict]:
@@ -47,5 +35,5 @@ def weights_digests(spec) -> dict[str, dict]:
         for opt, path in weight_files(gen.name, local_options(gen.options)).items():
             # An S3 checkpoint is recorded by its pinned URL: a report reloads that very object.
             where = gen.options[opt] if is_s3(gen.options.get(opt)) else str(path.resolve())
-            out[f"{gen.label}/{opt}"] = {"path": where, "sha256": file_sha256(path), **mark}
+            out[f"{gen.label}/{opt}"] = {"path": where, "sha256": sha256_file(path), **mark}
     return dict(sorted(out.items()))

@@ -13,7 +13,8 @@ import torch
 from cluster.layout import GroupLayout
 from cluster.spec import parse_spec
 from cluster.store import RunExistsError, RunStore
-from cluster.weights_identity import file_sha256, weights_digests
+from cluster.weights_identity import weights_digests
+from geometry_core.weights_cache import sha256_file as file_sha256
 from jobs.cli import EXIT_CODES, main
 from tests.support.runs import C, D, N, tanh_spec
 
