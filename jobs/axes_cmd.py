@@ -21,6 +21,7 @@ import os
 import sys
 
 from geometry_core.errors import UsageError
+from jobs.command import check_out_dir, run_module, store_args
 from jobs.output import dumps_json, print_json
 
 __all__ = ["DISTANCE_HELP", "add_parser", "main", "metric_args", "metric_distance", "run_axes", "run_localdim",
@@ -63,7 +64,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def metric_args(p: argparse.ArgumentParser, default: str) -> None:
     """``--metric run:NAME[/group]`` and the store it is read from (``--store``, ``--s3-endpoint``)."""
     from cluster.defaults import DEFAULT_STORE
-    from jobs.cli import store_args
 
     p.add_argument("--metric", default=None, metavar="run:NAME[/GROUP]",
                    help=f"use the global metric of a reduced run in --store (default: {default})")
@@ -135,7 +135,6 @@ def run_axes(args: argparse.Namespace) -> int:
     from geometry_core import eigen, load_generator, metric_tensor
     from geometry_core.alignment import alignment, sefa_directions
     from geometry_core.axes import explore_axes
-    from jobs.cli import check_out_dir
 
     if args.topk < 1 or args.steps < 1 or not args.delta > 0:
         raise UsageError(f"need --topk >= 1, --steps >= 1, --delta > 0; got {args.topk}, {args.steps}, {args.delta}")
@@ -219,8 +218,6 @@ def run_localdim(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.axes_cmd axes ...``); ``gangeo`` registers the same parsers."""
-    from jobs.cli import run_module
-
     return run_module(add_parser, argv)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.command import run_module, store_args
 from jobs.output import print_json
 
 __all__ = ["add_parser", "main", "run_compare"]
@@ -25,7 +26,6 @@ __all__ = ["add_parser", "main", "run_compare"]
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``compare`` on a ``gangeo`` subparsers object."""
     from cluster.defaults import DEFAULT_STORE
-    from jobs.cli import store_args
 
     p = subparsers.add_parser("compare", help="two reduced runs side by side: spectra, anisotropy, homogeneity (JSON)")
     p.add_argument("run_a", metavar="RUN_A", help="first run (A)")
@@ -61,8 +61,6 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.compare_cmd compare A B``); ``gangeo`` registers the same parser."""
-    from jobs.cli import run_module
-
     return run_module(add_parser, argv)
 
 

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from jobs.command import report_error
+
 __all__ = ["main", "summary_lines"]
 
 QUICKSTART = Path(__file__).resolve().parent / "examples" / "quickstart.yaml"
@@ -47,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.report import build_report
     from cluster.spec import load_spec
     from geometry_core.errors import GangeoError
-    from jobs.cli import report_error
 
     try:
         spec = load_spec(QUICKSTART)

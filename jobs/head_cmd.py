@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.command import run_module
 from jobs.output import print_json
 
 __all__ = ["add_parser", "main"]
@@ -55,8 +56,6 @@ def _cmd_head(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.head_cmd head start``); ``gangeo`` registers the same parser."""
-    from jobs.cli import run_module
-
     return run_module(add_parser, argv)
 
 

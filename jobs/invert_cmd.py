@@ -26,6 +26,7 @@ import numpy as np
 
 from cluster.progress import Steps
 from geometry_core.errors import UsageError
+from jobs.command import check_out_dir, run_module, store_args
 from jobs.output import dumps_json, print_json
 
 __all__ = ["DEFAULTS", "add_parser", "main", "run_invert", "run_search"]
@@ -78,7 +79,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser, *, basis: str) -> None:
     from cluster.defaults import DEFAULT_STORE
     from jobs.axes_cmd import DISTANCE_HELP
-    from jobs.cli import store_args
 
     p.add_argument("--generator", default=DEFAULTS["generator"])
     p.add_argument("--space", default=None)
@@ -146,7 +146,6 @@ def run_invert(args: argparse.Namespace) -> int:
     import torch
 
     from geometry_core.inversion import InversionOptions, invert
-    from jobs.cli import check_out_dir
 
     basis = args.basis
     if basis == "both":
@@ -252,8 +251,6 @@ def run_search(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``invert``/``search`` standalone (``python -m jobs.invert_cmd invert ...``)."""
-    from jobs.cli import run_module
-
     return run_module(add_parser, argv)
 
 

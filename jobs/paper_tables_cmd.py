@@ -39,6 +39,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from jobs.command import run_module
 from jobs.output import dumps_json
 
 if TYPE_CHECKING:  # annotations only: torch is imported lazily so `gangeo -h` stays light
@@ -275,8 +276,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.paper_tables_cmd ...``); ``gangeo`` registers the same parser."""
-    from jobs.cli import run_module
-
     return run_module(add_parser, ["paper-tables", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.command import store_args
 from jobs.output import print_json
 
 __all__ = ["REDUCERS_HELP", "TILE", "add_parser", "run_reduce"]
@@ -27,7 +28,6 @@ REDUCERS_HELP = "global metric, homogeneity and anisotropy"  # the titles of clu
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``reduce RUN [--store URL] [--s3-endpoint URL] [--address ADDR] [--tile N] [--no-ray]``."""
     from cluster.defaults import DEFAULT_STORE
-    from jobs.cli import store_args
 
     # Written out, not read from cluster.reduce.REDUCER_TABLE: `-h` imports no torch (a test checks they agree).
     p = subparsers.add_parser("reduce", help=f"{REDUCERS_HELP} of a run, from the store")

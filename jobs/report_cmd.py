@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.command import allow_import_arg, store_args
+
 __all__ = ["add_parser", "run_report"]
 
 
@@ -21,7 +23,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``report RUN [--store URL] [--s3-endpoint URL] [--out DIR] [--no-traversals] [--quiet]``."""
     from cluster.defaults import DEFAULT_STORE
     from cluster.report_html import DEFAULT_REPORT_DIR
-    from jobs.cli import allow_import_arg, store_args
 
     p = subparsers.add_parser("report", help="self-contained HTML report of a run (figures also as PNG files)")
     p.add_argument("run", help="run name in the store")

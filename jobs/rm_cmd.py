@@ -21,6 +21,7 @@ import argparse
 import sys
 
 from geometry_core.errors import UsageError
+from jobs.command import run_module, store_args
 from jobs.output import print_json
 
 __all__ = ["add_parser", "delete_run", "main", "run_rm"]
@@ -28,7 +29,6 @@ __all__ = ["add_parser", "delete_run", "main", "run_rm"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``rm`` on a ``gangeo`` subparsers object."""
-    from jobs.cli import store_args
 
     p = subparsers.add_parser("rm", help="delete a run from the store (asks first unless --yes)")
     p.add_argument("run", help="run name")
@@ -84,8 +84,6 @@ def run_rm(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m jobs.rm_cmd rm RUN``); ``gangeo`` registers the same parser."""
-    from jobs.cli import run_module
-
     return run_module(add_parser, argv)
 
 

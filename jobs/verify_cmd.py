@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.command import store_args
 from jobs.output import print_json
 
 __all__ = ["add_parser", "cmd_verify"]
@@ -24,7 +25,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``verify`` on a ``gangeo`` subparsers object."""
     from cluster.defaults import DEFAULT_STORE
     from cluster.verify import DEFAULT_RTOL
-    from jobs.cli import store_args
 
     p = subparsers.add_parser("verify", help="check every chunk of a run: data, done markers, checksums, PSD")
     p.add_argument("run")
