@@ -20,6 +20,7 @@ from cluster.driver import run_sweep
 from cluster.spec import parse_spec
 from jobs.cli import main
 from tests.support.faults import always_fail, crash_after_write
+from tests.support.processes import tree, wait_dead
 
 N, SEED = 6, 11
 REPO = Path(__file__).resolve().parents[2]
@@ -138,8 +139,10 @@ def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, 
                 break
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray, as a lost machine
+        procs = tree(proc.pid)  # gangeo, the driver it supervises and its embedded Ray
+        os.killpg(proc.pid, signal.SIGKILL)  # all of them, as a lost machine
         proc.wait()
+        assert not wait_dead(procs), "the killed driver still runs"  # dying takes a moment under load
     g = zarr.open_group(store / "kill/dcgan-faces/z/mse", mode="r")
     done_before = g["done"][:] == 1
     stamps_before = g["computed_at"][:]

@@ -4,6 +4,7 @@ Example::
 
     port = free_port()
     stop_tree(proc)                         # proc and everything it started, by pid
+    wait_dead(procs)                        # until each is gone (or a zombie nobody reaps)
     exposed = [s for s in listening(pids) if not is_loopback(s[0])]
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 import ipaddress
 import signal
 import socket
+import time
 
 import psutil
 
-__all__ = ["free_port", "is_loopback", "listening", "stop_tree", "tree"]
+__all__ = ["free_port", "is_loopback", "listening", "stop_tree", "tree", "wait_dead"]
 
 
 def free_port() -> int:
@@ -53,6 +55,23 @@ def stop_tree(pid: int, *, kill: bool = False, timeout: float = 10.0) -> None:
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     _signal_all(alive, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=timeout)
+
+
+def wait_dead(procs: list[psutil.Process], timeout: float = 60.0) -> list[psutil.Process]:
+    """Wait until each of ``procs`` is gone or a zombie (dead, only not reaped: an orphan under a
+    PID 1 that reaps nothing); the ones still running after ``timeout`` seconds."""
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    left = [p for p in procs if running(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if running(p)]
+    return left
 
 
 def listening(pids: set[int]) -> list[tuple[str, int, str]]:
