@@ -50,6 +50,7 @@ from jobs.command import (
     warn,
 )
 from jobs.output import print_array_table, print_json
+from jobs.supervise import AVAILABLE as supervise_ok
 from jobs.supervise import CHILD_ENV, SUPERVISED, mark_normal_exit, supervise
 
 # The framework's names stay importable from here (jobs.command owns them).
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gangeo: broken installation, missing command modules: {', '.join(missing)}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    if argv is None and args.command in SUPERVISED and os.environ.get(CHILD_ENV) is None:
+    if argv is None and args.command in SUPERVISED and supervise_ok and os.environ.get(CHILD_ENV) is None:
         return supervise(sys.argv[1:], command=args.command, run=_run_name(args),  # Ray may end the driver
                          ray_exit=EXIT_CODES["ray"], interrupted_exit=EXIT_INTERRUPTED)
     mark_normal_exit()

@@ -24,9 +24,12 @@ import subprocess
 import sys
 import tempfile
 
-__all__ = ["CHILD_ENV", "SUPERVISED", "mark_normal_exit", "supervise"]
+__all__ = ["AVAILABLE", "CHILD_ENV", "SUPERVISED", "mark_normal_exit", "supervise"]
 
 SUPERVISED = ("run", "resume")  # the commands that start or join Ray as a driver
+# Linux: signal.sigtimedwait (who sent a signal), PR_SET_CHILD_SUBREAPER and PR_SET_PDEATHSIG; elsewhere
+# (macOS) a command runs in the console script's own process, as before.
+AVAILABLE = sys.platform.startswith("linux") and hasattr(signal, "sigtimedwait")
 CHILD_ENV = "GANGEO_SUPERVISED_EXIT_FILE"  # set in the child: where it records a normal exit
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
