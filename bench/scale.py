@@ -47,15 +47,28 @@ def _du(path: Path) -> int:
 
 
 class _Moto:
-    """moto's S3 server on 127.0.0.1 for the duration of a ``with`` block, with dummy credentials."""
+    """moto's S3 server on 127.0.0.1 in a process of its own (its objects live in its memory, not the
+    driver's, so the driver's peak RSS is the driver's), with dummy credentials, for a ``with`` block."""
 
     def __enter__(self):
-        from moto.server import ThreadedMotoServer
+        import socket
+        import urllib.request
 
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("bench/scale.py: moto's server did not start") from None
+                time.sleep(0.2)
         os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint,
                            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
@@ -71,7 +84,8 @@ class _Moto:
         return sum(o["Size"] for page in pages for o in page.get("Contents", []))
 
     def __exit__(self, *exc):
-        self.server.stop()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def sweep(n: int, store_kind: str, chunk: int, workers: int) -> dict:
