@@ -25,7 +25,6 @@ lacks them, normal draws seeded by ``noise_seed``. Images are clamped to
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -35,18 +34,16 @@ from ..errors import GeometryError
 from .base import Generator
 from .checkpoint import load_state_dict_strict
 from .module import check_output, import_arch, no_inplace_activations
-from .stylegan2_builtin import build_stylegan2, check_space, load_builtin
+from .stylegan2_builtin import MappedSpace, build_stylegan2, check_space, fill_noise, load_builtin, synthesis_layers
 from .stylegan2_rosinality import read_rosinality
 
 __all__ = ["StyleGAN2Space", "build_stylegan2", "load_stylegan2"]
 
 _ARCH_SPACES = ("z", "w")  # the import route: rosinality's forward has no W+ input
 _NOISE_KEY = r"noises\.noise_\d+"
-# Codes averaged through the mapping network when a checkpoint has no latent_avg.
-_N_MEAN_LATENT = 4096
 
 
-class StyleGAN2Space(nn.Module):
+class StyleGAN2Space(MappedSpace, nn.Module):
     """A rosinality-style generator as a map from Z or W codes to images."""
 
     def __init__(self, net: nn.Module, space: str, truncation: float, latent_avg: torch.Tensor | None, clamp: bool):
@@ -56,8 +53,12 @@ class StyleGAN2Space(nn.Module):
         self.truncation = float(truncation)
         self.clamp = clamp
         self.style_dim = int(net.style_dim)
+        self.n_latent = 1  # the import route takes one w (no W+)
         avg = torch.zeros(1, self.style_dim) if latent_avg is None else latent_avg.reshape(1, -1)
         self.register_buffer("latent_avg", avg.to(torch.float32))
+
+    def mapping_net(self) -> nn.Module:
+        return self.g_ema.style
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         kwargs = {"input_is_latent": self.space == "w", "randomize_noise": False}
@@ -67,34 +68,10 @@ class StyleGAN2Space(nn.Module):
         image = out[0] if isinstance(out, (tuple, list)) else out
         return image.clamp(-1, 1) if self.clamp else image
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """``w = style(z)`` on a float64 CPU copy of the mapping network (same codes on any device)."""
-        style = copy.deepcopy(self.g_ema.style).to("cpu", torch.float64)
-        with torch.no_grad():
-            return style(z.to("cpu", torch.float64))
-
-    def sample_codes(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.style_dim, generator=gen, dtype=torch.float64)
-        return z if self.space == "z" else self.mapping(z)
-
 
 def _layer_names(net: nn.Module) -> list[str]:
-    # Forward order of rosinality's synthesis network: conv1, to_rgb1, then per
-    # resolution two convs and one to_rgb.
-    known = dict(net.named_modules())
-    names = ["conv1", "to_rgb1"]
-    n_rgb = len(getattr(net, "to_rgbs", []))
-    for i in range(n_rgb):
-        names += [f"convs.{2 * i}", f"convs.{2 * i + 1}", f"to_rgbs.{i}"]
-    return [f"g_ema.{n}" for n in names if n in known]
-
-
-def _fill_noise(net: nn.Module, missing: list[str], seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    state = net.state_dict()
-    for key in sorted(missing, key=lambda k: int(k.rsplit("_", 1)[1])):
-        buf = state[key]
-        buf.copy_(torch.randn(buf.shape, generator=gen, dtype=torch.float64).to(buf.dtype))
+    known = {f"g_ema.{n}" for n, _ in net.named_modules()}
+    return [n for n in synthesis_layers("g_ema.", len(getattr(net, "to_rgbs", []))) if n in known]
 
 
 def load_stylegan2(
@@ -144,16 +121,15 @@ def load_stylegan2(
     except (TypeError, ValueError, RuntimeError) as err:
         raise GeometryError(f"stylegan2: {arch}({size}, {style_dim}, {n_mlp}, ...) failed: {err}") from None
     missing = load_state_dict_strict(net, state, what="stylegan2 g_ema", allow_missing=_NOISE_KEY)
-    _fill_noise(net, missing, noise_seed)
+    own = net.state_dict()
+    fill_noise([own[k] for k in sorted(missing, key=lambda k: int(k.rsplit("_", 1)[1]))], noise_seed)
     no_inplace_activations(net)
     net.eval()
     if latent_avg is not None and latent_avg.numel() != style_dim:
         raise GeometryError(f"stylegan2: latent_avg has {latent_avg.numel()} entries, expected style_dim={style_dim}")
     module = StyleGAN2Space(net, space, float(truncation), latent_avg, clamp)
     if latent_avg is None and truncation < 1:
-        gen = torch.Generator().manual_seed(0)
-        z = torch.randn(_N_MEAN_LATENT, module.style_dim, generator=gen, dtype=torch.float64)
-        module.latent_avg.copy_(module.mapping(z).mean(0, keepdim=True))
+        module.set_mean_latent(0)
     G = Generator(
         module,
         module.style_dim,

@@ -29,12 +29,15 @@ from .stylegan2_arch import StyleGAN2Config, StyleGAN2Net
 
 __all__ = [
     "SPACES",
+    "MappedSpace",
     "StyleGAN2",
     "build_stylegan2",
     "check_space",
+    "fill_noise",
     "load_builtin",
     "load_builtin_state",
     "make_generator",
+    "synthesis_layers",
 ]
 
 SPACES = ("z", "w", "w+")
@@ -42,18 +45,75 @@ SPACES = ("z", "w", "w+")
 _N_MEAN_LATENT = 4096
 
 
-class StyleGAN2(StyleGAN2Net):
+class MappedSpace:
+    """What every StyleGAN2 wrapper shares: W codes from a float64 CPU copy of the mapping network (the same
+    codes on any device), sampling in Z, W or W+, the mean latent, and the synthesis layers' forward order.
+
+    A wrapper sets ``space``, ``style_dim``, ``n_latent`` and a ``latent_avg`` buffer, and names its mapping
+    network in :meth:`mapping_net`.
+    """
+
+    space: str
+    style_dim: int
+    n_latent: int
+    latent_avg: torch.Tensor
+
+    def mapping_net(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def map_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """``w = mapping(z)`` on a float64 CPU copy of the mapping network."""
+        mapping = copy.deepcopy(self.mapping_net()).to("cpu", torch.float64)
+        return mapping(z.to("cpu", torch.float64))
+
+    def sample_codes(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        # W+ samples repeat one mapped w per code: images of the trained distribution.
+        z = torch.randn(n, self.style_dim, generator=gen, dtype=torch.float64)
+        if self.space == "z":
+            return z
+        w = self.map_codes(z)
+        return w if self.space == "w" else w.repeat(1, self.n_latent)
+
+    def set_mean_latent(self, seed: int = 0) -> None:
+        """``latent_avg`` <- mean of the mapping over 4096 codes seeded ``seed`` (a checkpoint without one)."""
+        z = torch.randn(_N_MEAN_LATENT, self.style_dim, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        self.latent_avg.copy_(self.map_codes(z).mean(0).reshape(self.latent_avg.shape))
+
+
+def synthesis_layers(prefix: str, n_rgb: int) -> list[str]:
+    """Forward order of a StyleGAN2 synthesis network: conv1, to_rgb1, then two convs and a to_rgb per resolution."""
+    names = ["conv1", "to_rgb1"]
+    for i in range(n_rgb):
+        names += [f"convs.{2 * i}", f"convs.{2 * i + 1}", f"to_rgbs.{i}"]
+    return [f"{prefix}{n}" for n in names]
+
+
+def fill_noise(buffers: list[torch.Tensor], seed: int) -> None:
+    """Noise buffers a checkpoint lacks, in forward order, drawn from ``seed`` (so the draws are stable)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for buf in buffers:
+            buf.copy_(torch.randn(buf.shape, generator=gen, dtype=torch.float64).to(buf.dtype))
+
+
+class StyleGAN2(MappedSpace, StyleGAN2Net):
     """The network in one latent space, with truncation and an optional clamp to [-1, 1]."""
 
     def __init__(self, cfg: StyleGAN2Config, space: str, truncation: float = 1.0, clamp: bool = True):
         super().__init__(cfg)
         self.space, self.truncation, self.clamp = space, float(truncation), clamp
+        self.style_dim, self.n_latent = cfg.style_dim, cfg.n_latent
         self.register_buffer("latent_avg", torch.zeros(cfg.style_dim), persistent=False)
 
     @property
     def latent_dim(self) -> int:
         n = self.cfg.n_latent if self.space == "w+" else 1
         return n * self.cfg.style_dim
+
+    def mapping_net(self) -> torch.nn.Module:
+        return self.mapping
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         n, d = self.cfg.n_latent, self.cfg.style_dim
@@ -67,33 +127,10 @@ class StyleGAN2(StyleGAN2Net):
         img = self.synthesis(ws)
         return img.clamp(-1, 1) if self.clamp else img
 
-    @torch.no_grad()
-    def map_codes(self, z: torch.Tensor) -> torch.Tensor:
-        """``w = mapping(z)`` on a float64 CPU copy of the mapping network (same codes on any device)."""
-        mapping = copy.deepcopy(self.mapping).to("cpu", torch.float64)
-        return mapping(z.to("cpu", torch.float64))
-
-    def sample_codes(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        # W+ samples repeat one mapped w per code: images of the trained distribution.
-        z = torch.randn(n, self.cfg.style_dim, generator=gen, dtype=torch.float64)
-        if self.space == "z":
-            return z
-        w = self.map_codes(z)
-        return w if self.space == "w" else w.repeat(1, self.cfg.n_latent)
-
-    def set_mean_latent(self, seed: int = 0) -> None:
-        """``latent_avg`` <- mean of the mapping over 4096 codes seeded ``seed``."""
-        z = torch.randn(_N_MEAN_LATENT, self.cfg.style_dim, generator=torch.Generator().manual_seed(seed),
-                        dtype=torch.float64)
-        self.latent_avg.copy_(self.map_codes(z).mean(0))
-
     def named_layers(self) -> list[str]:
         """Forward order: the mapping layers (Z space only), then the synthesis layers."""
         names = [f"mapping.{i}" for i in range(1, self.cfg.n_mlp + 1)] if self.space == "z" else []
-        names += ["synthesis.conv1", "synthesis.to_rgb1"]
-        for i in range(len(self.synthesis.to_rgbs)):
-            names += [f"synthesis.convs.{2 * i}", f"synthesis.convs.{2 * i + 1}", f"synthesis.to_rgbs.{i}"]
-        return names
+        return names + synthesis_layers("synthesis.", len(self.synthesis.to_rgbs))
 
 
 def check_space(space: str, truncation: object) -> None:
@@ -122,10 +159,8 @@ def load_builtin_state(net: StyleGAN2, state: dict, *, what: str, key_name=lambd
             )
         if not value.is_floating_point():
             raise GeometryError(f"{what}: {key_name(key)!r} has dtype {value.dtype}, expected floating point")
-    gen = torch.Generator().manual_seed(noise_seed)
+    fill_noise([own[key] for key in missing], noise_seed)  # older checkpoints lack the noise
     with torch.no_grad():
-        for key in missing:  # older checkpoints lack the noise; forward order keeps draws stable
-            own[key].copy_(torch.randn(own[key].shape, generator=gen, dtype=torch.float64))
         for key, value in state.items():
             own[key].copy_(value)
 
