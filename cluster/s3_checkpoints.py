@@ -11,7 +11,7 @@ spec is listed once, by the driver, and every machine that loads the checkpoint
 (workers on other nodes, a later report) downloads that exact object, with
 ``If-Match``; one replaced since the listing is refused, never loaded in its
 place. Copies live in the weights cache (``geometry_core.weights_cache.cache_home``)
-under ``s3/<bucket>/<key>``, written atomically, each with ``<file>.s3.json``
+under ``s3/<bucket>/<key>``, written atomically as the cache's downloads are, each with ``<file>.s3.json``
 (its ETag and sha256) checked on every use. The endpoint and credentials are
 those of the store (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
 """
@@ -21,13 +21,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from geometry_core.errors import MissingWeightsError, WeightsError, clip
-from geometry_core.weights_cache import cache_home, sha256_file
+from geometry_core.weights_cache import atomic_write, cache_home, sha256_file
 
 __all__ = ["PIN", "is_s3", "list_checkpoints", "local_copy", "local_options", "unpinned"]
 
@@ -129,24 +127,20 @@ def local_copy(pinned: str) -> Path:
     except (OSError, ValueError):
         pass
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f:
-            try:
-                body = _client().get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
-                for block in iter(lambda: body.read(_BLOCK), b""):
-                    h.update(block)
-                    f.write(block)
-            except (bexc.BotoCoreError, bexc.ClientError) as exc:
-                raise _failed(pinned, exc) from None
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    meta.write_text(json.dumps({"url": url, "etag": etag, "sha256": h.hexdigest()}))
+    h = hashlib.sha256()
+
+    def download(f) -> None:
+        try:
+            body = _client().get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+            for block in iter(lambda: body.read(_BLOCK), b""):
+                h.update(block)
+                f.write(block)
+        except (bexc.BotoCoreError, bexc.ClientError) as exc:
+            raise _failed(pinned, exc) from None
+
+    atomic_write(dest, download)
+    record = {"url": url, "etag": etag, "sha256": h.hexdigest()}
+    atomic_write(meta, lambda f: f.write(json.dumps(record).encode()))
     return dest
 
 

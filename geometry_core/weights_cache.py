@@ -59,6 +59,7 @@ __all__ = [
     "HOME_ENV",
     "OFFLINE_ENV_VARS",
     "WeightsIntegrityError",
+    "atomic_write",
     "cache_home",
     "fetch_file",
     "is_offline",
@@ -175,7 +176,7 @@ def read_pin(path: str | Path) -> dict | None:
     return data
 
 
-def _atomic_write(dest: Path, write) -> None:
+def atomic_write(dest: Path, write) -> None:
     """Call ``write(fileobj)`` on a temp file beside ``dest``, fsync it, rename it to ``dest``."""
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
@@ -207,7 +208,7 @@ def _fsync_dir(directory: Path) -> None:
 def _write_pin(path: Path, sha256: str, url: str, size: int) -> None:
     record = {"sha256": sha256, "url": public_url(url), "size": size,
               "pinned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    _atomic_write(_pin_path(path), lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    atomic_write(_pin_path(path), lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
 
 
 def _compare(what: str, path: Path, got: str, expected: str, how: str) -> None:
@@ -348,7 +349,7 @@ def _fetch_locked(url: str, dest: Path, expected: str | None, what: str, max_byt
         result.update(sha256=got, size=size)
 
     try:
-        _atomic_write(dest, write)
+        atomic_write(dest, write)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         if isinstance(err, MissingWeightsError):
             raise
