@@ -53,6 +53,14 @@ class RunLockedError(StoreError):
     """The run is being written by another live driver."""
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the name (state first), or None where unknown (no /proc)."""
+    try:
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True while process ``pid`` runs on this host (it may belong to another user); a zombie is dead.
 
@@ -65,18 +73,16 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, ValueError, IndexError):
-        return True  # no /proc (macOS): as os.kill says
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] != "Z"  # no /proc (macOS): as os.kill says
 
 
 def pid_started(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None where unknown."""
+    stat = _proc_stat(pid)
     try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
-    except (OSError, ValueError, IndexError):
+        return int(stat[19])  # field 22; the name in parentheses may hold spaces
+    except (TypeError, ValueError, IndexError):
         return None
 
 
