@@ -141,8 +141,7 @@ class SweepSpec:
         return {
             "name": self.name,
             "store": self.store,
-            "generators": [_generator_dict(g) for i, g in enumerate(self.generators)
-                           if g.series is None or g.series_of not in {h.series_of for h in self.generators[:i]}],
+            "generators": _generator_dicts(self.generators),
             "targets": list(self.targets),
             "codes": self.codes(),
             "method": self.method,
@@ -167,6 +166,18 @@ class SweepSpec:
         if store is None:
             return self
         return replace(self, store=str(store))
+
+
+def _generator_dicts(generators: tuple[GeneratorSpec, ...]) -> list[dict]:
+    """The generator entries in their YAML form, each series once (its first checkpoint stands for it)."""
+    out, folded = [], set()
+    for g in generators:
+        if g.series is not None:
+            if g.series_of in folded:
+                continue
+            folded.add(g.series_of)
+        out.append(_generator_dict(g))
+    return out
 
 
 def _generator_dict(g: GeneratorSpec) -> dict:
