@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from . import report_figures as figs
+from .integrity import read_rows
 from .report_html import Doc, esc
 from .series_reduce import SERIES_GROUP, series_steps
 from .storage import StoreError, subgroup
@@ -80,7 +81,7 @@ def _curves(series: str, space: str, target: str, g: zarr.Group) -> SeriesCurves
     missing = set(_ARRAYS) - set(g.array_keys())
     if missing:
         raise StoreError(f"{where}: complete, but arrays {sorted(missing)} are missing; run gangeo reduce again")
-    a = {name: np.asarray(g[name][...]) for name in _ARRAYS}
+    a = {name: read_rows(g[name]) for name in _ARRAYS}
     steps = a["step"].astype(np.int64)
     s = steps.size
     frac = np.flatnonzero(np.isclose(a["fraction"].astype(float), _FRACTION))

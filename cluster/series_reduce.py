@@ -36,6 +36,8 @@ import zarr
 from geometry_core.alignment import subspace_cosines
 from geometry_core.spectrum import FRACTIONS
 
+from .integrity import read_rows, reduce_state
+
 __all__ = ["SERIES_GROUP", "TOP_EIGVALS", "TOP_K", "reduce_series", "series_steps"]
 
 SERIES_GROUP = "reduce/series"
@@ -69,17 +71,18 @@ def reduce_series(run_group: zarr.Group) -> dict:
 
 
 def _reduce_of(run_group: zarr.Group, key: str) -> zarr.Group | None:
+    """The step group's ``reduce/`` when its reduce is complete (:func:`cluster.integrity.reduce_state`)."""
     try:
-        g = run_group[f"{key}/reduce"]
+        group = run_group[key]
     except KeyError:
         return None
-    return g if isinstance(g, zarr.Group) and g.attrs.get("state", "complete") == "complete" else None
+    return group["reduce"] if isinstance(group, zarr.Group) and reduce_state(group) == "complete" else None
 
 
 def _read(red: zarr.Group | None, name: str) -> np.ndarray | None:
     if red is None or name not in set(red.array_keys()):
         return None
-    return np.asarray(red[name][:])
+    return read_rows(red[name])
 
 
 def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str], reds: list) -> dict:
