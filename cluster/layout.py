@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "safe_name", "spec_generators"]
+__all__ = ["ARRAYS", "CHUNK_RECORDS", "STORED_DTYPES", "GroupLayout", "default_label", "dim_coordinate", "safe_name",
+           "spec_generators"]
 
 # name -> dimension names; the trailing sizes are all D
 ARRAYS = {
@@ -40,6 +41,16 @@ CHUNK_RECORDS = {  # one entry per chunk, each in its own Zarr chunk
     "computed_at": "f8",  # unix time the chunk was written
     "checksum": "u4",    # crc32 over the chunk's arrays (sorted by name, cast to float32, C order)
 }
+
+
+def dim_coordinate(dim: str, size: int, fractions: list | None = None) -> list:
+    """The labels of a stored dimension, one rule for xarray and the CLI's tables: eigenvalue ranks
+    (``eig``) from 1, the anisotropy fractions exactly as stored, positions from 0 for the rest."""
+    if dim == "eig":
+        return list(range(1, size + 1))
+    if dim == "fraction" and isinstance(fractions, list) and len(fractions) == size:
+        return [float(f) for f in fractions]
+    return list(range(size))
 
 
 def default_label(name: str, options: dict) -> str:

@@ -28,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from .json_safe import json_safe
+
 __all__ = ["DEFAULT_REPORT_DIR", "Doc", "Figure", "esc", "fmt", "page", "render_figures", "slug", "table"]
 
 DEFAULT_REPORT_DIR = "gangeo-reports"  # where `gangeo report RUN` writes without --out (RUN's folder in it)
@@ -74,20 +76,8 @@ def fmt(x) -> str:
 
 
 def _plain_json(x) -> str:
-    """Strict JSON of nested dicts, lists and numpy arrays; NaN and infinities are ``null``."""
-
-    def plain(v):
-        if isinstance(v, dict):
-            return {str(k): plain(u) for k, u in v.items()}
-        if isinstance(v, (list, tuple, np.ndarray)):
-            return [plain(u) for u in v]
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return int(v)
-        if isinstance(v, (float, np.floating)):
-            return float(v) if np.isfinite(v) else None
-        return v
-
-    return json.dumps(plain(x), allow_nan=False, separators=(",", ":"))
+    """Strict, compact JSON; NaN and infinities are ``null``."""
+    return json.dumps(json_safe(x), allow_nan=False, separators=(",", ":"))
 
 
 def table(header: list[str], rows: list[list], keys: list[list[str | None]] | None = None) -> str:

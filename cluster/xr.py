@@ -44,7 +44,7 @@ import zarr
 from geometry_core.spectrum import FRACTIONS
 
 from .consolidated import consolidate_group, consolidate_run, drop_consolidated
-from .layout import GroupLayout
+from .layout import GroupLayout, dim_coordinate
 from .storage import StoreError
 
 __all__ = ["consolidate_group", "consolidate_run", "drop_consolidated", "open_run_xarray"]
@@ -67,15 +67,10 @@ def _label(ds, group: zarr.Group, layout: GroupLayout | None):
     attrs = dict(group.attrs)
     coords: dict = {}
     for name, size in ds.sizes.items():
-        if name == "eig":
-            coords[name] = np.arange(1, size + 1)
-        elif name == "fraction":
-            fr = _fractions(ds, attrs)
-            coords[name] = fr if len(fr) == size else np.arange(size)
-            if len(fr) == size:  # xarray prints 0.99999 as 1.0: the exact label beside it
-                coords["fraction_percent"] = (name, [f"{100 * f:.10g}%" for f in fr])
-        else:
-            coords[name] = np.arange(size)
+        fr = _fractions(ds, attrs) if name == "fraction" else None
+        coords[name] = np.asarray(dim_coordinate(name, size, fr))
+        if fr is not None and len(fr) == size:  # xarray prints 0.99999 as 1.0: the exact label beside it
+            coords["fraction_percent"] = (name, [f"{100 * f:.10g}%" for f in fr])
     if layout is not None:
         coords.update(model=layout.model, space=layout.space, target=layout.target)
     return ds.assign_coords(coords)

@@ -20,33 +20,15 @@ report and ``axes`` number eigenvectors; fractions by their exact value
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 import numpy as np
 
+from cluster.json_safe import json_safe
+from cluster.layout import dim_coordinate
 from geometry_core.errors import UsageError
 
 __all__ = ["dumps_json", "json_safe", "print_array_table", "print_json", "print_table"]
-
-
-def json_safe(obj):
-    """``obj`` with non-finite floats as None, numpy values as Python ones, tuples as lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, bool, int)):
-        return obj
-    if isinstance(obj, dict):
-        return {k if k is None or isinstance(k, (str, int, float)) else str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f" and np.isfinite(obj).all():
-            return obj.tolist()  # the common case, without a walk over every number
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return str(obj)
 
 
 def dumps_json(obj, *, indent: int | None = 2) -> str:
@@ -78,7 +60,8 @@ def print_array_table(arr, data: np.ndarray, index) -> None:
                                                   [None] * arr.ndim)]
     if arr.ndim == 0:
         return print_table([arr.basename], [[data.item()]])
-    coords = [coordinate(arr, d, n) for d, n in zip(dims, arr.shape)]
+    fractions = arr.attrs.get("fractions")
+    coords = [dim_coordinate(d, n, fractions if d == "fraction" else None) for d, n in zip(dims, arr.shape)]
     if isinstance(index, int) and data.ndim <= 1:  # one entry of the first dimension: one row
         data, labels = data[None], [coords[0][index]]
     elif isinstance(index, int):
@@ -90,17 +73,6 @@ def print_array_table(arr, data: np.ndarray, index) -> None:
                          "use --index or --format npy")
     header = [dims[0]] + ([_column(dims[1], c) for c in coords[1]] if data.ndim == 2 else [arr.basename])
     print_table(header, ([lab, *np.atleast_1d(row).tolist()] for lab, row in zip(labels, data)))
-
-
-def coordinate(arr, dim: str, size: int) -> list:
-    """The labels of a dimension, as xarray's coordinates (``cluster.xr``): eigenvalue ranks from 1,
-    the anisotropy fractions exactly as stored, positions from 0 for the rest."""
-    if dim == "eig":
-        return list(range(1, size + 1))
-    fractions = arr.attrs.get("fractions") if dim == "fraction" else None
-    if isinstance(fractions, list) and len(fractions) == size:
-        return [float(f) for f in fractions]
-    return list(range(size))
 
 
 def _column(dim: str, label) -> str:
