@@ -25,9 +25,9 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-# Three Ray nodes on 127.0.0.1 (tests/cluster/test_multinode.py); heavy on a 2-core machine.
+# Three Ray nodes on 127.0.0.1 (tests/jobs/test_multinode.py); heavy on a 2-core machine.
 test-multinode: install
-	GANGEO_MULTINODE=1 $(BIN)/python -m pytest -q tests/cluster/test_multinode.py
+	GANGEO_MULTINODE=1 $(BIN)/python -m pytest -q tests/jobs/test_multinode.py
 
 bench: install
 	$(BIN)/python bench/metric_speed.py

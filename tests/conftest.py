@@ -17,12 +17,13 @@ from torch import nn
 from geometry_core.distances.mse import MSEDistance
 from geometry_core.generators.base import Generator
 from geometry_core.generators.dcgan_faces import load_dcgan_faces
+from tests.support.mirror import mirror
 from tests.support.ray_cluster import ray_cluster
 from tests.support.ray_fixture import ray_local
 from tests.support.s3_server import DUMMY_ENV, s3_server
 
-__all__ = ["dcgan", "linear_generator", "make_linear_generator", "mse", "nonlinear_generator", "ray_cluster",
-           "ray_local", "s3_server"]
+__all__ = ["dcgan", "linear_generator", "make_linear_generator", "mirror", "mse", "nonlinear_generator",
+           "ray_cluster", "ray_local", "s3_server"]
 
 # Tests never reach the network: a backbone missing from the cache is an error, not a download.
 os.environ.setdefault("GANGEO_OFFLINE", "1")

@@ -99,7 +99,7 @@ TEST_SEAMS = {
     ("tests.core.test_metric_tensors", "_jvp_chunk"): "counts the tangent chunks of a multi-target pass",
     ("tests.core.test_metric_tensors", "_LIVE_COPIES"): "the activation bound's constant",
     ("tests.core.test_ssim", "_scalar_from_jacobian"): "the general scalar-distance path, as SSIM's reference",
-    ("tests.cluster.test_finished_run", "_parse_text"): "counts how often the store location is parsed",
+    ("tests.jobs.test_finished_run", "_parse_text"): "counts how often the store location is parsed",
 }
 
 
@@ -137,6 +137,58 @@ def test_the_checks_see_a_violation(tmp_path):
     assert len(problems) == 3, problems
     assert "jobs.cli (jobs), a layer above" in problems[0] and "private ['_secret'] from cluster.lock" in problems[1]
     assert "uses private '_pyplot' of cluster.plots" in problems[2]
+
+
+# Tests follow the layers: tests/core reaches geometry_core only, tests/cluster no higher than cluster;
+# a test that drives a command lives in tests/jobs. tests/support helpers count as what they import.
+TEST_LAYERS = {"core": 0, "cluster": 1, "jobs": 2}
+
+
+def _support_reach(module: str, seen: set[str] | None = None) -> set[str]:
+    """The project modules a tests.support module imports, through the support modules it imports."""
+    seen = set() if seen is None else seen
+    path = REPO / (module.replace(".", "/") + ".py")
+    if module in seen or not path.exists():
+        return set()
+    seen.add(module)
+    out = set()
+    for imported, names, _ in _imports(path, module):
+        out |= {imported} if _layer(imported) is not None else set()
+        if imported.startswith("tests.support"):
+            for m in (imported, *(f"{imported}.{n}" for n in names)):
+                out |= _support_reach(m, seen)
+    return out
+
+
+def _test_layer_problems(path: Path, me: str, layer: int) -> list[str]:
+    """Imports of a test module (direct, or through tests.support) from a package above ``layer``."""
+    problems = []
+    for module, names, line in _imports(path, me):
+        reached = {module} if _layer(module) is not None else set()
+        if module.startswith("tests.support"):
+            for m in (module, *(f"{module}.{n}" for n in names)):
+                reached |= _support_reach(m)
+        above = sorted(m for m in reached if _layer(m) > layer)
+        if above:
+            problems.append(f"line {line}: {me} ({LAYERS[layer]} tests) reaches {', '.join(above)}")
+    return problems
+
+
+@pytest.mark.parametrize("path", sorted(p for d in TEST_LAYERS for p in (REPO / "tests" / d).glob("test_*.py")),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_tests_import_nothing_above_their_layer(path):
+    problems = _test_layer_problems(path, _module_name(path), TEST_LAYERS[path.parent.name])
+    assert not problems, "\n".join(problems)
+
+
+def test_the_test_layer_check_sees_a_reach_up(tmp_path):
+    bad = tmp_path / "probe.py"
+    bad.write_text("from jobs.cli import main\nfrom tests.support.stored_runs import write_run\n"
+                   "import geometry_core\n")
+    problems = _test_layer_problems(bad, "tests.core.test_probe", 0)
+    assert len(problems) == 2, problems
+    assert "reaches jobs.cli" in problems[0] and "cluster." in problems[1]  # stored_runs writes through cluster
+    assert _test_layer_problems(bad, "tests.jobs.test_probe", 2) == []
 
 
 def _module_graph(package: str) -> dict[str, set[str]]:

@@ -3,7 +3,7 @@
 Each scenario ends with: the run's status and progress telling the truth, every
 chunk present once, `verify_run` clean (or naming what is unfinished), and the
 results equal to an undisturbed run's. The worker killed mid-chunk and the driver
-killed mid-run live in tests/test_sweep.py (two more scenarios of the same kind).
+killed mid-run live in tests/cluster/test_sweep.py (two more scenarios of the same kind).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from cluster.spec import parse_spec
 from cluster.storage import StoreError
 from cluster.store import RunStore
 from cluster.verify import verify_run
-from jobs.cli import EXIT_CODES, main
 from tests.support.fault_proxy import FaultProxy
 from tests.support.runs import analytic, tanh_spec
 
@@ -178,8 +177,7 @@ def test_s3_server_stopped_and_restarted_mid_run(ray_local, s3_server, undisturb
     _assert_truthful(url, "out", s3_server.endpoint, undisturbed, s3_server.keys(url), n=40)
 
 
-def test_forbidden_write_fails_at_once_and_is_never_marked_done(ray_local, s3_server, undisturbed,
-                                                                capsys):
+def test_forbidden_write_fails_at_once_and_is_never_marked_done(ray_local, s3_server, undisturbed):
     url = s3_server.new_bucket("deny") + "/r"
     proxy = FaultProxy(s3_server.endpoint, forbid=rf"/deny/{KEY}/done/c/1$").start()
     try:
@@ -193,8 +191,7 @@ def test_forbidden_write_fails_at_once_and_is_never_marked_done(ray_local, s3_se
     assert proxy.faults["403 AccessDenied"] == 3
     report = verify_run(url, "deny")
     assert report["groups"][KEY]["unfinished"] == [1] and report["errors"] == [] and not report["clean"]
-    assert main(["status", "deny", "--store", url]) == 0
-    assert '"status": "partial"' in capsys.readouterr().out
+    assert RunStore(url, mode="r", create=False).attrs("deny")["status"] == "partial"
     again = run_sweep(_spec("deny"), store=url, progress=False)  # the fault is gone: resume
     assert (again["status"], again["computed"], again["skipped"]) == ("complete", 1, N // 2 - 1)
     _assert_truthful(url, "deny", s3_server.endpoint, undisturbed, s3_server.keys(url))
@@ -218,17 +215,12 @@ def test_run_lock_refuses_live_and_takes_over_stale(tmp_path, s3_server):
         taker.release()
 
 
-def test_same_run_twice_is_refused_two_runs_share_a_store(ray_local, tmp_path, capsys):
-    import yaml
-
+def test_same_run_twice_is_refused_two_runs_share_a_store(ray_local, tmp_path):
     store = tmp_path / "s"
-    spec_file = tmp_path / "a.yaml"
-    spec_file.write_text(yaml.safe_dump(tanh_spec("a", n=N, resources={"workers": 1})))
     results = {}
 
     def sweep(name: str) -> None:
-        results[name] = run_sweep(parse_spec(tanh_spec(name, n=N, resources={"workers": 1})),
-                                  store=str(store), progress=False)
+        results[name] = run_sweep(_spec(name, workers=1), store=str(store), progress=False)
 
     threads = [threading.Thread(target=sweep, args=(n,)) for n in ("a", "b")]
     for t in threads:
@@ -240,8 +232,7 @@ def test_same_run_twice_is_refused_two_runs_share_a_store(ray_local, tmp_path, c
         assert verify_run(str(store), name)["clean"]
     with RunLock(str(store), "a"):  # a live driver (this process) holds run "a"
         before = sorted(p.relative_to(store) for p in store.rglob("*"))
-        assert main(["run", str(spec_file), "--store", str(store), "--quiet"]) == EXIT_CODES["store"]
-        err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and "being written by another driver" in err
+        with pytest.raises(RunLockedError, match="being written by another driver"):
+            run_sweep(_spec("a", workers=1), store=str(store), progress=False)
         assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
     assert os.path.exists(store / "a" / "zarr.json")

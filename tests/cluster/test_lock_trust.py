@@ -53,21 +53,6 @@ def test_a_link_in_the_lock_path_is_refused_and_nothing_outside_changes(tmp_path
     _untouched(outside)
 
 
-def test_rm_with_a_linked_lock_deletes_nothing_outside(tmp_path, outside, capsys):
-    from jobs.cli import main
-    from tests.support.stored_runs import write_run
-
-    store = tmp_path / "store"
-    write_run(store, "r")
-    (store / "_locks").mkdir(exist_ok=True)
-    (store / "_locks" / "r").symlink_to(outside)
-    assert main(["rm", "r", "--store", str(store), "--yes"]) == 5
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "symbolic link" in lines[0], lines
-    _untouched(outside)
-    assert (store / "r").exists()
-
-
 def test_a_foreign_lock_holds_at_most_max_lease_after_its_heartbeat():
     now = time.time()
     year = 365 * 86400.0

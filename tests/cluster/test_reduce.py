@@ -262,7 +262,6 @@ def test_a_reducer_added_to_the_table_runs_everywhere(tmp_path, monkeypatch):
     # One table entry (function, arrays with dims, needs eigvecs, summary lines) is all a statistic needs.
     import cluster.reduce as reduce_mod
     from cluster.xr import open_run_xarray
-    from jobs.demo import summary_lines
 
     def trace(job):
         job.create("trace_points", (job.view.layout.n, len(FRACTIONS)), (C, len(FRACTIONS)))[:] = 7
@@ -280,11 +279,12 @@ def test_a_reducer_added_to_the_table_runs_everywhere(tmp_path, monkeypatch):
     out = reduce_run(root, "quick", use_ray=False)["dcgan-faces/z/mse"]
     assert out["trace"] == {"value": 7} and set(g["reduce"].array_keys()) == {"trace_points"}
     assert g["reduce/trace_points"].metadata.dimension_names == ("code", "fraction")
-    # xarray labels its fraction axis (a table array with a "fraction" dimension); the demo prints its line.
+    # xarray labels its fraction axis (a table array with a "fraction" dimension); the summary (the demo's text)
+    # has its line.
     g["reduce/trace_points"].attrs["fractions"] = list(FRACTIONS)
     ds = open_run_xarray(str(tmp_path), "quick", "dcgan-faces/z/mse", reduced=True)
     assert list(ds["fraction"].values) == list(FRACTIONS)
-    assert "  trace: 7" in summary_lines({"g": out})
+    assert "trace: 7" in reduce_mod.summary_lines(out)
 
 
 def test_bad_input(tmp_path):

@@ -1,16 +1,16 @@
 """The HTML report of a run: files, embedded figures, the run's numbers in its tables, a real browser.
 
-The run is written here with zarr directly, in the store's layout (tests/support/stores.py), with
+The run is written with zarr directly, in the store's layout (tests/support/report_run.py), with
 synthetic float64 metrics (D = 100, the face DCGAN's latent size, so the traversal
 grid renders real images from the shipped generator), then reduced by the real
 reducers in-process. Expected numbers are recomputed here with plain numpy.
 Table cells show 4 significant digits, so floats compare at rtol 1e-3
-(rounding to 4 digits moves a number by at most 5e-4 relative).
+(rounding to 4 digits moves a number by at most 5e-4 relative). ``gangeo report`` itself is tested in
+tests/jobs/test_report_cmd.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import re
@@ -26,58 +26,16 @@ from cluster.report import FRACTIONS, build_report, traversal_steps
 from cluster.storage import StoreError
 from geometry_core.errors import GeometryError
 from tests.support.browser import dump_dom, find_chromium, screenshot
+from tests.support.report_run import LAYERS, MSE, RUN, TIMING, C, N, metrics, write_report_run
 from tests.support.spectra import random_spectra
 from tests.support.stores import write_group
 
-N, D, C = 12, 100, 4
-RUN = "quick"
-MSE = "dcgan-faces/z/mse"
-LAYERS = ("dcgan-faces/z/layer-main.2", "dcgan-faces/z/layer-main.5")
 FTOL = 1e-3
-SPEC = {
-    "name": RUN,
-    "generators": [{"name": "dcgan-faces", "spaces": ["z"], "options": {}}],
-    "targets": ["mse", "layer:main.2", "layer:main.5"],
-    "codes": {"n": N, "seed": 0},
-}
-TIMING = {"sweep_s": 12.5, "reduce_s": 3.25}
-
-
-def _metrics(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """N PSD matrices with spectra spread over 10^0 .. 10^-6 and random bases; (H, eigvals desc, eigvecs)."""
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((N, D, D)))
-    lam = np.logspace(0, -6, D) * (1 + 0.5 * rng.random((N, D)))
-    lam = -np.sort(-lam, axis=1)
-    h = np.einsum("nik,nk,njk->nij", q, lam, q)
-    return 0.5 * (h + h.transpose(0, 2, 1)), lam, q
-
-
-def _write_group(run: zarr.Group, key: str, seed: int, *, done, hessian: bool) -> zarr.Group:
-    model, space, target = key.split("/")
-    h, lam, q = _metrics(seed)
-    z = np.random.default_rng(100 + seed).standard_normal((N, D))
-    arrays = {"z": z, "eigvals": lam, "eigvecs": q, **({"hessian": h} if hessian else {})}
-    return write_group(run, key, arrays, chunk_size=C, done=done,
-                       attrs={"model": model, "space": space, "target": target.replace("layer-", "layer:")})
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("store")
-    root = zarr.open_group(str(path), mode="a", zarr_format=3)
-    run = root.require_group(RUN)
-    run.attrs.update({"spec": SPEC, "status": "complete", "created": "2026-01-01T00:00:00+00:00",
-                      "versions": {"torch": "2.14.1"}, "timing": TIMING})
-    g = _write_group(run, MSE, 0, done=[1, 1, 1], hessian=True)
-    reduce_group(g, tile=6, use_ray=False)
-    # The second layer has one chunk not done: its rows must not count anywhere.
-    for key, seed, done in ((LAYERS[0], 1, [1, 1, 1]), (LAYERS[1], 2, [1, 0, 1])):
-        lg = _write_group(run, key, seed, done=done, hessian=False)
-        if done[1] == 0:
-            lg["eigvals"][C : 2 * C] = 1e6  # a half-written chunk: garbage that must be ignored
-        reduce_group(lg, reducers=("anisotropy",), use_ray=False)
-    return path
+    return write_report_run(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +112,7 @@ def _counts(lam: np.ndarray, f: float) -> int:
 
 def _expect_numbers(cells: dict[str, str]) -> None:
     """Every number the tables must hold, recomputed from the synthetic metrics."""
-    h, lam, _ = _metrics(0)
+    h, lam, _ = metrics(0)
     for f in FRACTIONS:
         assert int(cells[f"{MSE}:anisotropy:mean_spectrum:{f:g}"]) == _counts(lam.mean(0), f)
         per = np.array([_counts(row, f) for row in lam], dtype=float)
@@ -168,7 +126,7 @@ def _expect_numbers(cells: dict[str, str]) -> None:
     for f in FRACTIONS:
         assert int(cells[f"{MSE}:anisotropy:global:{f:g}"]) == _counts(glob, f)
     # Homogeneity from its definition: v_k = u_ik^T H_j u_ik against l_jk, i != j.
-    _, lam_all, q = _metrics(0)
+    _, lam_all, q = metrics(0)
     log_c, lin_c = [], []
     for i in range(N):
         for j in range(N):
@@ -181,7 +139,7 @@ def _expect_numbers(cells: dict[str, str]) -> None:
         assert float(cells[f"{MSE}:homogeneity:{name}:std"]) == pytest.approx(np.std(vals), rel=FTOL)
         assert int(cells[f"{MSE}:homogeneity:{name}:count"]) == N * (N - 1)
     # The partial layer group: only the 8 done codes count.
-    _, lam2, _ = _metrics(2)
+    _, lam2, _ = metrics(2)
     done_rows = np.r_[0:C, 2 * C : 3 * C]
     for f in FRACTIONS:
         assert int(cells[f"{LAYERS[1]}:anisotropy:mean_spectrum:{f:g}"]) == _counts(lam2[done_rows].mean(0), f)
@@ -235,31 +193,6 @@ def test_unknown_run_writes_nothing(store, tmp_path):
     with pytest.raises(StoreError, match="no run 'nope'"):
         build_report(store, "nope", out_dir=out, progress=False)
     assert not out.exists()
-
-
-def test_cli_report(store, tmp_path, capsys):
-    from jobs.cli import EXIT_CODES, run_command
-    from jobs.report_cmd import add_parser
-
-    parser = argparse.ArgumentParser(prog="gangeo")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", RUN, "--store", str(store), "--out", str(tmp_path / "r"),
-                              "--no-traversals"])
-    assert args.func(args) == 0
-    out, err = capsys.readouterr()
-    assert Path(out.strip()) == tmp_path / "r" / f"{RUN}.html"
-    # No bar off a terminal: a line per figure, and one for the codes of the fixture's chunks that are not done.
-    lines = err.splitlines()
-    figures = [ln for ln in lines if re.fullmatch(r"gangeo report: figure \d+/\d+: \S+ \([\d.]+ s\)", ln)]
-    assert len(figures) == len(list((tmp_path / "r").glob("*.png"))) > 0, lines
-    left_out = "gangeo report: left out 4 of 36 codes whose chunk is not done"
-    assert [ln for ln in lines if ln not in figures] == [left_out]
-    assert not any("traversal" in p.name for p in (tmp_path / "r").glob("*.png"))
-    bad = parser.parse_args(["report", "nope", "--store", str(store), "--out", str(tmp_path / "bad")])
-    assert run_command(bad) == EXIT_CODES["store"]
-    out, err = capsys.readouterr()
-    assert out == "" and len(err.strip().splitlines()) == 1 and "nope" in err
-    assert not (tmp_path / "bad").exists()
 
 
 def test_in_chromium(report, tmp_path):

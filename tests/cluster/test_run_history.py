@@ -4,14 +4,13 @@ a finished run answers from the store and records nothing (cluster/finished.py).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from cluster.driver import run_sweep
+from cluster.report import build_report
 from cluster.run_state import attempt_attrs, timing_report
 from cluster.spec import parse_spec
-from jobs.cli import main
+from cluster.store import RunStore
 from tests.support.faults import always_fail
 from tests.support.runs import tanh_spec
 
@@ -23,7 +22,7 @@ def _raw(name: str) -> dict:
 
 
 @pytest.mark.slow  # three sweeps, one with retried failures: ~20 s on a loaded 2-core machine
-def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path, capsys):
+def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path):
     store = str(tmp_path / "s")
     spec = parse_spec(_raw("h"))
     first = run_sweep(spec, store=store, progress=False, worker_cls=always_fail(KEY))  # every chunk fails
@@ -31,19 +30,17 @@ def test_rerun_and_resume_append_attempts_and_sum_them(ray_local, tmp_path, caps
     run_sweep(spec, store=store, progress=False)                                      # resumes: computes both
     again = run_sweep(spec, store=store, progress=False)                              # complete: nothing left
     assert again["computed"] == 0 and "nothing_to_do" in again
-    assert main(["status", "h", "--store", store]) == 0
-    out = json.loads(capsys.readouterr().out)
-    hist = out["history"]
+    times = timing_report(RunStore(store).attrs("h"))  # what `gangeo status` prints as timing and history
+    hist = times["attempts"]
     assert [(a["status"], a["points"], a["chunks_computed"], a["chunks_skipped"], a["chunks_failed"])
             for a in hist] == [("partial", 2, 0, 0, 2), ("complete", 2, 2, 0, 0)]  # the no-op rerun: no attempt
     assert all(a["finished"] >= a["started"] and a["seconds"] > 0 for a in hist)
-    cum = out["timing"]
+    cum = times["cumulative"]
     assert (cum["attempts"], cum["points"], cum["chunks_computed"], cum["chunks_failed"]) == (2, 4, 2, 2)
     assert abs(cum["seconds"] - sum(a["seconds"] for a in hist)) < 0.01  # not the last attempt's 0.0x s
     assert cum["first_started"] == hist[0]["started"] and cum["last_finished"] == hist[-1]["finished"]
     # The report lists the same attempts.
-    assert main(["report", "h", "--store", store, "--out", str(tmp_path / "r"), "--no-traversals",
-                 "--allow-import"]) == 0
+    build_report(store, "h", out_dir=tmp_path / "r", traversals=False, allow_import=True, progress=False)
     html = (tmp_path / "r" / "h.html").read_text()
     table = html[html.index("<th>chunks skipped</th>"):]
     table = table[: table.index("</table>")]

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from cluster.spec import DEFAULTS, SpecError, load_spec, parse_spec
-from jobs.cli import EXIT_CODES, main
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "quickstart.yaml"
 
@@ -80,18 +79,6 @@ def test_all_problems_are_collected():
         parse_spec(raw)
     fields = sorted(p.split(":")[0] for p in info.value.problems)
     assert fields == ["bogus", "codes.n", "method", "name"]
-
-
-def test_cli_reports_each_problem_and_writes_nothing(tmp_path, capsys):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(yaml.safe_dump({**_good(), "codes": {"n": 0}, "method": "x"}))
-    store = tmp_path / "store"
-    assert main(["run", str(spec), "--store", str(store), "--quiet"]) == EXIT_CODES["spec"]
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert out == "" and len(lines) == 2
-    assert lines[0].startswith("gangeo run: codes.n:") and lines[1].startswith("gangeo run: method:")
-    assert not store.exists()
 
 
 @pytest.mark.parametrize("text, needle", [("name: [unclosed", "not valid YAML"), ("- a list", "mapping")])

@@ -1,8 +1,7 @@
-"""The results store on a local directory and on S3 (a moto server over HTTP): same suite."""
+"""The results store on a local directory and on S3 (a moto server over HTTP): same suite. What the
+commands make of it (status, ls, query, S3 failures as one line): tests/jobs/test_store.py."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -10,9 +9,8 @@ import zarr
 
 from cluster.layout import GroupLayout, safe_name
 from cluster.spec import parse_spec
-from cluster.storage import StoreError, open_root, parse_store_url, store_env
+from cluster.storage import StoreError, open_root, parse_store_url
 from cluster.store import RunExistsError, RunStore
-from jobs.cli import EXIT_CODES, main
 
 D = 5
 
@@ -118,75 +116,9 @@ def test_parse_store_url():
             parse_store_url(bad)
 
 
-def _assert_one_clean_line(err: str, *secrets: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert all(s not in lines[0] for s in secrets)
-    return lines[0]
-
-
-def test_s3_failures_are_one_line_and_write_nothing(s3_server, tmp_path, capsys, monkeypatch):
-    spec = tmp_path / "s.yaml"
-    spec.write_text("name: r\ngenerators: [dcgan-faces]\ntargets: [mse]\ncodes: {n: 2}\n")
-    cases = {"does not exist": ["--store", "s3://no-such-bucket/x"],
-             "cannot reach": ["--store", "s3://any-bucket/x", "--s3-endpoint", "http://127.0.0.1:9"]}
-    for needle, args in cases.items():
-        assert main(["run", str(spec), "--quiet", *args]) == EXIT_CODES["store"]
-        out, err = capsys.readouterr()
-        assert out == "" and needle in _assert_one_clean_line(err)
-    url = s3_server.new_bucket("auth")
-    with s3_server.enforce_auth() as (key_id, secret):
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-" + secret[:4])
-        assert main(["run", str(spec), "--quiet", "--store", url]) == EXIT_CODES["store"]
-        out, err = capsys.readouterr()
-        line = _assert_one_clean_line(err, secret, "not-the-secret")
-        assert "denied" in line and "credentials" in line
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-        open_root(url)  # the right credentials work against the same enforcing server
-    monkeypatch.undo()
-    assert s3_server.keys(url) == ["zarr.json"]  # only the root the valid open created; no run
-    env = store_env("http://h:1")
-    assert env["AWS_ENDPOINT_URL"] == "http://h:1" and env["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
-
-
 def test_safe_name():
     assert safe_name("layer:main.5") == "layer-main.5"
     assert safe_name("lpips-alex") == "lpips-alex"
-
-
-def test_cli_status_ls_query(tmp_path, capsys):
-    url = str(tmp_path / "store")
-    rs = RunStore(url)
-    rs.create("r", _spec(), PLANS)
-    data = _chunk(2, 3)
-    rs.write_chunk("r", PLANS[0].key, 0, data)
-    rs.mark_done("r", PLANS[0].key, 0)
-    assert main(["status", "r", "--store", url]) == 0
-    status = json.loads(capsys.readouterr().out)
-    assert status["progress"]["groups"][PLANS[0].key] == {"done": 1, "chunks": 3}
-    assert main(["ls", "--store", url]) == 0
-    assert [r["run"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["r"]
-    q = ["query", "r", "--store", url, "--target", "mse", "--array", "eigvals", "--index", "0:2"]
-    assert main([*q, "--format", "json"]) == 0
-    got = json.loads(capsys.readouterr().out)
-    assert got["shape"] == [2, D] and got["group"] == PLANS[0].key
-    np.testing.assert_allclose(got["data"], data["eigvals"], rtol=1e-6)  # float32 storage
-    assert main([*q, "--format", "table"]) == 0
-    header, *rows = capsys.readouterr().out.strip().splitlines()  # a header row, then rows labelled by code
-    assert header.split("\t")[:2] == ["code", "eig1"] and [r.split("\t")[0] for r in rows] == ["0", "1"]
-    np.testing.assert_allclose([[float(v) for v in r.split("\t")[1:]] for r in rows], data["eigvals"], rtol=1e-6)
-    out = tmp_path / "v.npy"
-    assert main([*q[:-4], "--array", "eigvecs", "--format", "npy", "--out", str(out)]) == 0
-    np.testing.assert_allclose(np.load(out)[:2], data["eigvecs"], rtol=1e-6)
-    assert "not done" in capsys.readouterr().err  # the run's last chunk is not done: said, not served as data
-    for bad, needle, kind in ((["query", "r", "--store", url], "several groups match", "usage"),
-                              ([*q[:-2], "--index", "x"], "--index", "usage"),
-                              (["status", "zz", "--store", url], "no run 'zz'", "store"),
-                              (["ls", "--store", str(tmp_path / "none")], "no results store", "store")):
-        assert main(bad) == EXIT_CODES[kind]
-        out_, err = capsys.readouterr()
-        assert out_ == "" and len(err.strip().splitlines()) == 1 and needle in err
 
 
 def test_root_created_by_another_driver_meanwhile_is_opened(tmp_path, monkeypatch):

@@ -1,9 +1,9 @@
 """Sweeps end to end on embedded Ray (2 CPUs): local and S3 stores, a dying worker,
-a failing chunk, a killed driver and `gangeo resume`."""
+a failing chunk, a killed driver and its resume. The ``gangeo run`` process tree killed and resumed
+through the commands: tests/jobs/test_ray_lost.py and tests/jobs/test_run_cmd.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import zarr
 
 from cluster.driver import run_sweep
 from cluster.spec import parse_spec
-from jobs.cli import main
 from tests.support.faults import always_fail, crash_after_write
 from tests.support.processes import tree, wait_dead
 
@@ -124,12 +122,12 @@ def test_chunk_that_keeps_failing_is_reported_others_complete(ray_local, tmp_pat
     assert root["fail"].attrs["status"] == "partial"
 
 
-def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, reference, capsys):
+def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, reference):
     store = tmp_path / "s"
-    spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump(_raw("kill", n=N, resources={"workers": 1})))
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(spec), "--store", str(store),
-                             "--quiet"], cwd=REPO, start_new_session=True,
+    raw = _raw("kill", n=N, resources={"workers": 1})
+    code = ("from cluster.driver import run_sweep\nfrom cluster.spec import parse_spec\n"
+            f"run_sweep(parse_spec({raw!r}), store={str(store)!r}, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_path = store / "kill/dcgan-faces/z/mse/done"
     try:
@@ -139,7 +137,7 @@ def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, 
                 break
             time.sleep(0.2)
     finally:
-        procs = tree(proc.pid)  # gangeo, the driver it supervises and its embedded Ray
+        procs = tree(proc.pid)  # the driver and its embedded Ray
         os.killpg(proc.pid, signal.SIGKILL)  # all of them, as a lost machine
         proc.wait()
         assert not wait_dead(procs), "the killed driver still runs"  # dying takes a moment under load
@@ -147,8 +145,7 @@ def test_killed_driver_then_resume_recomputes_only_missing(ray_local, tmp_path, 
     done_before = g["done"][:] == 1
     stamps_before = g["computed_at"][:]
     assert 1 <= done_before.sum() < N // 2, done_before
-    assert main(["resume", "kill", "--store", str(store), "--quiet"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = run_sweep(parse_spec(raw), store=str(store), progress=False)  # what `gangeo resume` runs
     assert summary["computed"] == int((~done_before).sum())
     assert summary["skipped"] == int(done_before.sum())
     g = zarr.open_group(store / "kill/dcgan-faces/z/mse", mode="r")
@@ -169,21 +166,3 @@ def test_several_generators_one_worker_loads_each_once_to_compute(ray_local, tmp
     (info,) = summary["worker_info"]
     # Planning describes each generator once on the first worker, then its chunks run model by model.
     assert info["model_loads"] == 2 + 2 and info["device"] == "cpu"
-
-
-def test_run_name_flag_names_the_run(ray_local, tmp_path, capsys):
-    """`gangeo run --name` (one run per scheduled fire): the run is stored under that name;
-    a bad name writes nothing."""
-    from jobs.cli import EXIT_CODES, main
-    from tests.support.runs import tanh_spec
-
-    spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump(tanh_spec("base", n=2, resources={"workers": 1})))
-    store = tmp_path / "store"
-    assert main(["run", str(spec), "--store", str(store), "--name", "bad/name", "--quiet"]) == EXIT_CODES["usage"]
-    assert not store.exists()
-    assert main(["run", str(spec), "--store", str(store), "--name", "base-20261126T0200Z", "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["ls", "--store", str(store)]) == 0
-    runs = {r["run"]: r["status"] for r in json.loads(capsys.readouterr().out)["runs"]}
-    assert runs == {"base-20261126T0200Z": "complete"}

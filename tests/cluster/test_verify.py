@@ -1,8 +1,8 @@
-"""`gangeo verify`: a finished run is clean; each kind of damage is named by group and chunk."""
+"""``verify_run``: a finished run is clean; each kind of damage is named by group and chunk. The command
+(its JSON, exit codes and stderr lines): tests/jobs/test_verify.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,6 @@ import zarr
 
 from cluster.store import RunStore
 from cluster.verify import verify_run
-from jobs.cli import EXIT_CODES, main
 from tests.support.runs import C, D, N, analytic, build_run
 
 KEY = "module/z/mse"
@@ -27,25 +26,21 @@ def _chunks_with(report: dict, text: str) -> list:
     return sorted(e["chunk"] for e in report["errors"] if text in e["problem"])
 
 
-def test_clean_run_and_stored_values_match_analytic(run, capsys):
+def test_clean_run_and_stored_values_match_analytic(run):
     g = zarr.open_group(run / "v" / KEY, mode="r")
     # fp32 storage of exact-method results: 1e-6 of the largest entry (2/12) covers rounding.
     np.testing.assert_allclose(g["hessian"][:], analytic(g["z"][:]), rtol=0, atol=1e-6 * 2 / 12)
-    assert main(["verify", "v", "--store", str(run)]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = verify_run(str(run), "v")
     assert report["clean"] and report["errors"] == [] and report["groups"][KEY]["done"] == N // C
 
 
-def test_overwritten_chunk_bytes_are_named(run, capsys):
+def test_overwritten_chunk_bytes_are_named(run):
     path = run / "v" / KEY / "eigvecs" / "c" / "1" / "0" / "0"
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte in the middle of the compressed chunk
     path.write_bytes(bytes(raw))
-    assert main(["verify", "v", "--store", str(run)]) == 1
-    out, err = capsys.readouterr()
-    report = json.loads(out)
-    assert _chunks_with(report, "eigvecs: unreadable") == [1]
-    assert f"{KEY} chunk 1: eigvecs: unreadable" in err
+    report = verify_run(str(run), "v")
+    assert _chunks_with(report, "eigvecs: unreadable") == [1] and not report["clean"]
 
 
 def test_values_changed_without_checksum_are_named(run):
@@ -81,12 +76,3 @@ def test_non_psd_nan_and_bad_eigvecs_are_named(run):
     assert _chunks_with(report, "non-finite") == [2]
     assert _chunks_with(report, "not orthonormal") == [3]
     assert _chunks_with(report, "checksum") == []
-
-
-def test_verify_errors_are_one_line(tmp_path, run, capsys):
-    assert main(["verify", "nope", "--store", str(run)]) == EXIT_CODES["store"]
-    assert main(["verify", "v", "--store", str(tmp_path / "absent")]) == EXIT_CODES["store"]
-    assert main(["verify", "v", "--store", str(run), "--rtol", "-1"]) == EXIT_CODES["usage"]
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 3, err
-    assert not (tmp_path / "absent").exists()

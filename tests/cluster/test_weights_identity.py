@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cluster.driver import run_sweep
 from cluster.layout import GroupLayout
 from cluster.spec import parse_spec
 from cluster.store import RunExistsError, RunStore
 from cluster.weights_identity import weights_digests
 from geometry_core.weights_cache import sha256_file as file_sha256
-from jobs.cli import EXIT_CODES, main
 from tests.support.runs import C, D, N, tanh_spec
 
 
@@ -68,17 +68,16 @@ def test_changed_file_refused_naming_it_old_run_accepted_with_warning(tmp_path, 
     assert rs.attrs("w")["identity"]["weights"] == weights_digests(spec)
 
 
-def test_resume_with_replaced_weights_is_refused(ray_local, tmp_path, capsys):
+def test_resume_with_replaced_weights_is_refused(ray_local, tmp_path):
     spec, path = _spec(tmp_path)
     store = tmp_path / "s"
     rs = RunStore(str(store))
     lay = GroupLayout("module", "z", "mse", n=N, dim=D, chunk_size=C)
     rs.create("w", spec, [lay], weights=weights_digests(spec))
     path.write_bytes(path.read_bytes() + b"\0")  # replaced at the same path between two runs
-    assert main(["resume", "w", "--store", str(store), "--quiet", "--allow-import"]) == EXIT_CODES["store"]
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert out == "" and len(lines) == 1 and str(path.resolve()) in lines[0], err
+    with pytest.raises(RunExistsError, match=f"weights file {path.resolve()}") as err:
+        run_sweep(spec, store=str(store), progress=False)  # as `gangeo resume w` would
+    assert "\n" not in str(err.value)
     assert rs.done_mask("w", lay.key).sum() == 0  # nothing computed
 
 

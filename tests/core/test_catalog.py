@@ -2,24 +2,19 @@
 
 Each test starts ``http.server`` on 127.0.0.1 (port 0) serving files the test
 writes, points ``GANGEO_MIRROR`` at it (the documented mirror: ``<base>/<entry>/<file>``)
-and ``GANGEO_HOME`` at a temporary cache. Each real weight format is a small
+and ``GANGEO_HOME`` at a temporary cache (tests/support/mirror.py). Each real weight format is a small
 writer function in ``WRITERS`` (architecture -> files of an entry); every
-catalogue entry whose architecture has a writer is downloaded and loaded.
+catalogue entry whose architecture has a writer is downloaded and loaded. ``gangeo models``:
+tests/jobs/test_models_cmd.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
-import json
-import os
 import re
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -29,8 +24,9 @@ from torch import nn
 from geometry_core.errors import GeometryError, MissingWeightsError
 from geometry_core.generators import load_generator
 from geometry_core.generators.catalog import CATALOG, CatalogEntry, CatalogFile, fetch_entry, local_path
-from geometry_core.weights_cache import OFFLINE_ENV_VARS, PIN_SUFFIX, WeightsIntegrityError, read_pin
-from tests.support.biggan import tiny_biggan
+from geometry_core.weights_cache import PIN_SUFFIX, WeightsIntegrityError, read_pin
+from tests.support.biggan import biggan_deep_files as write_biggan_deep
+from tests.support.mirror import Mirror, serve_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,12 +38,6 @@ def _torch_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
-
-
-def write_biggan_deep(entry: CatalogEntry) -> dict[str, bytes]:
-    """pytorch-pretrained-biggan's pair: config.json + pytorch_model.bin, a tiny random model."""
-    cfg, net = tiny_biggan()
-    return {"config.json": json.dumps(cfg.to_dict()).encode(), "pytorch_model.bin": _torch_bytes(net.state_dict())}
 
 
 DATA = ROOT / "tests" / "support" / "data"
@@ -65,7 +55,7 @@ def write_gan_zoo(filename: str):
 def write_stylegan2(entry: CatalogEntry) -> dict[str, bytes]:
     """A rosinality checkpoint (``{"g_ema", "latent_avg"}``) served under the entry's file name:
     the loader tells the formats apart by content. NVIDIA's pickle layout has its own tests
-    (tests/test_stylegan2_nvidia.py)."""
+    (tests/core/test_stylegan2_nvidia.py)."""
     (f,) = entry.files
     return {f.filename: (DATA / "stylegan2" / "rosinality_tiny.pt").read_bytes()}
 
@@ -83,91 +73,6 @@ class TinyGenerator(nn.Module):
 
     def forward(self, z):
         return torch.tanh(self.lin(z)).reshape(-1, 3, 2, 2)
-
-
-# ------------------------------------------------------------------ the loopback mirror
-
-
-class Mirror:
-    """Files by URL path (query strings ignored); ``cut[path] = n`` declares n bytes but sends fewer, then
-    closes; ``unsized`` paths are sent without Content-Length; ``trickle[path] = s`` sends one byte every s
-    seconds; ``moved[path] = url`` answers with a redirect there."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.cut: dict[str, int] = {}
-        self.unsized: set[str] = set()
-        self.trickle: dict[str, float] = {}
-        self.moved: dict[str, str] = {}
-        self.requests: list[str] = []
-        mirror = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                path = self.path.split("?", 1)[0]
-                mirror.requests.append(path)
-                if path in mirror.moved:
-                    self.send_response(302)
-                    self.send_header("Location", mirror.moved[path])
-                    self.end_headers()
-                    return
-                body = mirror.files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                if path not in mirror.unsized:
-                    self.send_header("Content-Length", str(mirror.cut.get(path, len(body))))
-                self.end_headers()
-                try:
-                    if path in mirror.trickle:
-                        for i in range(len(body)):
-                            self.wfile.write(body[i : i + 1])
-                            self.wfile.flush()
-                            time.sleep(mirror.trickle[path])
-                    else:
-                        self.wfile.write(body)  # HTTP/1.0: the connection closes after this
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a cap or a deadline)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    """A running mirror, ``GANGEO_MIRROR`` pointing at it, an empty ``GANGEO_HOME``, downloads allowed."""
-    m = Mirror()
-    monkeypatch.setenv("GANGEO_MIRROR", m.url)
-    monkeypatch.setenv("GANGEO_HOME", str(tmp_path / "home"))
-    for var in OFFLINE_ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    yield m
-    m.close()
-
-
-def serve_entry(mirror: Mirror, name: str, files: dict[str, bytes], monkeypatch) -> CatalogEntry:
-    """Serve ``files`` as entry ``name``; an entry with published hashes gets the served files' digests."""
-    entry = CATALOG[name]
-    for filename, body in files.items():
-        mirror.files[f"/{name}/{filename}"] = body
-    if any(f.sha256 for f in entry.files):
-        digests = {fn: hashlib.sha256(body).hexdigest() for fn, body in files.items()}
-        entry = dataclasses.replace(
-            entry, files=tuple(dataclasses.replace(f, sha256=digests[f.filename]) for f in entry.files)
-        )
-        monkeypatch.setitem(CATALOG, name, entry)
-    return entry
 
 
 def _cache_listing(entry: CatalogEntry) -> list[str]:
@@ -438,57 +343,6 @@ def test_concurrent_fetches_download_once_and_agree(mirror):
     assert errors == [] and len(results) == 3
     assert mirror.requests == [path]  # one download; the others waited and verified its file
     assert read_pin(results[0])["sha256"] == hashlib.sha256(mirror.files[path]).hexdigest()
-
-
-# ------------------------------------------------------------------ the CLI, as a user runs it
-
-
-def _gangeo(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
-
-
-@pytest.mark.slow  # three CLI processes, each importing torch (about 7 s each on a busy 2-core machine)
-def test_cli_models_lists_fetches_and_reports_pins(mirror, monkeypatch):
-    serve_entry(mirror, "biggan-deep-256", write_biggan_deep(CATALOG["biggan-deep-256"]), monkeypatch)
-
-    listed = _gangeo("models")
-    assert listed.returncode == 0, listed.stderr
-    out = json.loads(listed.stdout)
-    assert out["cache"] == os.environ["GANGEO_HOME"]
-    rows = {r["name"]: r for r in out["models"]}
-    assert set(rows) == set(CATALOG)
-    assert rows["pggan-celebahq-256"]["files"][0]["check"] == "published sha256 6196db68"
-    assert rows["biggan-deep-256"]["cached"] is False
-    assert rows["biggan-deep-256"]["files"][0]["pinned_on_first_use"] is True
-
-    fetched = _gangeo("models", "fetch", "biggan-deep-256")
-    assert fetched.returncode == 0, fetched.stderr
-    record = json.loads(fetched.stdout)
-    assert record["name"] == "biggan-deep-256" and record["cached"] is True
-    assert f"downloading {mirror.url}/biggan-deep-256/pytorch_model.bin" in fetched.stderr
-
-    table = _gangeo("models", "--format", "table")
-    assert table.returncode == 0, table.stderr
-    line = next(ln for ln in table.stdout.splitlines() if ln.startswith("biggan-deep-256 "))
-    assert " yes " in line and "pinned on first use: " in line and str(Path(os.environ["GANGEO_HOME"])) in line
-    assert " no " in next(ln for ln in table.stdout.splitlines() if ln.startswith("biggan-deep-128 "))
-
-
-def test_cli_models_fetch_errors_are_one_line(mirror, monkeypatch, capsys):
-    from jobs.cli import EXIT_CODES, main  # in-process: the same parser and command as the subprocess above
-
-    assert main(["models", "fetch", "nope"]) == EXIT_CODES["geometry"]
-    out, err = capsys.readouterr()
-    assert out == "" and err.count("\n") == 1 and "unknown catalogue entry 'nope'" in err
-    assert main(["models", "fetch"]) == EXIT_CODES["usage"]
-    assert "give catalogue names, or --all" in capsys.readouterr().err
-    monkeypatch.setenv("GANGEO_OFFLINE", "1")
-    assert main(["models", "fetch", "dcgan-fashiongen"]) == EXIT_CODES["weights"]
-    out, err = capsys.readouterr()
-    assert out == "" and err.count("\n") == 1 and "downloads are off" in err
-    assert mirror.requests == []
 
 
 def test_readme_table_lists_every_entry():

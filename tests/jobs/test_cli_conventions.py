@@ -25,7 +25,7 @@ import yaml
 
 from cluster.progress import SweepProgress
 from cluster.storage import StoreError, open_root
-from jobs.cli import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, build_parser, main
+from jobs.cli import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, build_parser, main, report_error
 from jobs.output import json_safe
 from tests.support.runs import build_run, tanh_spec
 
@@ -115,6 +115,15 @@ def test_user_errors_are_one_line_with_their_exit_code(world, capsys, case):
     assert (got, len(lines)) == (code, 1), err
     assert lines[0].startswith("gangeo") and "Traceback" not in err and out == ""
     assert _tree(world) == before
+
+
+def test_a_missing_trunk_is_the_weights_code_in_one_whole_line(capsys):
+    from geometry_core.errors import MissingWeightsError
+
+    message = ("targets: lpips-alex: lpips-alex needs torchvision's ImageNet backbone file; "
+               "alternatively use --distance mse")
+    assert report_error("run", MissingWeightsError(message)) == EXIT_CODES["weights"] == 6
+    assert capsys.readouterr().err.splitlines() == [f"gangeo run: {message}"]
 
 
 def test_version_prints_the_installed_version(capsys):

@@ -383,3 +383,20 @@ def test_rm_is_refused_while_a_reduce_runs(store, capsys, monkeypatch):
     assert main(["reduce", "a", "--store", str(store), "--no-ray", "--quiet"]) == 0
     assert seen == [5] and (store / "a" / "zarr.json").exists()
     assert main(["rm", "a", "--store", str(store), "--yes"]) == 0  # the lock went with the reduce
+
+
+def test_rm_with_a_linked_lock_deletes_nothing_outside(tmp_path, capsys):
+    from tests.support.stored_runs import write_run
+
+    outside = tmp_path / "elsewhere"  # a directory outside the store that rm must never touch
+    outside.mkdir()
+    (outside / "zarr.json").write_text("precious")
+    store = tmp_path / "store"
+    write_run(store, "r")
+    (store / "_locks").mkdir(exist_ok=True)
+    (store / "_locks" / "r").symlink_to(outside)
+    assert main(["rm", "r", "--store", str(store), "--yes"]) == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "symbolic link" in lines[0], lines
+    assert [p.name for p in outside.iterdir()] == ["zarr.json"] and (outside / "zarr.json").read_text() == "precious"
+    assert (store / "r").exists()

@@ -15,7 +15,7 @@ from cluster.layout import GroupLayout
 from cluster.spec import parse_spec
 from cluster.store import RunStore
 
-__all__ = ["C", "D", "N", "analytic", "build_run", "tanh_spec"]
+__all__ = ["C", "D", "N", "analytic", "build_run", "random_codes", "tanh_generator", "tanh_spec", "unfinish"]
 
 N, C, D = 8, 2, 12
 def tanh_spec(name: str, n: int = N, **patch) -> dict:
@@ -27,6 +27,18 @@ def tanh_spec(name: str, n: int = N, **patch) -> dict:
            "reducers": {"global": False, "homogeneity": False, "anisotropy": False}}
     raw.update(patch)
     return raw
+
+
+def tanh_generator():
+    """The generator of :func:`tanh_spec`: ``G(z) = tanh(z)`` shaped to 3x2x2 images."""
+    import geometry_core as gc
+
+    return gc.load_generator("module", **tanh_spec("x")["generators"][0]["options"])
+
+
+def random_codes(n: int, dim: int = D, seed: int = 0) -> np.ndarray:
+    """``n`` standard normal codes of ``dim`` dimensions (float64), the same for the same seed."""
+    return np.random.default_rng(seed).standard_normal((n, dim))
 
 
 def analytic(z: np.ndarray) -> np.ndarray:
@@ -52,3 +64,20 @@ def build_run(store: Path | str, name: str = "v") -> RunStore:
                                            "eigvals": vals.numpy(), "eigvecs": vecs.numpy()})
         rs.mark_done(name, plan.key, i)
     return rs
+
+
+def unfinish(store: Path, rs: RunStore, run: str = "v") -> list[int]:
+    """Make chunks 1 and 2 of :func:`build_run`'s run not done; return their codes.
+
+    Chunk 1 keeps its rows with its eigvals bytes flipped (a torn write: no longer decodes);
+    chunk 2's eigvals were never written (zeros, as after a full disk).
+    """
+    key = "module/z/mse"
+    rs.mark_done(run, key, 1, value=0)
+    path = Path(store) / run / key / "eigvals" / "c" / "1" / "0"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    rs.mark_done(run, key, 2, value=0)
+    (Path(store) / run / key / "eigvals" / "c" / "2" / "0").unlink()
+    return [2, 3, 4, 5]
