@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from geometry_core.errors import GeometryError, UsageError, clip
 
@@ -216,7 +216,7 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         problems.append(f"generators: expected a non-empty list of {{name, spaces, options}}, got {clip(value)}")
         return []
     known = _known("list_generators")
-    out = []
+    out: list[GeneratorSpec] = []
     for i, g in enumerate(value):
         where = f"generators[{i}]"
         if isinstance(g, str):
@@ -239,7 +239,7 @@ def _parse_generators(value: Any, problems: list[str]) -> list[GeneratorSpec]:
         if isinstance(spaces, str):
             spaces = [spaces]
         # A generator's own space names are valid even where they are not plain names ("w+").
-        if not isinstance(spaces, list) or not all(isinstance(s, str) and (_NAME_RE.match(s) or s in valid)
+        if not isinstance(spaces, list) or not all(isinstance(s, str) and (_NAME_RE.match(s) or s in (valid or ()))
                                                    for s in spaces):
             problems.append(f"{where}.spaces: expected a list of space names, got {clip(spaces)}")
             spaces = [DEFAULT_SPACE]
@@ -381,7 +381,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     if problems:
         raise SpecError(problems)
     return SweepSpec(
-        name=name, generators=tuple(gens), targets=tuple(targets), n_codes=codes["n"],
+        name=cast(str, name), generators=tuple(gens), targets=tuple(targets), n_codes=codes["n"],
         seed=codes["seed"], store=store, method=raw.get("method", DEFAULTS["method"]),
         topk=raw.get("topk"), keep_hessian=keep["hessian"], keep_eigvecs=keep["eigvecs"],
         chunk_size=raw.get("chunk_size", DEFAULTS["chunk_size"]), reducers=red, resources=res,

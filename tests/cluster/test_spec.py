@@ -81,6 +81,14 @@ def test_all_problems_are_collected():
     assert fields == ["bogus", "codes.n", "method", "name"]
 
 
+def test_an_unknown_generator_with_a_space_that_is_no_plain_name_is_two_lines():
+    # It raised TypeError: the generator's own space names were looked up on a generator the registry lacks.
+    raw = {**_good(), "generators": [{"name": "nosuchgen", "spaces": ["w+"]}]}
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert [p.split(":")[0] for p in info.value.problems] == ["generators[0].name", "generators[0].spaces"]
+
+
 @pytest.mark.parametrize("text, needle", [("name: [unclosed", "not valid YAML"), ("- a list", "mapping")])
 def test_unreadable_spec_file(tmp_path, text, needle):
     path = tmp_path / "s.yaml"
