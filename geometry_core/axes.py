@@ -17,12 +17,16 @@ image by about ``|j| delta``.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import GeometryError
+
+if TYPE_CHECKING:
+    from .distances.base import Distance
 
 __all__ = [
     "calibrated_steps",
@@ -113,7 +117,7 @@ def traverse(z: torch.Tensor, directions: torch.Tensor, steps: torch.Tensor, *, 
 
 
 @torch.no_grad()
-def measure_distances(G: nn.Module, distance: nn.Module, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def measure_distances(G: nn.Module, distance: Distance, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """``d(G(z), G(code))`` for codes ``(K, S, D)``, shape ``(K, S)``, one batch per row."""
     rows = []
     for row in codes:
@@ -146,7 +150,7 @@ def _eigenframe(G, distance, z, method):
 
 def explore_axes(
     G: nn.Module,
-    distance: nn.Module,
+    distance: Distance,
     z: torch.Tensor,
     *,
     eigvals: torch.Tensor | None = None,
@@ -184,7 +188,7 @@ def explore_axes(
     with torch.no_grad():
         images = torch.stack([G(row) for row in codes]).cpu()
     j = torch.arange(-n_steps, n_steps + 1, dtype=torch.float64).abs()
-    result = {
+    result: dict[str, Any] = {  # tensors, and the paths of the PNGs written
         "eigvals": lam,
         "steps": steps,
         "target": (j * delta).expand(topk, -1).clone(),

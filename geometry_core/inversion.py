@@ -35,12 +35,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from .distances.base import Distance
 from .errors import GeometryError
+
+if TYPE_CHECKING:
+    from .generators.base import Generator
 
 __all__ = [
     "InversionOptions",
@@ -136,7 +140,7 @@ def latent_basis(
 
 
 def metric_eigenbasis(
-    G: torch.nn.Module, distance: Distance, *, n_codes: int = 32, seed: int = 0, batch: int = 8
+    G: Generator, distance: Distance, *, n_codes: int = 32, seed: int = 0, batch: int = 8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (descending) and eigenvectors (columns) of the global metric over
     ``G.sample(n_codes, seed)``: the mean of the metric tensors (``global_metric``)."""
@@ -152,7 +156,7 @@ def metric_eigenbasis(
 
 
 def image_loss(
-    G: torch.nn.Module, distance: Distance, target_image: torch.Tensor
+    G: Generator, distance: Distance, target_image: torch.Tensor
 ) -> Callable[..., torch.Tensor]:
     """``loss(z, rows=None) -> d(target[rows], G(z))`` per code (B,).
 
@@ -205,7 +209,8 @@ class _Tracker:
             self.best_z = z[i].detach().clone()
 
     def result(self, optimizer: str) -> OptimResult:
-        return OptimResult(self.best_z, self.best_loss, np.asarray(self.losses), len(self.losses), optimizer)
+        best_z = cast(torch.Tensor, self.best_z)  # set once record() has seen a finite loss
+        return OptimResult(best_z, self.best_loss, np.asarray(self.losses), len(self.losses), optimizer)
 
 
 def _adam_run(loss_fn, basis: LatentBasis, w0, rows, steps: int, lr: float, trackers) -> torch.Tensor:
@@ -283,7 +288,8 @@ def _basincma_problems(
                 es.tell(refined if tell == "refined" else asked[i], scores)
     if trackers[0].left > 0:
         # no whole generation fitted the budget: Adam from the start instead
-        start = z_init if trackers[0].best_z is None else torch.stack([t.best_z for t in trackers])
+        # every tracker has a best_z once the first has: they record the same generations
+        start = z_init if trackers[0].best_z is None else torch.stack([cast(torch.Tensor, t.best_z) for t in trackers])
         w_best = basis.to_w(start)
         _adam_run(loss_fn, basis, w_best, torch.arange(n, device=z_init.device), trackers[0].left, lr, trackers)
     return [t.result("basincma") for t in trackers]
@@ -375,7 +381,7 @@ class InversionOptions:
 
 
 def invert(
-    G: torch.nn.Module,
+    G: Generator,
     distance: Distance,
     target_image: torch.Tensor,
     options: InversionOptions | None = None,
@@ -400,7 +406,7 @@ def invert(
 
 
 def invert_many(
-    G: torch.nn.Module,
+    G: Generator,
     distance: Distance,
     target_images: torch.Tensor,
     options: InversionOptions | None = None,

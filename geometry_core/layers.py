@@ -15,6 +15,7 @@ the mean over the layer's M entries of ``(f_l(z) - f_l(z0))^2``, so
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast, overload
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 from .capture import capture_outputs
 from .errors import GeometryError
 from .homogeneity import pearson
+
+if TYPE_CHECKING:
+    from .generators.base import Generator
 
 __all__ = [
     "amplification",
@@ -41,7 +45,7 @@ def _layer_names(G: nn.Module) -> list[str]:
 
 def _module_of(G: nn.Module, layer: str) -> nn.Module:
     if hasattr(G, "layer"):
-        return G.layer(layer)  # GeometryError listing the known layers
+        return cast("Generator", G).layer(layer)  # GeometryError listing the known layers
     module = dict(G.named_modules()).get(layer)
     if module is None:
         raise GeometryError(f"unknown layer {layer!r}; known layers: {_layer_names(G)}")
@@ -77,9 +81,24 @@ def layer_map(G: nn.Module, layer: str | None) -> Callable[[torch.Tensor], torch
     return lambda z: f(z)[0]
 
 
+@overload
 def jacobian(
     f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None
-) -> torch.Tensor:
+) -> torch.Tensor: ...
+
+
+@overload
+def jacobian(
+    f: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], z: torch.Tensor, *, chunk_size: int | None = None
+) -> tuple[torch.Tensor, ...]: ...
+
+
+def jacobian(
+    f: Callable[[torch.Tensor], torch.Tensor] | Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+    z: torch.Tensor,
+    *,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Jacobian of a batched map ``f: (B, D) -> (B, M)`` at each code, by forward mode.
 
     ``z`` of shape ``(D,)`` gives ``(M, D)``; ``(B, D)`` gives ``(B, M, D)``. A map

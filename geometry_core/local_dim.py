@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -101,8 +102,9 @@ def jacobian_singular_values(
     return torch.linalg.svdvals(J)
 
 
-def _rank(s: torch.Tensor, shape: tuple[int, int]) -> int:
-    return int((s > optimal_hard_threshold(s, shape)).sum())
+def _rank(s: torch.Tensor, shape: tuple[int, ...]) -> int:
+    # shape: the last two sizes of a Jacobian, (M, D)
+    return int((s > optimal_hard_threshold(s, cast("tuple[int, int]", shape))).sum())
 
 
 def local_dimension(f: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, chunk_size: int | None = None):
@@ -132,7 +134,9 @@ def local_dimension_table(G, zs: torch.Tensor, layers: Sequence[str | None], *, 
     if zs.ndim != 2:
         raise GeometryError(f"expected zs of shape (N, D), got {tuple(zs.shape)}")
     named = [layer for layer in layers if layer is not None]
-    jacs = dict(zip(named, jacobian(layers_map(G, named), zs, chunk_size=chunk_size))) if named else {}
+    jacs: dict[str | None, torch.Tensor] = (
+        dict(zip(named, jacobian(layers_map(G, named), zs, chunk_size=chunk_size))) if named else {}
+    )
     if None in layers:
         jacs[None] = jacobian(layer_map(G, None), zs, chunk_size=chunk_size)
     table = {}

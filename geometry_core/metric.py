@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
+from typing import cast
 
 import numpy as np
 import torch
@@ -422,7 +423,7 @@ def forward_jacobian(f, z: torch.Tensor, *, chunk_size: int | None = None, calle
             out = tuple(p.new_empty((D, *p.shape[1:])) for p in parts)
         for o, p in zip(out, parts):
             o[start : start + len(p)] = p
-    return out if isinstance(cols, tuple) else out[0]
+    return out if isinstance(cols, tuple) else cast("tuple[torch.Tensor, ...]", out)[0]  # D >= 1: the loop set it
 
 
 _NO_FORWARD_AD = ("forward AD", "forward-mode", "jvp", "functorch transforms", "setup_context")

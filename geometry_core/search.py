@@ -27,6 +27,7 @@ Budget: one evaluation is one code passed to the objective; exactly
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from .capture import capture_outputs
 from .distances.base import Distance
 from .errors import GeometryError
 from .inversion import OptimResult
+
+if TYPE_CHECKING:
+    from .generators.base import Generator
 
 __all__ = [
     "cma_search",
@@ -153,7 +157,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def unit_activation_objective(
-    G: nn.Module, cnn: nn.Module, layer: str, unit: int, *, input_size: int | None = 224
+    G: Generator, cnn: nn.Module, layer: str, unit: int, *, input_size: int | None = 224
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``z -> -activation`` of channel ``unit`` of ``cnn``'s module ``layer`` on ``G(z)``.
 
@@ -187,7 +191,7 @@ def unit_activation_objective(
 
 
 def target_distance_objective(
-    G: nn.Module, distance: Distance, target: torch.Tensor
+    G: Generator, distance: Distance, target: torch.Tensor
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``z -> d(target, G(z))`` per code: a black-box view of inversion."""
     from .inversion import image_loss

@@ -12,6 +12,7 @@ distribution of weights is unchanged while the learned structure is destroyed.
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -20,6 +21,8 @@ from .errors import GeometryError
 
 __all__ = ["shuffle_weights"]
 
+_M = TypeVar("_M", bound=nn.Module)  # the copy has the type of the module given
+
 
 def _permute_(t: torch.Tensor, gen: torch.Generator) -> None:
     perm = torch.randperm(t.numel(), generator=gen).to(t.device)
@@ -27,7 +30,7 @@ def _permute_(t: torch.Tensor, gen: torch.Generator) -> None:
 
 
 @torch.no_grad()
-def shuffle_weights(G: nn.Module, seed: int, *, buffers: bool = False) -> nn.Module:
+def shuffle_weights(G: _M, seed: int, *, buffers: bool = False) -> _M:
     """A deep copy of ``G`` with every parameter tensor permuted within itself.
 
     The permutation of each tensor is ``torch.randperm(numel)`` drawn on CPU from
@@ -56,5 +59,6 @@ def shuffle_weights(G: nn.Module, seed: int, *, buffers: bool = False) -> nn.Mod
             if b.is_floating_point() and b.numel() > 1:
                 _permute_(b, gen)
     if hasattr(out, "name") and isinstance(out.name, str):
-        out.name = f"{out.name}-shuffled{seed}"
+        # torch types Module.__setattr__ for tensors and modules only; a plain str attribute is fine
+        out.name = f"{out.name}-shuffled{seed}"  # type: ignore[assignment]
     return out

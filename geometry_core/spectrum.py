@@ -9,6 +9,8 @@ round-off, and the log-scale statistics (homogeneity) weigh it heavily.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .errors import GeometryError
@@ -102,7 +104,7 @@ def anisotropy(
     cum = lam.cumsum(dim=-1)
     total = cum[..., -1:]
     D = lam.shape[-1]
-    out = {}
+    out: dict[float, Any] = {}  # ints for one spectrum, tensors for a batch
     for f in fractions:
         count = ((cum < f * total).sum(dim=-1) + 1).clamp_max(D)
         count = torch.where(total[..., 0] > 0, count, torch.zeros_like(count))

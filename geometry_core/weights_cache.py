@@ -50,6 +50,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -330,7 +331,7 @@ def _fetch_locked(url: str, dest: Path, expected: str | None, what: str, max_byt
                   magic: tuple[bytes, ...]) -> Path:
     pin = read_pin(dest) if expected is None else None  # a pin without its file: the new file must match it
     print(f"gangeo: downloading {public_url(url)} -> {dest}", file=sys.stderr, flush=True)
-    result = {}
+    result: dict[str, Any] = {}  # sha256 (str) and size (int) of the file written
 
     def write(f):
         got, size, head = _download(url, f, what=what, dest=dest, max_bytes=max_bytes)

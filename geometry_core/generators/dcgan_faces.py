@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ class _LatentToImage(nn.Module):
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.main = net.main
+        self.main = cast(nn.Module, net.main)  # the package's nn.Sequential
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.main(z.reshape(z.shape[0], z.shape[1], 1, 1))

@@ -19,6 +19,7 @@ clamps only when it writes images.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -33,6 +34,8 @@ __all__ = ["PGGAN_DEPTHS", "build_dcgan_fashion", "build_pggan", "load_dcgan_fas
 # Channels per scale (4, 8, ..., 1024 px) of the zoo's PGGAN training configuration.
 PGGAN_DEPTHS = (512, 512, 512, 512, 256, 128, 64, 32, 16)
 
+_M = TypeVar("_M", bound=nn.Module)
+
 
 def _check_int(name: str, value: object, *, lo: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -40,7 +43,7 @@ def _check_int(name: str, value: object, *, lo: int = 1) -> int:
     return value
 
 
-def _randomize(net: nn.Module, seed: int, init) -> nn.Module:
+def _randomize(net: _M, seed: int, init) -> _M:
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     with torch.no_grad():
         for name, p in net.named_parameters():

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -76,7 +77,8 @@ def _option(config: dict, key: str, kind: type | tuple[type, ...], default, what
     value = config.get(key, default)
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
         raise GeometryError(f"{what}: config {key!r} should be {getattr(kind, '__name__', kind)}, got {clip(value)}")
-    if within is not None and not (math.isfinite(value) and within[0] <= value <= within[1]):
+    # a number here: ``kind`` is a numeric type whenever ``within`` is given
+    if within is not None and not (math.isfinite(cast(float, value)) and within[0] <= value <= within[1]):
         raise GeometryError(f"{what}: config {key!r} should be in [{within[0]}, {within[1]}], got {value!r}")
     return value
 
@@ -174,8 +176,8 @@ def pggan_zoo_key(key: str) -> str:
         m = pattern.fullmatch(key)
         if m and template is None:
             return f"scaleLayers.{int(m.group(1)) - 1}.{m.group(2)}.module.{m.group(3)}"
-        if m:
-            return template.format(*m.groups())
+        if m:  # template is a str: the None one returned above
+            return cast(str, template).format(*m.groups())
     raise KeyError(key)
 
 

@@ -26,6 +26,7 @@ lacks them, normal draws seeded by ``noise_seed``. Images are clamped to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -52,16 +53,16 @@ class StyleGAN2Space(MappedSpace, nn.Module):
         self.space = space
         self.truncation = float(truncation)
         self.clamp = clamp
-        self.style_dim = int(net.style_dim)
+        self.style_dim = int(cast(int, net.style_dim))  # an int attribute of the user's class, not a tensor
         self.n_latent = 1  # the import route takes one w (no W+)
         avg = torch.zeros(1, self.style_dim) if latent_avg is None else latent_avg.reshape(1, -1)
         self.register_buffer("latent_avg", avg.to(torch.float32))
 
     def mapping_net(self) -> nn.Module:
-        return self.g_ema.style
+        return cast(nn.Module, self.g_ema.style)  # rosinality's mapping network
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        kwargs = {"input_is_latent": self.space == "w", "randomize_noise": False}
+        kwargs: dict[str, object] = {"input_is_latent": self.space == "w", "randomize_noise": False}
         if self.truncation < 1:
             kwargs.update(truncation=self.truncation, truncation_latent=self.latent_avg)
         out = self.g_ema([z], **kwargs)

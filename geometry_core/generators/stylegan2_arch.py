@@ -117,6 +117,8 @@ class EqualLinear(nn.Module):
 class ModulatedConv(nn.Module):
     """Style-modulated k x k convolution, demodulated or not, optionally upsampling 2x."""
 
+    blur_kernel: torch.Tensor  # buffer, registered when ``up``
+
     def __init__(self, in_ch: int, out_ch: int, k: int, style_dim: int, *, demodulate: bool, up: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, k, k))
@@ -146,6 +148,8 @@ class ModulatedConv(nn.Module):
 class StyledConv(ModulatedConv):
     """Modulated 3x3 conv, plus fixed noise times a learned strength, bias, scaled leaky ReLU."""
 
+    noise: torch.Tensor  # buffer
+
     def __init__(self, in_ch: int, out_ch: int, style_dim: int, resolution: int, *, up: bool, clamp: float | None):
         super().__init__(in_ch, out_ch, 3, style_dim, demodulate=True, up=up)
         self.noise_strength = nn.Parameter(torch.zeros(()))
@@ -161,6 +165,8 @@ class StyledConv(ModulatedConv):
 
 class ToRGB(ModulatedConv):
     """1x1 modulated conv to RGB (no demodulation) plus bias; adds the upsampled running image."""
+
+    up_kernel: torch.Tensor  # buffer
 
     def __init__(self, in_ch: int, style_dim: int, *, clamp: float | None):
         super().__init__(in_ch, 3, 1, style_dim, demodulate=False)
