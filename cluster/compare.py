@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from .run_state import run_state
 from .states import RunState
 from .storage import StoreError, subgroup
 from .view import GroupView, reduce_state
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = ["compare_runs", "match_groups"]
 
@@ -117,11 +121,11 @@ def _group_stats(run: str, g: GroupView, *, figures: bool) -> tuple[dict, dict]:
     """(JSON statistics, arrays for the figures when ``figures``) of one reduced group."""
     if reduce_state(g.group) != "complete":
         raise StoreError(f"run {run!r} group {g.key} is not reduced; run `gangeo reduce {run}` first")
-    red = g.group["reduce"]
+    red = cast("zarr.Group", g.group["reduce"])
     names = set(red.array_keys())
 
     def read(name: str) -> np.ndarray | None:
-        return np.asarray(red[name][:]) if name in names else None
+        return np.asarray(cast("zarr.Array", red[name])[:]) if name in names else None
 
     lam = g.values("eigvals").astype(np.float64)  # done codes only
     pts, glob, gvals = read("anisotropy_points"), read("anisotropy_global"), read("global_eigvals")
@@ -151,7 +155,7 @@ def compare_runs(url, run_a: str, run_b: str, *, group: str | None = None, s3_en
     views = {run: _open_complete(rs, run) for run in (run_a, run_b)}
     keys = {run: list(views[run].attrs.get("groups") or []) for run in views}
     pairs = match_groups(keys[run_a], keys[run_b], group)
-    out = {"runs": [run_a, run_b], "store": rs.url, "fractions": list(FRACTIONS), "groups": []}
+    out: dict = {"runs": [run_a, run_b], "store": rs.url, "fractions": list(FRACTIONS), "groups": []}
     figures = []
     for ka, kb in pairs:
         (sa, xa), (sb, xb) = (_group_stats(run, GroupView.of(k, subgroup(views[run].group, k)),

@@ -12,6 +12,7 @@ Every number's cell carries ``data-key`` = ``<group of A>:<statistic>:<a|b>``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from geometry_core.plots import agg_pyplot
 
 from . import report_figures as figs
 from .report_html import Doc, esc, page, render_figures, slug, table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["write_compare_report"]
 
@@ -91,8 +95,10 @@ def _pair_section(doc: Doc, runs: list[str], entry: dict, arrays: tuple, fractio
             continue
         doc.add(_SIDE)
         for run, key, x in ((runs[0], ka, xa), (runs[1], kb, xb)):
+            # cast: mypy cannot infer a lambda whose defaults bind values against Callable[[], bytes]
             doc.figure(f"compare-{run}-{key}-{what}", f"{run}: {key} ({what})",
-                       lambda x=x, t=f"{run}: {key}", render=render: render(x, t))  # bound now, not at draw time
+                       cast("Callable[[], bytes]",
+                            lambda x=x, t=f"{run}: {key}", render=render: render(x, t)))  # bound now, not at draw time
         doc.add("</div>")
     doc.add("</section>")
 

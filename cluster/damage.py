@@ -81,7 +81,7 @@ def _is_damage(exc: BaseException, url=None) -> bool:
                                                             or "decompress" in text)
 
 
-def _unreachable(exc: BaseException, url) -> bool:
+def _unreachable(exc: BaseException | None, url) -> bool:
     """An S3 store that stopped answering: a connection, timeout or endpoint error of the S3 client stack."""
     try:
         if parse_store_url(url).kind != "s3":

@@ -391,7 +391,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, store: str | None 
         _record_attempt(rs, spec.name, workers=summary["worker_info"])  # which node computed how many chunks
         pool.close()  # free the workers' CPUs/GPUs: reducer tasks need them
         pool = None
-        summary["reduce_nodes"] = nodes = {}  # Ray node id -> reducer tasks that ran there
+        nodes: dict[str, int]  # Ray node id -> reducer tasks that ran there
+        summary["reduce_nodes"] = nodes = {}
         summary["reduce"] = _reduce(rs, spec, prog, nodes) if summary["status"] == Status.COMPLETE else None
         if summary["status"] == Status.COMPLETE:  # every reduce wrote its record
             _record_attempt(rs, spec.name, status=Status.COMPLETE, reduce_nodes=nodes)

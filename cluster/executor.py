@@ -47,6 +47,7 @@ class Executor:
     """
 
     placement: dict[str, int]
+    device: str  # one of DEVICES; every subclass sets it
 
     def put(self, obj: Any) -> Any:
         """A handle to ``obj`` that tasks receive in its place."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING, cast
 
 from geometry_core.errors import GangeoError
 
@@ -38,6 +39,10 @@ from .run_state import run_state
 from .states import RunState, Status
 from .storage import StoreError, StoreURL, parse_store_url
 from .store import RunStore, check_identity
+
+if TYPE_CHECKING:
+    import numpy as np
+    import zarr
 
 __all__ = ["finished_summary"]
 
@@ -93,7 +98,7 @@ def finished_summary(spec, s3_endpoint: str | None = None, *, loc: StoreURL | No
     for key in keys:
         g = rs.group(spec.name, key)
         lay = GroupLayout.of(g)
-        done = g["done"][:] == 1
+        done = cast("np.ndarray", cast("zarr.Array", g["done"])[:]) == 1  # a 1-d array read whole
         if not done.all() or damaged_chunks(g, lay, done):
             return None
         if chosen:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def spec_generators(spec, weights: dict | None = None) -> dict[str, tuple[str, d
             steps.setdefault(w["series"], []).append((label, option, w["path"]))
     for e in (spec if isinstance(spec, dict) else {}).get("generators") or []:
         if isinstance(e, dict) and isinstance(e.get("name"), str):
-            options = e.get("options") if isinstance(e.get("options"), dict) else {}
+            options = cast(dict, e.get("options")) if isinstance(e.get("options"), dict) else {}
             label = str(e.get("label") or default_label(e["name"], options))
             if isinstance(e.get("series"), dict):
                 for step_label, option, path in steps.get(label, []):

@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import cast
 
 from geometry_core.errors import clip
 
@@ -81,7 +82,7 @@ def pid_started(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None where unknown."""
     stat = _proc_stat(pid)
     try:
-        return int(stat[19])  # field 22; the name in parentheses may hold spaces
+        return int(cast("list[str]", stat)[19])  # field 22; the name in parentheses may hold spaces; None: TypeError
     except (TypeError, ValueError, IndexError):
         return None
 
@@ -329,11 +330,12 @@ class RunLock:
         info = _decode(raw)
         now = time.time()
         if raw is not None and not is_stale(info, now):
-            age = max(0.0, now - float(info["heartbeat"]))
+            held = cast(dict, info)  # not stale: a valid record
+            age = max(0.0, now - float(held["heartbeat"]))
             raise RunLockedError(
-                f"run {self.run!r} is being written by another driver (host {clip(info['host'], 80, bare=True)}, "
-                f"pid {info['pid']}, heartbeat {age:.0f} s ago); wait for it to finish, or retry after "
-                f"its lock expires in {max(0.0, expires_at(info, now) - now):.0f} s")
+                f"run {self.run!r} is being written by another driver (host {clip(held['host'], 80, bare=True)}, "
+                f"pid {held['pid']}, heartbeat {age:.0f} s ago); wait for it to finish, or retry after "
+                f"its lock expires in {max(0.0, expires_at(held, now) - now):.0f} s")
         won = self._backend.replace(self._record(), tag) if raw is not None else self._backend.create(self._record())
         if not won:
             raise RunLockedError(f"run {self.run!r}: another driver took its stale lock first; not starting")

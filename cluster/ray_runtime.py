@@ -21,6 +21,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from geometry_core.errors import GangeoError, clip
 
@@ -102,7 +103,7 @@ def as_ray_error(exc: BaseException) -> RayStartError | None:
     ray_mod = sys.modules.get("ray")
     if ray_mod is None or not frames:
         return None
-    ray_dir = str(Path(ray_mod.__file__).parent)
+    ray_dir = str(Path(cast(str, ray_mod.__file__)).parent)  # a package imported from its files
     exceptions = sys.modules.get("ray.exceptions")
     if exceptions is not None and isinstance(exc, exceptions.RayTaskError):
         return None  # the task's own error (a bug keeps its traceback), not Ray's
@@ -150,7 +151,7 @@ def _cluster_messages_to_stderr() -> None:
     def to_stderr(data, ignore_prefix):
         return show({**data, "is_err": True}, ignore_prefix)
 
-    to_stderr.gangeo_to_stderr = True
+    cast(Any, to_stderr).gangeo_to_stderr = True  # a mark on the function: mypy types no function attributes
     ray_worker.print_to_stdstream = to_stderr
 
 
@@ -168,7 +169,7 @@ def init_ray(address: str | None, env: dict, *, num_cpus: int | None = None) -> 
     if ray.is_initialized():
         return False
     _cluster_messages_to_stderr()
-    kwargs = {"log_to_driver": False, "logging_level": "ERROR", "include_dashboard": False}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR", "include_dashboard": False}
     if env and not os.environ.get("RAY_JOB_ID"):
         kwargs["runtime_env"] = {"env_vars": env}
     if address:

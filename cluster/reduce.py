@@ -32,7 +32,7 @@ import operator
 import os
 from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 import torch
@@ -158,8 +158,8 @@ def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype, 
     if same:  # i == j is not a pair: NaN like geometry_core.homogeneity, and no masked count.
         for t, fill in zip(out[(rows, cols)], (np.nan, np.nan, -1)):
             np.fill_diagonal(t, fill)
-    red = view.group["reduce"]
-    arrays = [red[name] for name in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")]
+    red = cast(zarr.Group, view.group["reduce"])
+    arrays = [cast(zarr.Array, red[name]) for name in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")]
     stats = TileStats()
     for ((a0, a1), (b0, b1)), values in out.items():
         for arr, x in zip(arrays, values):
@@ -243,6 +243,7 @@ def _reduce_anisotropy(job: _Job) -> dict:
     view = job.view
     points = np.full((view.layout.n, len(FRACTIONS)), -1, dtype=np.int32)
     rows = np.flatnonzero(view.used)
+    counts: dict[float, int] | dict[float, torch.Tensor] | list[int]  # per code, then the global metric's
     if rows.size:
         vals = torch.from_numpy(view.values("eigvals")).double()  # done codes only, in row order
         counts = anisotropy(vals, fractions=FRACTIONS)
@@ -250,8 +251,8 @@ def _reduce_anisotropy(job: _Job) -> dict:
     arr = job.create("anisotropy_points", points.shape, (view.layout.chunk_size, len(FRACTIONS)))
     arr[:] = points
     arr.attrs["fractions"] = list(FRACTIONS)
-    out = {"points_median": [float(np.median(points[rows, k])) if rows.size else math.nan
-                             for k in range(len(FRACTIONS))]}
+    out: dict = {"points_median": [float(np.median(points[rows, k])) if rows.size else math.nan
+                                   for k in range(len(FRACTIONS))]}
     if job.global_vals is not None:
         g = anisotropy(job.global_vals, fractions=FRACTIONS)
         counts = [int(g[f]) for f in FRACTIONS]
@@ -408,9 +409,9 @@ def reduce_group(
 
 def _spec_device(attrs: dict) -> str:
     """Where the run's spec lets reducer tasks run (``resources.reduce_device``; "auto" when it says nothing)."""
-    spec = attrs.get("spec") if isinstance(attrs.get("spec"), dict) else {}
-    res = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
-    return res.get("reduce_device") if res.get("reduce_device") in DEVICES else "auto"
+    spec = cast(dict, attrs.get("spec")) if isinstance(attrs.get("spec"), dict) else {}
+    res = cast(dict, spec.get("resources")) if isinstance(spec.get("resources"), dict) else {}
+    return cast(str, res.get("reduce_device")) if res.get("reduce_device") in DEVICES else "auto"
 
 
 def reduce_run(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from .report_summary import natural_key, order_groups, per_code_counts, summary_
 from .run_state import timing_report
 from .s3_checkpoints import local_options
 from .view import GroupView, open_run
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "amplification_ratio", "build_report"]
 
@@ -189,7 +193,7 @@ def _trusted_spec(raw: object, run: str, allow_import: bool) -> dict:
         # step's generator loads from the path its weights identity recorded (a missing one is a note).
         if any(".series" not in p for p in err.problems):
             raise
-    return gate_stored_spec(raw, run=run, allow_import=allow_import)
+    return cast(dict, gate_stored_spec(raw, run=run, allow_import=allow_import))  # parse_spec read it as a mapping
 
 
 def _generator(ctx: ReportContext, model: str, space: str):
@@ -235,7 +239,7 @@ def _traversal_section(doc: Doc, g: GroupView, red: dict, ctx: ReportContext, ti
     if k == 0:
         doc.add("<p class='note'>Traversal skipped: the global metric has no positive eigenvalue.</p>")
         return
-    z0 = read_rows(g.group["z"], int(np.flatnonzero(g.used)[0])).astype(np.float64)
+    z0 = read_rows(cast("zarr.Array", g.group["z"]), int(np.flatnonzero(g.used)[0])).astype(np.float64)
     steps = traversal_steps(vals[:k], n_steps=_TRAVERSE_STEPS, top_step=_TOP_STEP, max_step=float(np.linalg.norm(z0)))
     doc.add(f"<p>From the first done code, along the top {k} eigenvectors of the global metric; "
             f"steps t = sqrt(2δ/λ_k) so each row changes the image by the same distance "

@@ -15,6 +15,7 @@ whose reduce lacked the reducer: NaN, or -1 for a count) is a gap in its curve.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import zarr
@@ -25,6 +26,9 @@ from .report_html import Doc, esc
 from .series_reduce import SERIES_GROUP, series_steps
 from .storage import StoreError, subgroup
 from .view import GroupView
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["CURVE_PANELS", "SeriesCurves", "read_series", "series_section"]
 
@@ -81,7 +85,7 @@ def _curves(series: str, space: str, target: str, g: zarr.Group) -> SeriesCurves
     missing = set(_ARRAYS) - set(g.array_keys())
     if missing:
         raise StoreError(f"{where}: complete, but arrays {sorted(missing)} are missing; run gangeo reduce again")
-    a = {name: read_rows(g[name]) for name in _ARRAYS}
+    a = {name: read_rows(cast(zarr.Array, g[name])) for name in _ARRAYS}
     steps = a["step"].astype(np.int64)
     s = steps.size
     frac = np.flatnonzero(np.isclose(a["fraction"].astype(float), _FRACTION))
@@ -98,7 +102,7 @@ def _curves(series: str, space: str, target: str, g: zarr.Group) -> SeriesCurves
     return SeriesCurves(
         series, space, target, steps,
         tuple(map(str, labels)) if isinstance(labels, list) and len(labels) == s else tuple(map(str, steps)),
-        int(g.attrs.get("k", cos.shape[1])),
+        int(cast(int, g.attrs.get("k", cos.shape[1]))),  # series_reduce writes k as an int
         np.where(aniso >= 0, aniso, np.nan),
         a["homogeneity_log_mean"].astype(float),
         a["top_eigvals"].astype(float),
@@ -133,12 +137,16 @@ def series_section(doc: Doc, curves: list[SeriesCurves], groups: list[GroupView]
         lines = {n: {"step": c.steps, **{q: getattr(c, q) for q, _ in CURVE_PANELS}} for n, c in zip(names, items)}
         tops = {n: {"step": c.steps, "top_eigvals": c.top_eigvals} for n, c in zip(names, items)}
         title = f"{series} / {space}"
+        # The casts: mypy cannot infer a lambda whose defaults bind values against Callable[[], bytes].
         doc.figure(f"series-{series}-{space}-curves",
                    "Against training step, one line per target: anisotropy at 99 %, homogeneity (log), "
                    "alignment with the final checkpoint",
-                   lambda lines=lines, title=title: figs.series_curves_png(lines, CURVE_PANELS, title=title),
+                   cast("Callable[[], bytes]",
+                        lambda lines=lines, title=title: figs.series_curves_png(lines, CURVE_PANELS, title=title)),
                    data=lines)
         doc.figure(f"series-{series}-{space}-eigvals",
                    "Top eigenvalues of the global metric against training step, one panel per target (log scale)",
-                   lambda tops=tops, title=title: figs.series_eigvals_png(tops, title=title), data=tops)
+                   cast("Callable[[], bytes]",
+                        lambda tops=tops, title=title: figs.series_eigvals_png(tops, title=title)),
+                   data=tops)
     doc.add("</section>")

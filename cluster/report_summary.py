@@ -17,6 +17,7 @@ the group sections and in ``gangeo reduce``'s summary (``points_median``).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from .integrity import read_rows
 from .layout import spec_generators
 from .report_html import Doc, esc, table
 from .view import GroupView, require_reduced
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = ["SUMMARY_FRACTION", "group_stats", "natural_key", "order_groups", "per_code_counts", "summary_section"]
 
@@ -94,11 +98,13 @@ def group_stats(g: GroupView) -> dict:
     out = {"median": float("nan"), "global": float("nan"), "homogeneity": float("nan")}
     if not g.used.any():
         return out
-    red_group = g.group["reduce"] if "reduce" in set(g.group.group_keys()) else None
+    red_group = cast("zarr.Group", g.group["reduce"]) if "reduce" in set(g.group.group_keys()) else None
     if red_group is not None:
         require_reduced(g.key, g.group)
     names = set(red_group.array_keys()) if red_group is not None else set()
-    small = {n: read_rows(red_group[n]) for n in ("anisotropy_points", "anisotropy_global") if n in names}
+    # names is empty without reduce/: red_group is a group wherever it is indexed
+    small = {n: read_rows(cast("zarr.Array", cast("zarr.Group", red_group)[n]))
+             for n in ("anisotropy_points", "anisotropy_global") if n in names}
     lam = g.values("eigvals").astype(np.float64)  # done chunks only, never an unfinished one's bytes
     out["median"] = float(np.median(per_code_counts(g, lam, small)[:, k]))
     if "anisotropy_global" in small:
@@ -107,7 +113,7 @@ def group_stats(g: GroupView) -> dict:
     if isinstance(hom, dict) and isinstance(hom.get("log_mean"), (int, float)):
         out["homogeneity"] = float(hom["log_mean"])
     elif "homogeneity_log" in names:  # reduced before the record held the mean
-        m = read_rows(red_group["homogeneity_log"])
+        m = read_rows(cast("zarr.Array", cast("zarr.Group", red_group)["homogeneity_log"]))
         out["homogeneity"] = float(m[np.isfinite(m)].mean()) if np.isfinite(m).any() else float("nan")
     return out
 
@@ -126,6 +132,7 @@ def summary_section(doc: Doc, groups: list[GroupView]) -> None:
     models: list[str] = []
     rows_order: list[tuple[str, str]] = []
     cells: dict[tuple[str, str, str], GroupView] = {}
+    g: GroupView | None  # each group here, a (model, space, target)'s group or None below
     for g in groups:  # already in the report's order
         lay = g.layout
         if lay.model not in models:
@@ -138,6 +145,7 @@ def summary_section(doc: Doc, groups: list[GroupView]) -> None:
     header = ["space", "target"] + [f"{m}: {label} ({pct})" if name != "homogeneity" else f"{m}: {label}"
                                     for m in models for name, label in _COLUMNS]
     rows, keys = [], []
+    key: list[str | None]  # a cell's data-key; None for the row's labels and absent groups
     for space, target in rows_order:
         row, key = [space, target], [None, None]
         for m in models:

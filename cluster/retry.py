@@ -41,7 +41,7 @@ def _status_of(exc: BaseException) -> tuple[str, int | None]:
     return "", getattr(exc, "status", None) if isinstance(getattr(exc, "status", None), int) else None
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException | None) -> bool:
     """True for errors worth retrying: connections, timeouts, throttling and 5xx responses."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:  # s3fs wraps botocore errors: walk the causes

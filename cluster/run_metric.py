@@ -29,6 +29,7 @@ deleted is refused (:func:`cluster.view.open_run`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ def _check_generator(ref: str, run: str, lay: GroupLayout, entries: dict, genera
 def _read_global(run: str, key: str, group, dim: int) -> tuple[np.ndarray, np.ndarray, dict]:
     from .view import reduce_state
 
-    red = group["reduce"] if reduce_state(group) == "complete" else None
+    red: Any = group["reduce"] if reduce_state(group) == "complete" else None  # None: no names, raised below
     names = set(red.array_keys()) if red is not None else set()
     if not {"global_eigvals", "global_eigvecs"} <= names:
         raise StoreError(f"run {run!r} group {key} has no reduced global metric; run `gangeo reduce {run}` first")

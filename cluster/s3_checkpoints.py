@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 from geometry_core.errors import MissingWeightsError, WeightsError, clip
 from geometry_core.weights_cache import atomic_write, cache_home, sha256_file
@@ -94,7 +95,7 @@ def list_checkpoints(pattern: str) -> list[tuple[str, str]]:
     bucket, key = _split(pattern)
     if not _GLOB.search(key):
         key = (key.rstrip("/") + "/*") if key.strip("/") else "*"
-    prefix = key[:_GLOB.search(key).start()]
+    prefix = key[:cast(re.Match, _GLOB.search(key)).start()]  # key has a wildcard now
     depth = key.count("/")
     out = []
     try:

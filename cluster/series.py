@@ -25,6 +25,7 @@ import glob
 import os
 import re
 from pathlib import Path
+from typing import cast
 
 from geometry_core.errors import WeightsError, clip
 
@@ -83,17 +84,17 @@ def expand_series(where: str, raw, options: dict, accepted: tuple[str, ...] | No
         return {}, []
     if is_s3(pattern):
         try:
-            files = list_checkpoints(pattern)
+            files = list_checkpoints(cast(str, pattern))  # checked above: problems return early
         except WeightsError as err:
             problems.append(f"{where}.series.weights: {err}")
             return {}, []
     else:
-        pattern = os.path.abspath(os.path.expanduser(pattern))  # workers and later runs read the same files
+        pattern = os.path.abspath(os.path.expanduser(cast(str, pattern)))  # workers and later runs read the same files
         files = [(path, Path(path).name) for path in _files(pattern)]
     found: dict[int, str] = {}
     stepless = []
     for path, name in files:
-        m = regex.search(name)
+        m = cast("re.Pattern[str]", regex).search(name)  # compiled above, else problems returned early
         if m is None or not m.group(1) or not m.group(1).isdigit() or len(m.group(1)) > 18:
             stepless.append(name)
             continue
@@ -105,7 +106,7 @@ def expand_series(where: str, raw, options: dict, accepted: tuple[str, ...] | No
     if stepless:
         more = f" and {len(stepless) - 1} more" if len(stepless) > 1 else ""
         problems.append(f"{where}.series.step: no step in the file name {clip(stepless[0])}{more} "
-                        f"(the pattern {clip(regex.pattern)} must find a number)")
+                        f"(the pattern {clip(cast('re.Pattern[str]', regex).pattern)} must find a number)")
     if not files:
         problems.append(f"{where}.series.weights: no checkpoint file matches {clip(pattern)}")
     elif len(files) > MAX_CHECKPOINTS:

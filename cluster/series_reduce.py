@@ -29,6 +29,7 @@ whole whenever the series' groups are reduced.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import cast
 
 import numpy as np
 import zarr
@@ -57,7 +58,7 @@ def series_steps(attrs: dict) -> dict[str, list[tuple[int, str]]]:
 
 def reduce_series(run_group: zarr.Group) -> dict:
     """Write every series' cross-step statistics; ``{"<series>/<space>/<target>": summary}``."""
-    attrs = dict(run_group.attrs)
+    attrs: dict = dict(run_group.attrs)  # free-form JSON, read as series_steps reads it
     keys = list(attrs.get("groups") or [])
     out = {}
     for series, steps in series_steps(attrs).items():
@@ -76,13 +77,14 @@ def _reduce_of(run_group: zarr.Group, key: str) -> zarr.Group | None:
         group = run_group[key]
     except KeyError:
         return None
-    return group["reduce"] if isinstance(group, zarr.Group) and reduce_state(group) == "complete" else None
+    return (cast(zarr.Group, group["reduce"]) if isinstance(group, zarr.Group) and reduce_state(group) == "complete"
+            else None)
 
 
 def _read(red: zarr.Group | None, name: str) -> np.ndarray | None:
     if red is None or name not in set(red.array_keys()):
         return None
-    return read_rows(red[name])
+    return read_rows(cast(zarr.Array, red[name]))
 
 
 def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str], reds: list) -> dict:
@@ -96,6 +98,7 @@ def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str]
     hom = {s: np.full(S, np.nan) for s in ("log", "lin")}
     final = np.full((S, max(k, 1)), np.nan)
     nxt = np.full((S, max(k, 1)), np.nan)
+    a: np.ndarray | zarr.Array | None  # a step's anisotropy here, an array written below
     for i, (r, v) in enumerate(zip(reds, vals)):
         if v is not None:
             n = min(TOP_EIGVALS, v.shape[0])
@@ -114,7 +117,7 @@ def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str]
         if k and i + 1 < S and usable[i] and usable[i + 1]:
             nxt[i] = subspace_cosines(vecs[i], vecs[i + 1], k)
     parent = run_group.require_group(dest)
-    data = {
+    data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
         "step": (("step",), np.asarray(steps, dtype=np.int64)),
         "rank": (("rank",), np.arange(1, TOP_EIGVALS + 1, dtype=np.int32)),
         "fraction": (("fraction",), np.asarray(FRACTIONS, dtype=np.float64)),

@@ -21,12 +21,19 @@ import re
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import zarr
 
 from geometry_core.errors import GangeoError, clip
 
 from .defaults import DEFAULT_STORE
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from zarr.abc.store import Store
+    from zarr.core.common import AccessModeLiteral
 
 __all__ = [
     "DEFAULT_STORE",
@@ -181,7 +188,7 @@ def _check_bucket(loc: StoreURL, endpoint: str | None) -> None:
         raise StoreError(f"S3 endpoint {where}: {type(exc).__name__}") from None
 
 
-def check_store(url: str | os.PathLike | None, *, s3_endpoint: str | None = None) -> StoreURL:
+def check_store(url: str | os.PathLike | StoreURL | None, *, s3_endpoint: str | None = None) -> StoreURL:
     """Parse ``url`` and, for S3, check that the bucket is reachable; writes nothing."""
     loc = parse_store_url(url)
     if loc.kind == "s3":
@@ -198,7 +205,7 @@ async def _start_session(fs) -> tuple:
     return await fs.set_session(), asyncio.get_running_loop()
 
 
-def _close_client(client, loop, wait: bool) -> None:
+def _close_client(client, loop: asyncio.AbstractEventLoop, wait: bool) -> None:
     """Close an S3 client's aiohttp session on the loop it belongs to.
 
     ``wait``: at exit or on request, block (briefly) until closed; from the garbage
@@ -247,7 +254,7 @@ def close_sessions() -> None:
             _close_client(client, loop, wait=True)
 
 
-def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.store.Store:
+def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> Store:
     import s3fs
     from zarr.core.sync import sync
     from zarr.storage import FsspecStore
@@ -269,7 +276,7 @@ def _s3_store(loc: StoreURL, endpoint: str | None, read_only: bool) -> zarr.abc.
 
 
 def open_root(
-    url: str | os.PathLike | None = None,
+    url: str | os.PathLike | StoreURL | None = None,
     *,
     s3_endpoint: str | None = None,
     mode: str = "a",
@@ -297,7 +304,7 @@ def open_root(
             except OSError as exc:  # a read-only or special file system: the store's error, one line
                 raise StoreError(f"cannot create the store directory {loc.path}: "
                                  f"{exc.strerror or type(exc).__name__}") from None
-        store = zarr.storage.LocalStore(loc.path, read_only=read_only)
+        store: Store = zarr.storage.LocalStore(loc.path, read_only=read_only)
     else:
         endpoint = resolve_endpoint(s3_endpoint)
         _check_bucket(loc, endpoint)
@@ -306,7 +313,8 @@ def open_root(
         mode = "r+"
     try:
         try:
-            return zarr.open_group(store, mode=mode, zarr_format=3)
+            # mode was checked above: one of zarr's access modes
+            return zarr.open_group(store, mode=cast("AccessModeLiteral", mode), zarr_format=3)
         except zarr.errors.ContainsGroupError:
             if mode != "a":
                 raise
@@ -318,7 +326,7 @@ def open_root(
         raise StoreError(f"store {loc} is not writable") from None
 
 
-def plain_group(store: zarr.abc.store.Store, path: str) -> zarr.Group:
+def plain_group(store: Store, path: str) -> zarr.Group:
     """The group at ``path`` read from its own metadata files, never from a consolidated copy.
 
     Consolidated metadata is written for outside readers (plain xarray, ARCHITECTURE.md, Store);

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from typing import cast
 
 import numpy as np
 import zarr
@@ -121,7 +122,7 @@ class RunStore:
     # -- runs ---------------------------------------------------------------
     def run_group(self, run: str) -> zarr.Group:
         try:
-            return self.root[run]
+            return cast(zarr.Group, self.root[run])  # every child of the root is a run's group
         except KeyError:
             raise StoreError(f"no run {run!r} in store {self.url}") from None
 
@@ -138,7 +139,7 @@ class RunStore:
         """
         identity = spec.identity() if weights is None else {**spec.identity(), "weights": weights}
         if self.has_run(run):
-            old = dict(self.run_group(run).attrs).get("identity")
+            old = cast("dict | None", dict(self.run_group(run).attrs).get("identity"))
             if check_identity(run, self.url, old, identity):
                 self.run_group(run).attrs["identity"] = identity  # from now on its weights are checked too
             g, new = self.run_group(run), False
@@ -148,7 +149,7 @@ class RunStore:
                             "created": _now(), "versions": _versions(), "groups": [], "failed": []})
         for plan in groups:
             self._create_group(g, plan, spec)
-        keys = list(dict.fromkeys([*g.attrs.get("groups", []), *(p.key for p in groups)]))
+        keys = list(dict.fromkeys([*cast(list, g.attrs.get("groups", [])), *(p.key for p in groups)]))
         g.attrs["groups"] = keys
         return new
 
@@ -162,14 +163,15 @@ class RunStore:
             dims = ARRAYS[name]
             shape = plan.shape(name)
             if name in existing:
-                if g[name].shape != shape:
-                    raise StoreError(f"{plan.key}/{name}: stored shape {g[name].shape}, expected {shape}")
+                if cast(zarr.Array, g[name]).shape != shape:
+                    raise StoreError(f"{plan.key}/{name}: stored shape {cast(zarr.Array, g[name]).shape}, "
+                                     f"expected {shape}")
                 continue
             g.create_array(name, shape=shape, chunks=(plan.chunk_size,) + shape[1:], dtype=STORED_DTYPES[name],
                            compressors=[ZstdCodec(level=1), Crc32cCodec()], dimension_names=dims,
                            fill_value=0.0)
         # Spectra are decomposed in float64 (geometry_core.spectrum); say what each array keeps.
-        g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(g[n].dtype)) for n in names}}
+        g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(cast(zarr.Array, g[n]).dtype)) for n in names}}
         for name, dtype in CHUNK_RECORDS.items():
             if name not in existing:
                 g.create_array(name, shape=(plan.n_chunks,), chunks=(1,), dtype=dtype,
@@ -196,7 +198,7 @@ class RunStore:
 
     def ls(self) -> list[dict]:
         """The runs in this store: name, status, created, groups; a run whose metadata is unreadable is ``damaged``."""
-        out = []
+        out: list[dict] = []
         for name in self._child_names():
             if name.startswith("_"):
                 continue  # the store's own records (_locks, _schedules)
@@ -280,11 +282,12 @@ class RunStore:
 
     def mark_done(self, run: str, key: str, chunk: int, *, value: int = 1) -> None:
         """Mark a chunk complete; call only after :meth:`write_chunk` returned (``value=0``: no longer done)."""
-        self._retry(lambda: self.group(run, key)["done"].__setitem__(chunk, value), f"{key}/done {chunk}")
+        self._retry(lambda: cast(zarr.Array, self.group(run, key)["done"]).__setitem__(chunk, value),
+                    f"{key}/done {chunk}")
 
     def done_mask(self, run: str, key: str) -> np.ndarray:
         """(n_chunks,) bool: which chunks are complete."""
-        return self._retry(lambda: self.group(run, key)["done"][:], f"{key}/done") == 1
+        return self._retry(lambda: cast(zarr.Array, self.group(run, key)["done"])[:], f"{key}/done") == 1
 
     def read(self, run: str, key: str, array: str, index=None) -> np.ndarray:
         """An array of a group (``z``, ``eigvals``, ``eigvecs``, ``hessian``, ``done``, ...), optionally indexed."""

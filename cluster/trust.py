@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 from .storage import StoreError
 
@@ -60,7 +61,7 @@ def gate_stored_spec(raw_spec: object, *, run: str, allow_import: bool) -> objec
         raise ImportNotAllowedError(
             f"run {run!r}: its stored spec names code to import (generator {_short(name)}, arch={_short(path)}); "
             "a store never decides to run code: pass --allow-import to trust it")
-    gated = copy.deepcopy(raw_spec)
+    gated = cast(dict, copy.deepcopy(raw_spec))  # import_paths found some: a dict of generators
     for g in gated["generators"]:
         options = g.get("options") if isinstance(g, dict) else None
         if isinstance(options, dict) and any(k in options for k in IMPORT_OPTIONS):

@@ -17,6 +17,8 @@ A chunk with data but no done entry is "unfinished"; one with neither "missing".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 
 from geometry_core.errors import UsageError
@@ -24,6 +26,11 @@ from geometry_core.errors import UsageError
 from .integrity import done_chunk_problems, read_chunk, read_rows, reduce_state, stored_arrays
 from .layout import GroupLayout
 from .store import RunStore
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import zarr
 
 __all__ = ["DEFAULT_RTOL", "verify_run"]
 
@@ -90,19 +97,20 @@ def _check_chunk(g, lay: GroupLayout, names: list[str], i: int, done: bool, chec
 
 def _verify_group(rs: RunStore, run: str, key: str, rtol: float, errors: list) -> dict:
     g = rs.group(run, key)
-    a = g.attrs
+    a: Mapping[str, Any] = g.attrs  # written by GroupLayout.attrs: the layout's own types
     lay = GroupLayout(a["model"], a["space"], a["target"], int(a["n"]), int(a["dim"]), int(a["chunk"]))
     n_chunks = lay.n_chunks
     names = stored_arrays(g)
     for name in names:
         want = lay.shape(name)
-        if g[name].shape != want:
-            errors.append({"group": key, "chunk": None, "problem": f"{name}: shape {g[name].shape}, expected {want}"})
+        if cast("zarr.Array", g[name]).shape != want:
+            errors.append({"group": key, "chunk": None,
+                           "problem": f"{name}: shape {cast('zarr.Array', g[name]).shape}, expected {want}"})
             return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}
     if "z" not in names or "eigvals" not in names:
         errors.append({"group": key, "chunk": None, "problem": "arrays z and eigvals are required"})
-    done = read_rows(g["done"]) == 1
-    checksums = read_rows(g["checksum"])
+    done = read_rows(cast("zarr.Array", g["done"])) == 1
+    checksums = read_rows(cast("zarr.Array", g["checksum"]))
     if done.shape != (n_chunks,):
         errors.append({"group": key, "chunk": None, "problem": f"done: shape {done.shape}, expected ({n_chunks},)"})
         return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class GroupView:
         (zeros, or the half-written rows of a failed write) are never decoded.
         """
         b = self.layout.n if b is None else b
-        arr = self.group[name]
+        arr = cast(zarr.Array, self.group[name])
         used = self.used[a:b]
         edges = np.flatnonzero(np.diff(np.concatenate([[0], used.astype(np.int8), [0]])))
         parts = [read_rows(arr, slice(a + lo, a + hi)) for lo, hi in zip(edges[::2], edges[1::2])]
@@ -122,7 +123,7 @@ class GroupView:
         an unwritten chunk nor the half-written rows of a failed write come back as numbers.
         Other arrays (``done``, ``seconds``, ...) are read as stored.
         """
-        arr = self.group[array]
+        arr = cast(zarr.Array, self.group[array])
         if not _per_code(array, arr):
             return Rows(read_rows(arr, slice(None) if index is None else index), 0, 0)
         picked = _rows(self.layout.n, index)
@@ -184,7 +185,8 @@ class GroupView:
     def hessians_at(self, rows: np.ndarray) -> np.ndarray | None:
         """float64 H (len(rows), D, D) at the given code rows; None when the run kept neither H nor V."""
         def stack(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.stack([read_rows(self.group[name], int(i)) for i in rows])).double()
+            return torch.from_numpy(np.stack([read_rows(cast(zarr.Array, self.group[name]), int(i))
+                                              for i in rows])).double()
 
         if self.has_hessian:
             return stack("hessian").numpy()
@@ -198,8 +200,8 @@ class GroupView:
         if "reduce" not in set(self.group.group_keys()):
             return {}
         require_reduced(self.key, self.group)
-        red = self.group["reduce"]
-        return {name: read_rows(red[name]) for name in red.array_keys()}
+        red = cast(zarr.Group, self.group["reduce"])
+        return {name: read_rows(cast(zarr.Array, red[name])) for name in red.array_keys()}
 
 
 def _rows(n: int, index):
@@ -213,7 +215,7 @@ def _rows(n: int, index):
 
 
 def _per_code(name: str, arr) -> bool:
-    dims = getattr(arr.metadata, "dimension_names", None) or ()
+    dims: tuple[str | None, ...] = getattr(arr.metadata, "dimension_names", None) or ()
     return name in ARRAYS or (len(dims) > 0 and dims[0] == "code")
 
 
@@ -294,6 +296,6 @@ def open_run(root_or_url: zarr.Group | str | os.PathLike | None, run: str, *, s3
         root_or_url, s3_endpoint=s3_endpoint, mode=mode, create=False)
     if run not in set(root.group_keys()):
         raise StoreError(f"no run {run!r} in the store; runs there: {sorted(root.group_keys())}")
-    view = RunView(run, root[run])
+    view = RunView(run, cast(zarr.Group, root[run]))  # a run is a group of the root
     refuse_unsettled(run, view.attrs)
     return view

@@ -182,7 +182,7 @@ class SweepWorker:
             self.model_loads += 1
         if target is not None and target not in self._distances:
             self._distances[target] = geometry_core.load_distance(target, generator=self._G, device=self.device)
-        return self._G, self._distances.get(target)
+        return self._G, self._distances.get(target)  # type: ignore[arg-type]  # get(None) is None; typeshed wants a str
 
     def info(self) -> dict:
         """Where this worker runs (Ray node id and address too), how many generators it has loaded and
