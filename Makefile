@@ -21,9 +21,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -n 2
 
-# Lint and import order (pyproject's [tool.ruff]); tests/test_lint.py runs the same check.
+# Lint and import order (pyproject's [tool.ruff]; tests/test_lint.py runs the same check), then the
+# type check of the two library layers (pyproject's [tool.mypy]).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Three Ray nodes on 127.0.0.1 (tests/jobs/test_multinode.py); heavy on a 2-core machine.
 test-multinode: install
