@@ -209,8 +209,10 @@ class _Tracker:
             self.best_z = z[i].detach().clone()
 
     def result(self, optimizer: str) -> OptimResult:
-        best_z = cast(torch.Tensor, self.best_z)  # set once record() has seen a finite loss
-        return OptimResult(best_z, self.best_loss, np.asarray(self.losses), len(self.losses), optimizer)
+        if self.best_z is None:  # every loss NaN: there is no best code to return
+            raise GeometryError(f"{optimizer}: every one of the {len(self.losses)} losses was NaN; the generator "
+                                "or the distance gives non-finite values here")
+        return OptimResult(self.best_z, self.best_loss, np.asarray(self.losses), len(self.losses), optimizer)
 
 
 def _adam_run(loss_fn, basis: LatentBasis, w0, rows, steps: int, lr: float, trackers) -> torch.Tensor:
@@ -282,10 +284,14 @@ def _basincma_problems(
         for i, es in enumerate(strategies):
             scores = trackers[i].losses[-population:]
             refined = [x.double().cpu().numpy() for x in w_ref[i * population:(i + 1) * population]]
+            told = refined if tell == "refined" else asked[i]
+            if not np.isfinite(np.asarray(told)).all():  # pycma would stop on a bare assertion
+                raise GeometryError(f"basincma: codes turned non-finite after {len(trackers[i].losses)} evaluations; "
+                                    "the generator or the distance gives non-finite values here")
             with warnings.catch_warnings():
                 # pycma flags told points it did not draw; it rescales them (check_points)
                 warnings.filterwarnings("ignore", message=".*orphanated injected solution")
-                es.tell(refined if tell == "refined" else asked[i], scores)
+                es.tell(told, scores)
     if trackers[0].left > 0:
         # no whole generation fitted the budget: Adam from the start instead
         # every tracker has a best_z once the first has: they record the same generations

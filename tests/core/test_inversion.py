@@ -104,6 +104,21 @@ def test_budgets_are_honoured_exactly(budget):
         assert abs(direct - res.value) <= 1e-12 * max(1.0, direct)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "basincma"])
+def test_a_loss_that_is_always_nan_is_a_geometry_error(optimizer):
+    # Adam returned a result whose code was None (no loss was ever the best); pycma stopped on an assertion.
+    def nan_loss(z):
+        return (z * float("nan")).sum(-1)
+
+    z0 = torch.zeros(4, dtype=torch.float64)
+    basis = latent_basis(4, dtype=torch.float64)
+    run = adam_minimize if optimizer == "adam" else basincma_minimize
+    kw = {} if optimizer == "adam" else {"population": 4, "inner_steps": 2}
+    said = "every one of the 12 losses was NaN" if optimizer == "adam" else "codes turned non-finite after 8 eval"
+    with pytest.raises(GeometryError, match=f"{optimizer}: {said}"):
+        run(nan_loss, z0, basis=basis, steps=12, lr=0.1, **kw)
+
+
 def test_basincma_minimises_rotated_quadratic_in_both_bases():
     # CMA-ES with Adam refinement must make real progress on the same problem
     # within 1600 evaluations: at least 1e3x below the start (both bases).
