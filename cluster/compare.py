@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -40,11 +39,8 @@ from geometry_core.spectrum import FRACTIONS
 from .integrity import read_rows
 from .run_state import run_state
 from .states import RunState
-from .storage import StoreError, subgroup
+from .storage import StoreError, array_in, group_in, subgroup
 from .view import GroupView, reduce_state
-
-if TYPE_CHECKING:
-    import zarr
 
 __all__ = ["compare_runs", "match_groups"]
 
@@ -121,11 +117,11 @@ def _group_stats(run: str, g: GroupView, *, figures: bool) -> tuple[dict, dict]:
     """(JSON statistics, arrays for the figures when ``figures``) of one reduced group."""
     if reduce_state(g.group) != "complete":
         raise StoreError(f"run {run!r} group {g.key} is not reduced; run `gangeo reduce {run}` first")
-    red = cast("zarr.Group", g.group["reduce"])
+    red = group_in(g.group, "reduce")
     names = set(red.array_keys())
 
     def read(name: str) -> np.ndarray | None:
-        return np.asarray(cast("zarr.Array", red[name])[:]) if name in names else None
+        return np.asarray(array_in(red, name)[:]) if name in names else None
 
     lam = g.values("eigvals").astype(np.float64)  # done codes only
     pts, glob, gvals = read("anisotropy_points"), read("anisotropy_global"), read("global_eigvals")

@@ -9,11 +9,10 @@ re-exports these functions.
 from __future__ import annotations
 
 import warnings
-from typing import cast
 
 import zarr
 
-from .storage import plain_group
+from .storage import group_in, plain_group
 
 __all__ = ["consolidate_group", "consolidate_run", "drop_consolidated"]
 
@@ -30,7 +29,7 @@ def drop_consolidated(group: zarr.Group) -> zarr.Group:
     outlives what it describes.
     """
     fresh = _reopen(group)
-    for g in (fresh, _reopen(cast(zarr.Group, fresh["reduce"])) if "reduce" in set(fresh.group_keys()) else None):
+    for g in (fresh, _reopen(group_in(fresh, "reduce")) if "reduce" in set(fresh.group_keys()) else None):
         if g is not None:
             # Opened without its consolidated copy, the group's metadata is rewritten without it.
             g.update_attributes({})
@@ -59,8 +58,8 @@ def consolidate_run(root: zarr.Group, run: str) -> int:
     """Consolidate every target group of ``run`` (end of a run); return how many groups."""
     from .view import find_target_groups
 
-    run_group = cast(zarr.Group, root[run])
+    run_group = group_in(root, run)
     keys = find_target_groups(run_group)
     for key in keys:
-        consolidate_group(cast(zarr.Group, run_group[key]))
+        consolidate_group(group_in(run_group, key))
     return len(keys)

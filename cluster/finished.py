@@ -37,12 +37,11 @@ from .integrity import damaged_chunks, reduced_summary
 from .layout import GroupLayout
 from .run_state import run_state
 from .states import RunState, Status
-from .storage import StoreError, StoreURL, parse_store_url
+from .storage import StoreError, StoreURL, array_in, parse_store_url
 from .store import RunStore, check_identity
 
 if TYPE_CHECKING:
     import numpy as np
-    import zarr
 
 __all__ = ["finished_summary"]
 
@@ -98,7 +97,7 @@ def finished_summary(spec, s3_endpoint: str | None = None, *, loc: StoreURL | No
     for key in keys:
         g = rs.group(spec.name, key)
         lay = GroupLayout.of(g)
-        done = cast("np.ndarray", cast("zarr.Array", g["done"])[:]) == 1  # a 1-d array read whole
+        done = cast("np.ndarray", array_in(g, "done")[:]) == 1  # a 1-d array read whole
         if not done.all() or damaged_chunks(g, lay, done):
             return None
         if chosen:

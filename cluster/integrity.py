@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from typing import cast
 
 import numpy as np
 import zarr
@@ -32,7 +31,7 @@ import zarr
 from .layout import ARRAYS, GroupLayout
 from .retry import RetryPolicy, is_transient, retry_call
 from .states import Status
-from .storage import StoreError
+from .storage import StoreError, array_in
 
 __all__ = ["GROWING", "READ_DEADLINE_S", "DamagedChunkError", "chunk_checksum", "chunk_problems", "counted_chunks",
            "damaged_chunks", "done_chunk_problems", "growth_in_progress", "read_chunk", "read_rows", "recorded_done",
@@ -81,7 +80,7 @@ def read_chunk(group: zarr.Group, names: list[str], rows: slice) -> tuple[dict[s
     data, problems = {}, []
     for name in names:
         try:
-            data[name] = np.ascontiguousarray(read_rows(cast(zarr.Array, group[name]), rows), dtype=np.float32)
+            data[name] = np.ascontiguousarray(read_rows(array_in(group, name), rows), dtype=np.float32)
         except Exception as exc:  # a damaged chunk file fails its crc32c or its decompression
             if is_transient(exc):
                 raise
@@ -116,7 +115,7 @@ def chunk_problems(group: zarr.Group, lay: GroupLayout, i: int, checksum: int | 
 def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
                    chunks: range | None = None) -> dict[int, str]:
     """{chunk: problem} of the done chunks (of ``chunks``, default all) that must not count."""
-    checksums = read_rows(cast(zarr.Array, group["checksum"])) if "checksum" in set(group.array_keys()) else None
+    checksums = read_rows(array_in(group, "checksum")) if "checksum" in set(group.array_keys()) else None
     out = {}
     for i in chunks if chunks is not None else range(lay.n_chunks):
         if not done[i]:
@@ -129,7 +128,7 @@ def damaged_chunks(group: zarr.Group, lay: GroupLayout, done: np.ndarray,
 
 def recorded_done(group: zarr.Group, lay: GroupLayout, *, key: str) -> np.ndarray:
     """(n_chunks,) bool: the chunk's ``done`` entry is 1 (data not checked: :func:`counted_chunks` does)."""
-    done = read_rows(cast(zarr.Array, group["done"])) == 1
+    done = read_rows(array_in(group, "done")) == 1
     if done.shape != (lay.n_chunks,):
         raise StoreError(f"group {key}: done has {done.size} entries for {lay.n_chunks} chunks of {lay.n} codes "
                          "(arrays of different lengths: a growth stopped part-way); run `gangeo resume`")

@@ -81,9 +81,11 @@ def pid_alive(pid: int) -> bool:
 def pid_started(pid: int) -> int | None:
     """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None where unknown."""
     stat = _proc_stat(pid)
+    if stat is None:
+        return None
     try:
-        return int(cast("list[str]", stat)[19])  # field 22; the name in parentheses may hold spaces; None: TypeError
-    except (TypeError, ValueError, IndexError):
+        return int(stat[19])  # field 22; the name in parentheses may hold spaces
+    except (ValueError, IndexError):
         return None
 
 

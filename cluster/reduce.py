@@ -45,6 +45,7 @@ from .consolidated import consolidate_group, drop_consolidated
 from .executor import DEVICES, Executor, executor
 from .integrity import reduced_summary
 from .series_reduce import reduce_series, series_steps
+from .storage import array_in, group_in
 from .view import GroupView, open_run
 
 __all__ = [
@@ -158,8 +159,8 @@ def _tile(view: GroupView, rows: tuple[int, int], cols: tuple[int, int], dtype, 
     if same:  # i == j is not a pair: NaN like geometry_core.homogeneity, and no masked count.
         for t, fill in zip(out[(rows, cols)], (np.nan, np.nan, -1)):
             np.fill_diagonal(t, fill)
-    red = cast(zarr.Group, view.group["reduce"])
-    arrays = [cast(zarr.Array, red[name]) for name in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")]
+    red = group_in(view.group, "reduce")
+    arrays = [array_in(red, name) for name in ("homogeneity_log", "homogeneity_lin", "homogeneity_masked")]
     stats = TileStats()
     for ((a0, a1), (b0, b1)), values in out.items():
         for arr, x in zip(arrays, values):
@@ -243,7 +244,6 @@ def _reduce_anisotropy(job: _Job) -> dict:
     view = job.view
     points = np.full((view.layout.n, len(FRACTIONS)), -1, dtype=np.int32)
     rows = np.flatnonzero(view.used)
-    counts: dict[float, int] | dict[float, torch.Tensor] | list[int]  # per code, then the global metric's
     if rows.size:
         vals = torch.from_numpy(view.values("eigvals")).double()  # done codes only, in row order
         counts = anisotropy(vals, fractions=FRACTIONS)
@@ -255,11 +255,11 @@ def _reduce_anisotropy(job: _Job) -> dict:
                                    for k in range(len(FRACTIONS))]}
     if job.global_vals is not None:
         g = anisotropy(job.global_vals, fractions=FRACTIONS)
-        counts = [int(g[f]) for f in FRACTIONS]
+        global_counts = [int(g[f]) for f in FRACTIONS]
         garr = job.create("anisotropy_global", (len(FRACTIONS),), (len(FRACTIONS),))
-        garr[:] = np.asarray(counts, dtype=np.int32)
+        garr[:] = np.asarray(global_counts, dtype=np.int32)
         garr.attrs["fractions"] = list(FRACTIONS)
-        out["global"] = counts
+        out["global"] = global_counts
     return out
 
 

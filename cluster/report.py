@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 
@@ -48,10 +48,8 @@ from .report_series import read_series, series_section
 from .report_summary import natural_key, order_groups, per_code_counts, summary_section
 from .run_state import timing_report
 from .s3_checkpoints import local_options
+from .storage import array_in
 from .view import GroupView, open_run
-
-if TYPE_CHECKING:
-    import zarr
 
 __all__ = ["DEFAULT_REPORT_DIR", "FRACTIONS", "ReportContext", "amplification_ratio", "build_report"]
 
@@ -239,7 +237,7 @@ def _traversal_section(doc: Doc, g: GroupView, red: dict, ctx: ReportContext, ti
     if k == 0:
         doc.add("<p class='note'>Traversal skipped: the global metric has no positive eigenvalue.</p>")
         return
-    z0 = read_rows(cast("zarr.Array", g.group["z"]), int(np.flatnonzero(g.used)[0])).astype(np.float64)
+    z0 = read_rows(array_in(g.group, "z"), int(np.flatnonzero(g.used)[0])).astype(np.float64)
     steps = traversal_steps(vals[:k], n_steps=_TRAVERSE_STEPS, top_step=_TOP_STEP, max_step=float(np.linalg.norm(z0)))
     doc.add(f"<p>From the first done code, along the top {k} eigenvectors of the global metric; "
             f"steps t = sqrt(2δ/λ_k) so each row changes the image by the same distance "

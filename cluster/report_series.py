@@ -24,7 +24,7 @@ from . import report_figures as figs
 from .integrity import read_rows
 from .report_html import Doc, esc
 from .series_reduce import SERIES_GROUP, series_steps
-from .storage import StoreError, subgroup
+from .storage import StoreError, array_in, subgroup
 from .view import GroupView
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _curves(series: str, space: str, target: str, g: zarr.Group) -> SeriesCurves
     missing = set(_ARRAYS) - set(g.array_keys())
     if missing:
         raise StoreError(f"{where}: complete, but arrays {sorted(missing)} are missing; run gangeo reduce again")
-    a = {name: read_rows(cast(zarr.Array, g[name])) for name in _ARRAYS}
+    a = {name: read_rows(array_in(g, name)) for name in _ARRAYS}
     steps = a["step"].astype(np.int64)
     s = steps.size
     frac = np.flatnonzero(np.isclose(a["fraction"].astype(float), _FRACTION))

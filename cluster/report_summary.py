@@ -17,7 +17,6 @@ the group sections and in ``gangeo reduce``'s summary (``points_median``).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -26,10 +25,8 @@ from geometry_core.spectrum import FRACTIONS
 from .integrity import read_rows
 from .layout import spec_generators
 from .report_html import Doc, esc, table
+from .storage import array_in, group_in
 from .view import GroupView, require_reduced
-
-if TYPE_CHECKING:
-    import zarr
 
 __all__ = ["SUMMARY_FRACTION", "group_stats", "natural_key", "order_groups", "per_code_counts", "summary_section"]
 
@@ -98,22 +95,21 @@ def group_stats(g: GroupView) -> dict:
     out = {"median": float("nan"), "global": float("nan"), "homogeneity": float("nan")}
     if not g.used.any():
         return out
-    red_group = cast("zarr.Group", g.group["reduce"]) if "reduce" in set(g.group.group_keys()) else None
-    if red_group is not None:
+    red = group_in(g.group, "reduce") if "reduce" in set(g.group.group_keys()) else None
+    if red is not None:
         require_reduced(g.key, g.group)
-    names = set(red_group.array_keys()) if red_group is not None else set()
-    # names is empty without reduce/: red_group is a group wherever it is indexed
-    small = {n: read_rows(cast("zarr.Array", cast("zarr.Group", red_group)[n]))
-             for n in ("anisotropy_points", "anisotropy_global") if n in names}
+    names = set(red.array_keys()) if red is not None else set()
+    small = ({n: read_rows(array_in(red, n)) for n in ("anisotropy_points", "anisotropy_global") if n in names}
+             if red is not None else {})
     lam = g.values("eigvals").astype(np.float64)  # done chunks only, never an unfinished one's bytes
     out["median"] = float(np.median(per_code_counts(g, lam, small)[:, k]))
     if "anisotropy_global" in small:
         out["global"] = int(small["anisotropy_global"][k])
-    hom = dict(red_group.attrs).get("homogeneity") if red_group is not None else None
+    hom = dict(red.attrs).get("homogeneity") if red is not None else None
     if isinstance(hom, dict) and isinstance(hom.get("log_mean"), (int, float)):
         out["homogeneity"] = float(hom["log_mean"])
-    elif "homogeneity_log" in names:  # reduced before the record held the mean
-        m = read_rows(cast("zarr.Array", cast("zarr.Group", red_group)["homogeneity_log"]))
+    elif red is not None and "homogeneity_log" in names:  # reduced before the record held the mean
+        m = read_rows(array_in(red, "homogeneity_log"))
         out["homogeneity"] = float(m[np.isfinite(m)].mean()) if np.isfinite(m).any() else float("nan")
     return out
 
@@ -132,7 +128,6 @@ def summary_section(doc: Doc, groups: list[GroupView]) -> None:
     models: list[str] = []
     rows_order: list[tuple[str, str]] = []
     cells: dict[tuple[str, str, str], GroupView] = {}
-    g: GroupView | None  # each group here, a (model, space, target)'s group or None below
     for g in groups:  # already in the report's order
         lay = g.layout
         if lay.model not in models:
@@ -145,15 +140,15 @@ def summary_section(doc: Doc, groups: list[GroupView]) -> None:
     header = ["space", "target"] + [f"{m}: {label} ({pct})" if name != "homogeneity" else f"{m}: {label}"
                                     for m in models for name, label in _COLUMNS]
     rows, keys = [], []
-    key: list[str | None]  # a cell's data-key; None for the row's labels and absent groups
     for space, target in rows_order:
-        row, key = [space, target], [None, None]
+        row = [space, target]
+        key: list[str | None] = [None, None]  # a cell's data-key; None for the row's labels and absent groups
         for m in models:
-            g = cells.get((m, space, target))
-            stats = group_stats(g) if g is not None else None
+            cell = cells.get((m, space, target))
+            stats = group_stats(cell) if cell is not None else None
             for name, _ in _COLUMNS:
                 row.append("" if stats is None else stats[name])
-                key.append(None if g is None else f"summary:{g.key}:{name}")
+                key.append(None if cell is None else f"summary:{cell.key}:{name}")
         rows.append(row)
         keys.append(key)
     doc.add('<section id="summary"><h2>Summary across groups</h2>'

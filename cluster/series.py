@@ -82,19 +82,21 @@ def expand_series(where: str, raw, options: dict, accepted: tuple[str, ...] | No
         problems.append(f"{where}.options.{option}: give each checkpoint through series, not options")
     if len(problems) > n_before:
         return {}, []
+    # Past the problems: the pattern is a string and the step regex compiled.
+    pattern, regex = cast(str, pattern), cast("re.Pattern[str]", regex)
     if is_s3(pattern):
         try:
-            files = list_checkpoints(cast(str, pattern))  # checked above: problems return early
+            files = list_checkpoints(pattern)
         except WeightsError as err:
             problems.append(f"{where}.series.weights: {err}")
             return {}, []
     else:
-        pattern = os.path.abspath(os.path.expanduser(cast(str, pattern)))  # workers and later runs read the same files
+        pattern = os.path.abspath(os.path.expanduser(pattern))  # workers and later runs read the same files
         files = [(path, Path(path).name) for path in _files(pattern)]
     found: dict[int, str] = {}
     stepless = []
     for path, name in files:
-        m = cast("re.Pattern[str]", regex).search(name)  # compiled above, else problems returned early
+        m = regex.search(name)
         if m is None or not m.group(1) or not m.group(1).isdigit() or len(m.group(1)) > 18:
             stepless.append(name)
             continue
@@ -106,7 +108,7 @@ def expand_series(where: str, raw, options: dict, accepted: tuple[str, ...] | No
     if stepless:
         more = f" and {len(stepless) - 1} more" if len(stepless) > 1 else ""
         problems.append(f"{where}.series.step: no step in the file name {clip(stepless[0])}{more} "
-                        f"(the pattern {clip(cast('re.Pattern[str]', regex).pattern)} must find a number)")
+                        f"(the pattern {clip(regex.pattern)} must find a number)")
     if not files:
         problems.append(f"{where}.series.weights: no checkpoint file matches {clip(pattern)}")
     elif len(files) > MAX_CHECKPOINTS:

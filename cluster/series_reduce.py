@@ -29,7 +29,6 @@ whole whenever the series' groups are reduced.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import cast
 
 import numpy as np
 import zarr
@@ -38,6 +37,7 @@ from geometry_core.alignment import subspace_cosines
 from geometry_core.spectrum import FRACTIONS
 
 from .integrity import read_rows, reduce_state
+from .storage import array_in, group_in
 
 __all__ = ["SERIES_GROUP", "TOP_EIGVALS", "TOP_K", "reduce_series", "series_steps"]
 
@@ -77,14 +77,14 @@ def _reduce_of(run_group: zarr.Group, key: str) -> zarr.Group | None:
         group = run_group[key]
     except KeyError:
         return None
-    return (cast(zarr.Group, group["reduce"]) if isinstance(group, zarr.Group) and reduce_state(group) == "complete"
+    return (group_in(group, "reduce") if isinstance(group, zarr.Group) and reduce_state(group) == "complete"
             else None)
 
 
 def _read(red: zarr.Group | None, name: str) -> np.ndarray | None:
     if red is None or name not in set(red.array_keys()):
         return None
-    return read_rows(cast(zarr.Array, red[name]))
+    return read_rows(array_in(red, name))
 
 
 def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str], reds: list) -> dict:
@@ -98,7 +98,6 @@ def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str]
     hom = {s: np.full(S, np.nan) for s in ("log", "lin")}
     final = np.full((S, max(k, 1)), np.nan)
     nxt = np.full((S, max(k, 1)), np.nan)
-    a: np.ndarray | zarr.Array | None  # a step's anisotropy here, an array written below
     for i, (r, v) in enumerate(zip(reds, vals)):
         if v is not None:
             n = min(TOP_EIGVALS, v.shape[0])
@@ -131,9 +130,9 @@ def _write(run_group: zarr.Group, dest: str, steps: list[int], labels: list[str]
     }
     parent.attrs.update({"state": "reducing"})
     for name, (dims, arr) in data.items():
-        a = parent.create_array(name, shape=arr.shape, dtype=arr.dtype, dimension_names=dims, overwrite=True,
-                                fill_value=-1 if arr.dtype.kind == "i" else np.nan)
-        a[...] = arr
+        stored = parent.create_array(name, shape=arr.shape, dtype=arr.dtype, dimension_names=dims, overwrite=True,
+                                     fill_value=-1 if arr.dtype.kind == "i" else np.nan)
+        stored[...] = arr
     summary = {"steps": steps, "labels": labels, "k": k,
                "alignment_final_mean_sq": [float(np.mean(np.square(row))) for row in final],
                "anisotropy_99": [int(x) for x in aniso[:, FRACTIONS.index(0.99)]]}

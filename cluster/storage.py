@@ -46,6 +46,8 @@ __all__ = [
     "close_sessions",
     "plain_group",
     "subgroup",
+    "array_in",
+    "group_in",
     "writable_problem",
     "store_env",
 ]
@@ -335,6 +337,16 @@ def plain_group(store: Store, path: str) -> zarr.Group:
     """
     return zarr.open_group(store, path=path, mode="r" if store.read_only else "r+", zarr_format=3,
                            use_consolidated=False)
+
+
+def array_in(group: zarr.Group, name: str) -> zarr.Array:
+    """``group[name]`` typed as the array the store's layout puts there (zarr's index returns an array or a group)."""
+    return cast(zarr.Array, group[name])
+
+
+def group_in(parent: zarr.Group, name: str) -> zarr.Group:
+    """``parent[name]`` typed as the group the store's layout puts there (a run, a target group, ``reduce``)."""
+    return cast(zarr.Group, parent[name])
 
 
 def subgroup(parent: zarr.Group, key: str) -> zarr.Group:

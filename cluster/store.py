@@ -29,7 +29,7 @@ from .integrity import chunk_checksum
 from .layout import ARRAYS, CHUNK_RECORDS, STORED_DTYPES, GroupLayout
 from .retry import RetryPolicy, retry_call
 from .states import Status
-from .storage import StoreError, open_root, parse_store_url, subgroup
+from .storage import StoreError, array_in, group_in, open_root, parse_store_url, subgroup
 
 __all__ = ["RunExistsError", "RunStore", "check_identity"]
 
@@ -122,7 +122,7 @@ class RunStore:
     # -- runs ---------------------------------------------------------------
     def run_group(self, run: str) -> zarr.Group:
         try:
-            return cast(zarr.Group, self.root[run])  # every child of the root is a run's group
+            return group_in(self.root, run)  # every child of the root is a run's group
         except KeyError:
             raise StoreError(f"no run {run!r} in store {self.url}") from None
 
@@ -163,15 +163,15 @@ class RunStore:
             dims = ARRAYS[name]
             shape = plan.shape(name)
             if name in existing:
-                if cast(zarr.Array, g[name]).shape != shape:
-                    raise StoreError(f"{plan.key}/{name}: stored shape {cast(zarr.Array, g[name]).shape}, "
-                                     f"expected {shape}")
+                stored = array_in(g, name).shape
+                if stored != shape:
+                    raise StoreError(f"{plan.key}/{name}: stored shape {stored}, expected {shape}")
                 continue
             g.create_array(name, shape=shape, chunks=(plan.chunk_size,) + shape[1:], dtype=STORED_DTYPES[name],
                            compressors=[ZstdCodec(level=1), Crc32cCodec()], dimension_names=dims,
                            fill_value=0.0)
         # Spectra are decomposed in float64 (geometry_core.spectrum); say what each array keeps.
-        g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(cast(zarr.Array, g[n]).dtype)) for n in names}}
+        g.attrs["precision"] = {"eigen": "float64", **{n: str(np.dtype(array_in(g, n).dtype)) for n in names}}
         for name, dtype in CHUNK_RECORDS.items():
             if name not in existing:
                 g.create_array(name, shape=(plan.n_chunks,), chunks=(1,), dtype=dtype,
@@ -282,12 +282,12 @@ class RunStore:
 
     def mark_done(self, run: str, key: str, chunk: int, *, value: int = 1) -> None:
         """Mark a chunk complete; call only after :meth:`write_chunk` returned (``value=0``: no longer done)."""
-        self._retry(lambda: cast(zarr.Array, self.group(run, key)["done"]).__setitem__(chunk, value),
+        self._retry(lambda: array_in(self.group(run, key), "done").__setitem__(chunk, value),
                     f"{key}/done {chunk}")
 
     def done_mask(self, run: str, key: str) -> np.ndarray:
         """(n_chunks,) bool: which chunks are complete."""
-        return self._retry(lambda: cast(zarr.Array, self.group(run, key)["done"])[:], f"{key}/done") == 1
+        return self._retry(lambda: array_in(self.group(run, key), "done")[:], f"{key}/done") == 1
 
     def read(self, run: str, key: str, array: str, index=None) -> np.ndarray:
         """An array of a group (``z``, ``eigvals``, ``eigvecs``, ``hessian``, ``done``, ...), optionally indexed."""

@@ -17,7 +17,7 @@ A chunk with data but no done entry is "unfinished"; one with neither "missing".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,12 +25,12 @@ from geometry_core.errors import UsageError
 
 from .integrity import done_chunk_problems, read_chunk, read_rows, reduce_state, stored_arrays
 from .layout import GroupLayout
+from .storage import array_in
 from .store import RunStore
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import zarr
 
 __all__ = ["DEFAULT_RTOL", "verify_run"]
 
@@ -103,14 +103,14 @@ def _verify_group(rs: RunStore, run: str, key: str, rtol: float, errors: list) -
     names = stored_arrays(g)
     for name in names:
         want = lay.shape(name)
-        if cast("zarr.Array", g[name]).shape != want:
-            errors.append({"group": key, "chunk": None,
-                           "problem": f"{name}: shape {cast('zarr.Array', g[name]).shape}, expected {want}"})
+        shape = array_in(g, name).shape
+        if shape != want:
+            errors.append({"group": key, "chunk": None, "problem": f"{name}: shape {shape}, expected {want}"})
             return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}
     if "z" not in names or "eigvals" not in names:
         errors.append({"group": key, "chunk": None, "problem": "arrays z and eigvals are required"})
-    done = read_rows(cast("zarr.Array", g["done"])) == 1
-    checksums = read_rows(cast("zarr.Array", g["checksum"]))
+    done = read_rows(array_in(g, "done")) == 1
+    checksums = read_rows(array_in(g, "checksum"))
     if done.shape != (n_chunks,):
         errors.append({"group": key, "chunk": None, "problem": f"done: shape {done.shape}, expected ({n_chunks},)"})
         return {"chunks": n_chunks, "done": 0, "unfinished": [], "missing": []}

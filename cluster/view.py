@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ from .integrity import (
     require_reduced,
 )
 from .layout import ARRAYS, GroupLayout
-from .storage import StoreError, subgroup
+from .storage import StoreError, array_in, group_in, subgroup
 
 __all__ = ["DamagedChunkError", "GroupView", "Rows", "RunView", "damaged_chunks", "find_target_groups", "open_run",
            "reduce_state", "refuse_damaged", "require_reduced"]
@@ -109,7 +108,7 @@ class GroupView:
         (zeros, or the half-written rows of a failed write) are never decoded.
         """
         b = self.layout.n if b is None else b
-        arr = cast(zarr.Array, self.group[name])
+        arr = array_in(self.group, name)
         used = self.used[a:b]
         edges = np.flatnonzero(np.diff(np.concatenate([[0], used.astype(np.int8), [0]])))
         parts = [read_rows(arr, slice(a + lo, a + hi)) for lo, hi in zip(edges[::2], edges[1::2])]
@@ -123,7 +122,7 @@ class GroupView:
         an unwritten chunk nor the half-written rows of a failed write come back as numbers.
         Other arrays (``done``, ``seconds``, ...) are read as stored.
         """
-        arr = cast(zarr.Array, self.group[array])
+        arr = array_in(self.group, array)
         if not _per_code(array, arr):
             return Rows(read_rows(arr, slice(None) if index is None else index), 0, 0)
         picked = _rows(self.layout.n, index)
@@ -185,8 +184,8 @@ class GroupView:
     def hessians_at(self, rows: np.ndarray) -> np.ndarray | None:
         """float64 H (len(rows), D, D) at the given code rows; None when the run kept neither H nor V."""
         def stack(name: str) -> torch.Tensor:
-            return torch.from_numpy(np.stack([read_rows(cast(zarr.Array, self.group[name]), int(i))
-                                              for i in rows])).double()
+            arr = array_in(self.group, name)  # opened once, read row by row
+            return torch.from_numpy(np.stack([read_rows(arr, int(i)) for i in rows])).double()
 
         if self.has_hessian:
             return stack("hessian").numpy()
@@ -200,8 +199,8 @@ class GroupView:
         if "reduce" not in set(self.group.group_keys()):
             return {}
         require_reduced(self.key, self.group)
-        red = cast(zarr.Group, self.group["reduce"])
-        return {name: read_rows(cast(zarr.Array, red[name])) for name in red.array_keys()}
+        red = group_in(self.group, "reduce")
+        return {name: read_rows(array_in(red, name)) for name in red.array_keys()}
 
 
 def _rows(n: int, index):
@@ -296,6 +295,6 @@ def open_run(root_or_url: zarr.Group | str | os.PathLike | None, run: str, *, s3
         root_or_url, s3_endpoint=s3_endpoint, mode=mode, create=False)
     if run not in set(root.group_keys()):
         raise StoreError(f"no run {run!r} in the store; runs there: {sorted(root.group_keys())}")
-    view = RunView(run, cast(zarr.Group, root[run]))  # a run is a group of the root
+    view = RunView(run, group_in(root, run))  # a run is a group of the root
     refuse_unsettled(run, view.attrs)
     return view

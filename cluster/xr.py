@@ -37,7 +37,6 @@ run or a reduce has finished writing, and a reduce removes it before it rewrites
 from __future__ import annotations
 
 import os
-from typing import cast
 
 import numpy as np
 import zarr
@@ -46,7 +45,7 @@ from geometry_core.spectrum import FRACTIONS
 
 from .consolidated import consolidate_group, consolidate_run, drop_consolidated
 from .layout import GroupLayout, dim_coordinate
-from .storage import StoreError
+from .storage import StoreError, array_in, group_in
 
 __all__ = ["consolidate_group", "consolidate_run", "drop_consolidated", "open_run_xarray"]
 
@@ -94,7 +93,7 @@ def _only_done(ds, group: zarr.Group, layout: GroupLayout, key: str, chunks):
     missing = int(used.size - used.sum())
     if missing:
         for name in [v for v in ds.data_vars if ds[v].dims[:1] == ("code",)]:
-            data = _done_rows(cast(zarr.Array, group[name]), layout, done, lazy=chunks is not None)
+            data = _done_rows(array_in(group, name), layout, done, lazy=chunks is not None)
             ds[name] = ds[name].copy(data=data)
         if chunks not in (None, {}):
             ds = ds.chunk(chunks)
@@ -148,7 +147,7 @@ def _open_one(root: zarr.Group, run: str, key: str, reduced: bool, chunks):
         if "reduce" not in set(group.group_keys()):
             raise StoreError(f"group {path!r} has not been reduced (run `gangeo reduce {run}`)")
         require_reduced(path, group)  # an interrupted reduce/ is refused, as query and report refuse it
-        path, group = f"{path}/reduce", cast(zarr.Group, group["reduce"])
+        path, group = f"{path}/reduce", group_in(group, "reduce")
     # Our own reader ignores consolidated copies: it always reads the arrays' current metadata.
     ds = xr.open_zarr(root.store, group=path, zarr_format=3, consolidated=False, chunks=chunks)
     if reduced and layout is not None:
@@ -191,7 +190,7 @@ def open_run_xarray(
 
     view = open_run(root, run)
     keys = [g for g in find_target_groups(view.group)
-            if not reduced or "reduce" in set(cast(zarr.Group, view.group[g]).group_keys())]
+            if not reduced or "reduce" in set(group_in(view.group, g).group_keys())]
     if not keys:
         raise StoreError(f"run {run!r} has no {'reduced ' if reduced else ''}target group")
     parts = [_open_one(root, run, k, reduced, chunks).expand_dims(group=[k]) for k in keys]

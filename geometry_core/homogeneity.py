@@ -11,8 +11,6 @@ correlation and counted. The matrices are asymmetric, with NaN on the diagonal.
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 
 from .errors import GeometryError
@@ -268,12 +266,12 @@ def homogeneity(
     N, D = H_stack.shape[:2]
     if (eigvals is None) != (eigvecs is None):
         raise GeometryError("homogeneity: pass both eigvals and eigvecs, or neither")
-    if eigvals is None:
+    if eigvals is None or eigvecs is None:  # both, by the check above
         eigvals, eigvecs = eigen(H_stack)
-    elif eigvals.shape != (N, D) or cast(torch.Tensor, eigvecs).shape != (N, D, D):  # given with eigvals
+    elif eigvals.shape != (N, D) or eigvecs.shape != (N, D, D):
         raise GeometryError(
             f"homogeneity: expected eigvals ({N}, {D}) and eigvecs ({N}, {D}, {D}), got "
-            f"{tuple(eigvals.shape)} and {tuple(cast(torch.Tensor, eigvecs).shape)}"
+            f"{tuple(eigvals.shape)} and {tuple(eigvecs.shape)}"
         )
     if block is None:
         block = max(1, int((_TILE_BYTES / (8 * D * D)) ** 0.5))
@@ -286,8 +284,7 @@ def homogeneity(
     for i0 in range(0, N, block):
         for j0 in range(0, N, block):
             i1, j1 = min(N, i0 + block), min(N, j0 + block)
-            tile = homogeneity_tile(cast(torch.Tensor, eigvecs)[i0:i1], H_stack[j0:j1], eigvals[j0:j1],
-                                    offsets=(i0, j0))
+            tile = homogeneity_tile(eigvecs[i0:i1], H_stack[j0:j1], eigvals[j0:j1], offsets=(i0, j0))
             corr_log[i0:i1, j0:j1], corr_lin[i0:i1, j0:j1], masked[i0:i1, j0:j1] = tile
     return (corr_log, corr_lin, masked) if return_masked else (corr_log, corr_lin)
 
