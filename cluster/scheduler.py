@@ -18,16 +18,45 @@ the run ends partial (``gangeo resume`` finishes it).
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .worker import ChunkTask
 
-__all__ = ["PER_WORKER_IN_FLIGHT", "START_WAIT_S", "ChunkScheduler", "Outcome"]
+__all__ = ["PER_WORKER_IN_FLIGHT", "START_WAIT_S", "ChunkScheduler", "Outcome", "sigint_latch"]
 
 PER_WORKER_IN_FLIGHT = 2  # one computing, one queued: no idle gap between chunks
 START_WAIT_S = 600.0  # with no worker running, how long to wait for one to start (an autoscaler may add a node)
 _POLL_S = 5.0
+
+
+@contextmanager
+def sigint_latch() -> Iterator[threading.Event]:
+    """An event a SIGINT sets while the block runs, besides raising KeyboardInterrupt as Python's handler does.
+
+    Ray's core runs Python's signal handlers inside its own waits and turns the KeyboardInterrupt into a
+    status; a loop that checks the event ends even where that status is lost. Only the main thread can
+    set a handler, and a handler other than Python's default is left as it is (the event then stays clear).
+    """
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield event
+        return
+
+    def latch(signum, frame):
+        event.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, latch)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
@@ -70,16 +99,19 @@ class ChunkScheduler:
         self._tasks = iter(tasks)
         for slot, actor in enumerate(self.pool.actors):
             self._probe(slot, actor)
-        while self._more() or self.inflight:
-            self._fill()
-            if not self._waiting_allowed():
-                break
-            ready, _ = ray.wait([*self.inflight, *self.starting], num_returns=1, timeout=_POLL_S)
-            for ref in ready:
-                if ref in self.starting:
-                    self._started(ref)
-                else:
-                    self._settle(ref)
+        with sigint_latch() as interrupted:
+            while self._more() or self.inflight:
+                if interrupted.is_set():  # an interrupt that Ray's wait took in and dropped
+                    raise KeyboardInterrupt
+                self._fill()
+                if not self._waiting_allowed():
+                    break
+                ready, _ = ray.wait([*self.inflight, *self.starting], num_returns=1, timeout=_POLL_S)
+                for ref in ready:
+                    if ref in self.starting:
+                        self._started(ref)
+                    else:
+                        self._settle(ref)
         self.outcome.idle_slots = sorted(set(range(len(self.pool.actors))) - self.running)
         return self.outcome
 

@@ -52,3 +52,31 @@ def test_no_worker_left_gives_up_after_the_bounded_wait(ray_local, tmp_path):
     assert outcome.computed == 0 and pool.computed() == []
     assert sorted(f["chunk"] for f in outcome.failed) == [0, 1, 2, 3, 4]
     assert all("no worker running" in f["error"] for f in outcome.failed)
+
+
+@pytest.mark.timeout(120)
+def test_an_interrupt_that_rays_wait_drops_still_ends_the_run(ray_local, tmp_path, monkeypatch):
+    """SIGINT arrives inside a wait whose KeyboardInterrupt is lost (as a Ray status can be): the loop raises it."""
+    import os
+    import signal
+
+    import ray
+
+    real_wait, calls = ray.wait, []
+
+    def dropping_wait(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)  # the handler runs here
+            except KeyboardInterrupt:
+                pass  # dropped, as a status some of Ray's paths lose
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "wait", dropping_wait)
+    pool = StrandedPool(tmp_path, 2).wait_started()
+    with pytest.raises(KeyboardInterrupt):
+        _schedule(pool, 40)
+    assert len(calls) == 2  # raised at the next turn of the loop, not at the end of the run
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the sweep's latch is gone
